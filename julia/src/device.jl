@@ -1,0 +1,23 @@
+# Device placement: the CPU here; CUDA comes from the APPropCUDAExt extension.
+
+"""
+    backend_available(backend::Symbol) -> Bool
+
+Returns whether arrays can be placed on `backend` (`:cpu` always; `:cuda`
+once `using CUDA, cuDNN` has loaded the extension and a GPU is functional).
+"""
+backend_available(backend::Symbol) = backend_available(Val(backend))
+backend_available(::Val{:cpu}) = true
+backend_available(::Val) = false
+
+"""
+    to_device(x, backend::Symbol) -> same structure on the device
+
+Returns `x` (an array or a model) moved to `backend`.
+"""
+to_device(x, backend::Symbol) = to_device(x, Val(backend))
+to_device(x, ::Val{:cpu}) = Flux.cpu(x)
+to_device(x, ::Val{B}) where {B} = throw(ArgumentError(
+    "backend :$B is not loaded; for :cuda run `using CUDA, cuDNN` " *
+        "(both are in the pinned environment) on a machine with an NVIDIA GPU",
+))

@@ -1,0 +1,131 @@
+# One APP training step and an epoch over a batch iterator.
+
+"""
+    TorchMomentum(eta, rho)
+
+Returns the rule of PyTorch's SGD with momentum (no dampening, no Nesterov):
+`v ← ρ·v + g`, `θ ← θ - η·v`. Optimisers' own `Momentum` keeps `η·v`
+instead, which takes different steps once the learning rate is scheduled.
+"""
+struct TorchMomentum <: Optimisers.AbstractRule
+    eta::Float64
+    rho::Float64
+end
+
+Optimisers.init(::TorchMomentum, x::AbstractArray) = zero(x)
+
+function Optimisers.apply!(o::TorchMomentum, v, x::AbstractArray{T}, dx) where {T}
+    v .= T(o.rho) .* v .+ dx
+    return v, T(o.eta) .* v
+end
+
+"""
+    make_optimiser(name; lr, momentum=0.9, weight_decay=0.0) -> Optimisers.AbstractRule
+
+Returns the Optimisers.jl rule matching PyTorch's: `"sgd"` is SGD with
+momentum as PyTorch computes it (`TorchMomentum`), `"adam"` is Adam; weight
+decay is the L2 term added to the gradient first, as PyTorch's
+`weight_decay` does.
+"""
+function make_optimiser(
+    name::Union{Symbol, AbstractString};
+    lr::Real,
+    momentum::Real = 0.9,
+    weight_decay::Real = 0.0,
+)
+    n = Symbol(name)
+    rule = if n === :sgd
+        momentum > 0 ? TorchMomentum(lr, momentum) : Optimisers.Descent(lr)
+    elseif n === :adam
+        Optimisers.Adam(lr)
+    else
+        throw(ArgumentError("optimiser must be \"sgd\" or \"adam\"; got \"$name\""))
+    end
+    weight_decay > 0 || return rule
+    return Optimisers.OptimiserChain(Optimisers.WeightDecay(weight_decay), rule)
+end
+
+"""
+    loss_and_gradient(model, x, y, eps, spec; lam, kappa, margin) -> (loss, grad)
+
+Returns the training loss and its Zygote gradient with respect to the
+midpoint parameters (the gradient flows through the radius r(θ) too).
+"""
+function loss_and_gradient(model, x, y, eps::Real, spec::RadiusSpec; kw...)
+    loss, grads = Zygote.withgradient(m -> training_loss(m, x, y, eps, spec; kw...), model)
+    return loss, grads[1]
+end
+
+"""
+    app_step!(model, opt_state, x, y, eps, spec; lam, kappa, margin) -> loss
+
+Returns the batch's training loss after one APP step: gradient of the loss,
+optimiser update of `model` in place, then the range clamp if `spec.clamp`
+is set.
+"""
+function app_step!(model, opt_state, x, y, eps::Real, spec::RadiusSpec; kw...)
+    loss, grad = loss_and_gradient(model, x, y, eps, spec; kw...)
+    isfinite(loss) || throw(DomainError(loss, "APP training loss is not finite"))
+    Optimisers.update!(opt_state, model, grad)
+    spec.clamp === nothing || clamp_params!(model, spec.clamp)
+    return loss
+end
+
+"""
+    APPTrainer(model, rule, spec; kappa=0.5, margin=false)
+
+Returns a training state: the model, its optimiser state for `rule`, the
+radius spec and the loss settings, so that steps and epochs can continue.
+"""
+mutable struct APPTrainer{M, S}
+    model::M
+    opt_state::S
+    spec::RadiusSpec
+    kappa::Float64
+    margin::Bool
+    steps::Int
+end
+
+function APPTrainer(model, rule, spec::RadiusSpec; kappa::Real = 0.5, margin::Bool = false)
+    return APPTrainer(model, Optimisers.setup(rule, model), spec, Float64(kappa), margin, 0)
+end
+
+"""
+    app_step!(t::APPTrainer, x, y, eps; lam=t.spec.lam) -> loss
+
+Returns the loss of one APP step on the batch `(x, y)` with the trainer's settings.
+"""
+function app_step!(t::APPTrainer, x, y, eps::Real; lam = t.spec.lam)
+    loss = app_step!(
+        t.model,
+        t.opt_state,
+        x,
+        y,
+        eps,
+        t.spec;
+        lam = lam,
+        kappa = t.kappa,
+        margin = t.margin,
+    )
+    t.steps += 1
+    return loss
+end
+
+"""
+    app_epoch!(t::APPTrainer, batches; schedule=i -> (eps, lam), prepare=identity) -> mean loss
+
+Returns the mean training loss over one pass of `batches`. Each item goes
+through `prepare` (the Python bridge converts arrays there) to give `(x, y)`;
+`schedule(i)` gives the ramped `(eps, lam)` of the i-th batch of the epoch.
+"""
+function app_epoch!(t::APPTrainer, batches; schedule, prepare = identity)
+    total, n = 0.0, 0
+    for (i, item) in enumerate(batches)
+        x, y = prepare(item)
+        eps, lam = schedule(i)
+        total += app_step!(t, x, y, eps; lam = lam)
+        n += 1
+    end
+    n > 0 || throw(ArgumentError("app_epoch! got no batches"))
+    return total / n
+end

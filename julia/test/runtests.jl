@@ -1,0 +1,242 @@
+using APProp
+using Flux: Flux
+using NNlib: NNlib
+using Optimisers: Optimisers
+using Random: Random
+using Test
+
+const RNG = Random.MersenneTwister(20240917)
+
+"Returns 12 random CNN4 parameter arrays (width 1) in Float64, small enough to stay finite."
+function random_params(rng = RNG; T = Float64)
+    shapes = [
+        (3, 3, 3, 32),
+        (32,),
+        (3, 3, 32, 32),
+        (32,),
+        (3, 3, 32, 64),
+        (64,),
+        (3, 3, 64, 64),
+        (64,),
+        (256, 4096),
+        (256,),
+        (10, 256),
+        (10,),
+    ]
+    return Tuple(T(0.05) .* randn(rng, T, s) for s in shapes)
+end
+
+random_images(rng, B; T = Float64) = rand(rng, T, 32, 32, 3, B)
+
+"Returns a copy of `model` with every trainable array replaced by a sample of its box."
+function sample_network(rng, model, spec; corner = false)
+    ps = APProp.cnn4_parameters(model)
+    sampled = map(ps) do θ
+        r = param_radius(spec, θ)
+        u = corner ? rand(rng, (-1, 1), size(θ)) : 2 .* rand(rng, size(θ)) .- 1
+        θ .+ r .* u
+    end
+    return cnn4(sampled...)
+end
+
+function sample_ball(rng, x, eps)
+    ball = input_ball(x, eps)
+    return lower(ball) .+ (upper(ball) .- lower(ball)) .* rand(rng, size(x))
+end
+
+@testset "APProp" begin
+    @testset "intervals" begin
+        lo, hi = [-1.0, 0.5], [2.0, 0.5]
+        x = from_bounds(lo, hi)
+        @test lower(x) ≈ lo && upper(x) ≈ hi
+        @test all(x.r .>= 0)
+        ball = input_ball([-0.2, 0.0, 0.5, 0.99, 1.3], 0.05)
+        @test lower(ball) ≈ [0.0, 0.0, 0.45, 0.94, 0.95]
+        @test upper(ball) ≈ [0.05, 0.05, 0.55, 1.0, 1.0]
+        @test input_ball([0.3], 0.0).r == [0.0]
+        @test_throws ArgumentError input_ball([0.3], -0.1)
+    end
+
+    @testset "radius" begin
+        θ = [-0.5 0.0; 0.1 2.0]
+        b = [-0.5, 0.0]
+        @test param_radius(RadiusSpec(:abs; lam = 0.1), θ) ≈ 0.1 .* abs.(θ)
+        @test param_radius(RadiusSpec(:const; lam = 0.1), θ) ≈ fill(0.1, 2, 2)
+        tanh_r = param_radius(RadiusSpec(:tanh; lam = 0.1), θ)
+        @test tanh_r ≈ 0.1 .* tanh.(100 .* θ.^2) ./ 10
+        @test all(tanh_r .>= 0) && tanh_r[1, 2] == 0
+        @test param_radius(RadiusSpec(:abs; lam = 0.1, perturb_weights = false), θ) ==
+            zero(θ)
+        @test param_radius(RadiusSpec(:abs; lam = 0.1, perturb_biases = false), b) ==
+            zero(b)
+        @test param_radius(RadiusSpec("const"; lam = 0.0), θ) == zero(θ)
+        @test_throws ArgumentError RadiusSpec(:cube)
+        @testset "gradient of |θ| at 0 is 0, as in PyTorch" begin
+            g = Flux.gradient(t -> sum(param_radius(RadiusSpec(:abs; lam = 1.0), t)), b)[1]
+            @test g ≈ [-1.0, 0.0]
+        end
+        @testset "clamp" begin
+            m = Flux.Chain(Flux.Dense([3.0 -4.0], [0.5]))
+            clamp_params!(m, 1.0)
+            @test m.layers[1].weight == [1.0 -1.0]
+        end
+    end
+
+    @testset "rules" begin
+        spec = RadiusSpec(:abs; lam = 0.05)
+        @testset "unsupported layer names its type" begin
+            err = try
+                propagate(Flux.BatchNorm(3), Interval(zeros(2), zeros(2)), spec)
+            catch e
+                e
+            end
+            @test err isa UnsupportedLayerError
+            @test occursin("BatchNorm", sprint(showerror, err))
+            @test_throws ArgumentError propagate(
+                Flux.Dense(2 => 2, NNlib.relu),
+                Interval(zeros(2, 1), zeros(2, 1)),
+                spec,
+            )
+        end
+        @testset "dense and crosscor are sound (sampled)" begin
+            rng = Random.MersenneTwister(1)
+            dense = Flux.Dense(randn(rng, 4, 6), randn(rng, 4))
+            conv = Flux.CrossCor(randn(rng, 3, 3, 2, 3), randn(rng, 3); pad = 1)
+            for (layer, shape) in ((dense, (6, 5)), (conv, (5, 5, 2, 2)))
+                x = Interval(randn(rng, shape...), 0.1 .* rand(rng, shape...))
+                y = propagate(layer, x, spec)
+                for _ in 1:50
+                    ps = map(
+                        p -> p .+ param_radius(spec, p) .* (2 .* rand(rng, size(p)) .- 1),
+                        (layer.weight, layer.bias),
+                    )
+                    l2 = layer isa Flux.Dense ?
+                        Flux.Dense(ps...) :
+                        Flux.CrossCor(ps...; pad = 1)
+                    xs = x.c .+ x.r .* (2 .* rand(rng, shape...) .- 1)
+                    out = l2(xs)
+                    @test all(lower(y) .- 1.0e-10 .<= out .<= upper(y) .+ 1.0e-10)
+                end
+            end
+        end
+        @testset "crosscor equals PyTorch's unflipped correlation" begin
+            w = reshape(Float64.(1:9), 3, 3, 1, 1)
+            x = zeros(3, 3, 1, 1)
+            x[1, 1] = 1.0 # a single pixel at (w=1, h=1)
+            layer = Flux.CrossCor(w, [0.0]; pad = 1)
+            # The output at the centre (2, 2) sees the pixel through kernel tap (1, 1).
+            @test layer(x)[2, 2, 1, 1] == w[1, 1, 1, 1]
+        end
+    end
+
+    @testset "CNN4 bounds" begin
+        model = cnn4(random_params()...)
+        x = random_images(RNG, 3)
+        y = [1, 5, 10]
+        @testset "collapse to the forward pass at eps = lam = 0" begin
+            for kind in (:abs, :const, :tanh)
+                z = interval_bounds(model, x, 0.0, RadiusSpec(kind; lam = 0.0))
+                @test z.c ≈ model(x) rtol = 1.0e-10
+                @test all(iszero, z.r)
+            end
+        end
+        @testset "sound for sampled networks and inputs ($kind)" for kind in (
+                :abs,
+                :const,
+                :tanh,
+            )
+            spec = RadiusSpec(kind; lam = kind === :const ? 1.0e-3 : 0.02)
+            eps = 2 / 255
+            z = interval_bounds(model, x, eps, spec)
+            mlo = margin_lower_bounds(model, x, y, eps, spec)
+            for trial in 1:12
+                net = sample_network(RNG, model, spec; corner = isodd(trial))
+                out = net(sample_ball(RNG, x, eps))
+                @test all(lower(z) .- 1.0e-9 .<= out .<= upper(z) .+ 1.0e-9)
+                margins = out[CartesianIndex.(y, 1:3)]' .- out
+                @test all(mlo .- 1.0e-9 .<= margins)
+            end
+        end
+        @testset "margin bounds are at least as tight as logit bounds" begin
+            spec = RadiusSpec(:abs; lam = 0.01)
+            z = interval_bounds(model, x, 0.01, spec)
+            naive = lower(z)[CartesianIndex.(y, 1:3)]' .- upper(z)
+            mlo = margin_lower_bounds(model, x, y, 0.01, spec)
+            own = (1:10) .== y'
+            @test all((mlo .>= naive .- 1.0e-9) .| own)
+        end
+        @testset "widening is monotone in eps and lam" begin
+            spec = RadiusSpec(:tanh; lam = 0.01)
+            radii = [interval_bounds(model, x, e, spec).r for e in (0.0, 0.002, 0.01)]
+            @test all(radii[1] .<= radii[2] .+ 1.0e-12) &&
+                all(radii[2] .<= radii[3] .+ 1.0e-12)
+            radii = [
+                interval_bounds(model, x, 0.002, spec; lam = l).r
+                for l in (0.0, 0.01, 0.05)
+            ]
+            @test all(radii[1] .<= radii[2] .+ 1.0e-12) &&
+                all(radii[2] .<= radii[3] .+ 1.0e-12)
+        end
+    end
+
+    @testset "loss and verification" begin
+        model = cnn4(random_params()...)
+        x = random_images(RNG, 4)
+        y = [2, 3, 4, 7]
+        spec = RadiusSpec(:abs; lam = 0.01)
+        clean = Flux.logitcrossentropy(model(x), Flux.onehotbatch(y, 1:10))
+        @test worst_case_loss(model, x, y, 0.0, RadiusSpec(:abs; lam = 0.0)) ≈ clean
+        worst = worst_case_loss(model, x, y, 0.01, spec)
+        @test worst >= clean
+        @test worst_case_loss(model, x, y, 0.01, spec; margin = true) <= worst + 1.0e-9
+        mix = training_loss(model, x, y, 0.01, spec; kappa = 0.25)
+        @test mix ≈ 0.75 * worst + 0.25 * clean
+        pred = vec(map(c -> c[1], argmax(model(x); dims = 1)))
+        v0 = verified(model, x, y, 0.0, RadiusSpec(:abs; lam = 0.0))
+        @test v0 == (pred .== y)
+        @test all(verified(model, x, y, 0.01, spec) .<= v0)
+    end
+
+    @testset "training" begin
+        params = random_params(; T = Float32)
+        x = random_images(RNG, 8; T = Float32)
+        y = rand(RNG, 1:10, 8)
+        spec = RadiusSpec(:tanh; lam = 0.01, clamp = 0.08)
+        @testset "one SGD step is θ - lr·∇loss, then the clamp" begin
+            model = cnn4(params...)
+            loss, grad = APProp.loss_and_gradient(model, x, y, 0.01f0, spec; kappa = 0.5)
+            g = APProp.cnn4_parameters(grad, model)
+            t = APPTrainer(model, make_optimiser("sgd"; lr = 0.1, momentum = 0.9), spec)
+            @test app_step!(t, x, y, 0.01f0) ≈ loss
+            new = APProp.cnn4_parameters(t.model)
+            expected = map((p, d) -> clamp.(p .- 0.1f0 .* d, -0.08f0, 0.08f0), params, g)
+            @test all(map(
+                (a, b) -> isapprox(a, b; rtol = 1.0e-5, atol = 1.0e-7),
+                new,
+                expected,
+            ))
+            @test all(p -> all(abs.(p) .<= 0.08f0), new)
+        end
+        @testset "TorchMomentum keeps PyTorch's velocity" begin
+            st = Optimisers.setup(TorchMomentum(0.5, 0.9), [1.0])
+            st, p = Optimisers.update(st, [1.0], [2.0]) # v = 2, p = 1 - 0.5·2
+            st, p = Optimisers.update(st, p, [1.0])     # v = 0.9·2 + 1 = 2.8
+            @test p ≈ [0.0 - 0.5 * 2.8]
+        end
+        @testset "an epoch lowers the worst-case loss on a fixed batch" begin
+            t = APPTrainer(cnn4(params...), make_optimiser("adam"; lr = 1.0e-3), spec)
+            before = worst_case_loss(t.model, x, y, 0.01f0, spec)
+            app_epoch!(t, [(x, y) for _ in 1:5]; schedule = i -> (0.01f0, spec.lam))
+            @test worst_case_loss(t.model, x, y, 0.01f0, spec) < before
+            @test t.steps == 5
+        end
+    end
+
+    @testset "devices" begin
+        @test backend_available(:cpu)
+        @test to_device([1.0], :cpu) == [1.0]
+        if !backend_available(:cuda)
+            @test_throws ArgumentError to_device([1.0], :cuda)
+        end
+    end
+end
