@@ -1,0 +1,30 @@
+"""Interval bounds of a network over a parameter box and an input ball.
+
+    from approp.bounds import interval_bounds, worst_case_loss, verified
+    b = interval_bounds(model, x, eps=2/255, radius=RadiusConfig("abs", lam=0.01))
+    b.lower, b.upper            # (B, 10) logit bounds
+"""
+
+from .interval import Interval, ParamInterval, input_ball
+from .propagate import interval_bounds, layer_params, layers_of, propagate
+from .rules import RULES, UnsupportedLayerError, affine, register, rule_for
+from .spec import margin_lower_bounds, verified, worst_case_logits, worst_case_loss
+
+__all__ = [
+    "Interval",
+    "ParamInterval",
+    "RULES",
+    "UnsupportedLayerError",
+    "affine",
+    "input_ball",
+    "interval_bounds",
+    "layer_params",
+    "layers_of",
+    "margin_lower_bounds",
+    "propagate",
+    "register",
+    "rule_for",
+    "verified",
+    "worst_case_logits",
+    "worst_case_loss",
+]

@@ -1,0 +1,98 @@
+"""The specification layer: margins z_y - z_j, worst-case logits and loss, verification.
+
+Merging the last affine layer with the specification C = e_y - e_j bounds the
+margin directly: its weight row difference W_y - W_j has center
+W_c[y] - W_c[j] and radius W_r[y] + W_r[j], which is tighter than
+lower_y - upper_j from the separate logit bounds.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import RadiusConfig
+from .interval import input_ball
+from .propagate import interval_bounds, layer_params, layers_of, propagate
+
+
+def margin_lower_bounds(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    radius: RadiusConfig | None = None,
+    lam: float | None = None,
+) -> torch.Tensor:
+    """Returns lower bounds of z_y - z_j, shape (B, K), with 0 at j = y."""
+    layers = layers_of(model)
+    last = layers[-1]
+    if not isinstance(last, nn.Linear):
+        raise TypeError(f"margin bounds need a final nn.Linear layer; got {type(last).__name__}")
+    h = propagate(layers[:-1], input_ball(x, eps), radius, lam)  # (B, d)
+    p = layer_params(last, radius, lam)
+    w, b = p["weight"], p.get("bias")
+    # Row differences W[y] - W[j] for every j: (B, K, d).
+    d_center = w.center[y].unsqueeze(1) - w.center.unsqueeze(0)
+    center = torch.einsum("bkd,bd->bk", d_center, h.center)
+    rad = torch.einsum("bkd,bd->bk", d_center.abs(), h.radius)
+    if w.radius is not None:
+        w_rad = w.radius[y].unsqueeze(1) + w.radius.unsqueeze(0)  # (B, K, d)
+        rad = rad + torch.einsum("bkd,bd->bk", w_rad, h.center.abs() + h.radius)
+    if b is not None:
+        center = center + b.center[y].unsqueeze(1) - b.center.unsqueeze(0)
+        if b.radius is not None:
+            rad = rad + b.radius[y].unsqueeze(1) + b.radius.unsqueeze(0)
+    lower = center - rad
+    own = F.one_hot(y, lower.shape[1]).bool()
+    return lower.masked_fill(own, 0.0)
+
+
+def worst_case_logits(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    radius: RadiusConfig | None = None,
+    lam: float | None = None,
+    margin: bool = False,
+) -> torch.Tensor:
+    """Returns logits (B, K) no better for the true class than any network/input in the box.
+
+    Default: z̃_y = lower_y, z̃_j = upper_j. With margin=True: z̃_j = -lower(z_y - z_j),
+    z̃_y = 0 (the same cross-entropy up to a shift per sample, from tighter bounds).
+    """
+    if margin:
+        return -margin_lower_bounds(model, x, y, eps, radius, lam)
+    bounds = interval_bounds(model, x, eps, radius, lam)
+    own = F.one_hot(y, bounds.center.shape[1]).bool()
+    return torch.where(own, bounds.lower, bounds.upper)
+
+
+def worst_case_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    radius: RadiusConfig | None = None,
+    lam: float | None = None,
+    margin: bool = False,
+) -> torch.Tensor:
+    """Returns the mean cross-entropy of the worst-case logits (an upper bound on the box's loss)."""
+    return F.cross_entropy(worst_case_logits(model, x, y, eps, radius, lam, margin), y)
+
+
+@torch.no_grad()
+def verified(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    radius: RadiusConfig | None = None,
+    lam: float | None = None,
+) -> torch.Tensor:
+    """Returns a bool mask (B,): True where every network in the box classifies every input correctly."""
+    lower = margin_lower_bounds(model, x, y, eps, radius, lam)
+    own = F.one_hot(y, lower.shape[1]).bool()
+    return (lower.masked_fill(own, float("inf")) > 0).all(dim=1)

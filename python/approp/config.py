@@ -1,0 +1,272 @@
+"""Typed, frozen configuration: one dataclass per concern, TOML in and out.
+
+A run is described by a `RunConfig` that groups `ModelConfig`, `DataConfig`,
+`RadiusConfig`, `OptimConfig` and `TrainConfig`. Every field has a documented
+default and is validated when the object is built, so an invalid value fails
+at once with a message naming the field, before any data is loaded or any file
+is written.
+
+TOML layout (every section and key optional)::
+
+    [model]   arch = "cnn4", width = 1
+    [data]    data_dir, subset, test_subset, augment, batch_size, eval_batch_size
+    [radius]  kind = "tanh", lam, s, m, perturb_weights, perturb_biases, clamp
+    [optim]   name = "sgd", lr, momentum, weight_decay, schedule
+    [train]   algo = "app", epochs, eps, kappa, ramp_epochs, seed, device, engine, ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import tomli_w
+
+RadiusKind = Literal["abs", "const", "tanh"]
+Algo = Literal["app", "standard", "awp", "pgd"]
+OptimName = Literal["sgd", "adam"]
+Schedule = Literal["constant", "cosine", "step"]
+Engine = Literal["torch", "julia"]
+Arch = Literal["cnn4"]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the field."""
+
+
+def _check_choice(name: str, value: Any, choices_type: Any) -> None:
+    choices = get_args(choices_type)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def _check_nonneg(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0; got {value!r}")
+
+
+def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer; got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture: `arch` (only "cnn4") and channel multiplier `width` (1 = 32/32/64/64/256)."""
+
+    arch: Arch = "cnn4"
+    width: int = 1
+
+    def __post_init__(self) -> None:
+        _check_choice("model.arch", self.arch, Arch)
+        _check_positive_int("model.width", self.width)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """CIFAR-10 loading.
+
+    data_dir: folder holding `cifar-10-batches-py/` (None: $APPROP_DATA, else ./data).
+    subset / test_subset: use only the first N training / test images (None: all).
+    augment: random crop (pad 4) + horizontal flip on the training split.
+    download: let torchvision fetch the official archive when the folder is missing.
+    """
+
+    data_dir: str | None = None
+    subset: int | None = None
+    test_subset: int | None = None
+    augment: bool = True
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        _check_positive_int("data.subset", self.subset, allow_none=True)
+        _check_positive_int("data.test_subset", self.test_subset, allow_none=True)
+        _check_positive_int("data.batch_size", self.batch_size)
+        _check_positive_int("data.eval_batch_size", self.eval_batch_size)
+
+
+@dataclass(frozen=True)
+class RadiusConfig:
+    """The parameter box B∞(θ, r(θ)), elementwise radius r chosen by `kind`.
+
+    abs:   r = lam * |θ|                   (relative, as in AWP)
+    const: r = lam
+    tanh:  r = lam * tanh(s * θ²) / m      (radius narrowing; defaults s=100, m=10
+           give r ≈ 0.076·lam at |θ|=0.1 and r → lam/10 for large |θ|)
+    perturb_weights / perturb_biases: which parameters get a nonzero radius.
+    clamp: if set, every parameter is clamped to [-clamp, clamp] after each step.
+    """
+
+    kind: RadiusKind = "tanh"
+    lam: float = 0.01
+    s: float = 100.0
+    m: float = 10.0
+    perturb_weights: bool = True
+    perturb_biases: bool = True
+    clamp: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("radius.kind", self.kind, RadiusKind)
+        _check_nonneg("radius.lam", self.lam)
+        _check_nonneg("radius.s", self.s)
+        if not (isinstance(self.m, (int, float)) and math.isfinite(self.m) and self.m > 0):
+            raise ConfigError(f"radius.m must be a finite number > 0; got {self.m!r}")
+        if self.clamp is not None and not (math.isfinite(self.clamp) and self.clamp > 0):
+            raise ConfigError(f"radius.clamp must be > 0 or unset; got {self.clamp!r}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule (cosine: to 0 over the run; step: ×0.1 at 50% and 75%)."""
+
+    name: OptimName = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Schedule = "cosine"
+
+    def __post_init__(self) -> None:
+        _check_choice("optim.name", self.name, OptimName)
+        _check_choice("optim.schedule", self.schedule, Schedule)
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"optim.lr must be > 0; got {self.lr!r}")
+        _check_nonneg("optim.momentum", self.momentum)
+        _check_nonneg("optim.weight_decay", self.weight_decay)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training algorithm and its budget.
+
+    algo: app (worst case of the bounds), standard (clean), awp, pgd (adversarial training).
+    eps: L∞ input radius, in [0, 1] on the [0,1] pixel scale.
+    kappa: weight of the clean loss, loss = (1-kappa)·L_worst + kappa·L_clean.
+    ramp_epochs: eps and lam grow linearly from 0 over this many epochs (per batch).
+    margin_loss: worst-case logits from the margin bounds lower(z_y - z_j) (tighter)
+        instead of (lower_y, upper_j).
+    pgd_steps / awp_gamma: inner attack steps (step size eps/4) and AWP's relative size.
+    """
+
+    algo: Algo = "app"
+    epochs: int = 30
+    eps: float = 2 / 255
+    kappa: float = 0.5
+    ramp_epochs: int = 5
+    margin_loss: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    engine: Engine = "torch"
+    pgd_steps: int = 10
+    awp_gamma: float = 0.01
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        _check_choice("train.algo", self.algo, Algo)
+        _check_choice("train.engine", self.engine, Engine)
+        _check_positive_int("train.epochs", self.epochs)
+        _check_positive_int("train.pgd_steps", self.pgd_steps)
+        _check_positive_int("train.checkpoint_every", self.checkpoint_every)
+        check_eps(self.eps, "train.eps")
+        if not (0.0 <= self.kappa <= 1.0):
+            raise ConfigError(f"train.kappa must be in [0, 1]; got {self.kappa!r}")
+        if not isinstance(self.ramp_epochs, int) or self.ramp_epochs < 0:
+            raise ConfigError(f"train.ramp_epochs must be an integer >= 0; got {self.ramp_epochs!r}")
+        _check_nonneg("train.awp_gamma", self.awp_gamma)
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"train.device must be 'cpu' or 'cuda[:N]'; got {self.device!r}")
+
+
+def check_eps(eps: float, name: str = "eps") -> None:
+    """Raises ConfigError unless eps is a finite number in [0, 1]."""
+    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or not 0.0 <= eps <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1] (pixels are on a [0,1] scale); got {eps!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one training run; written resolved to RUN_DIR/config.toml."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    radius: RadiusConfig = field(default_factory=RadiusConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def replace(self, **sections: Any) -> "RunConfig":
+        """Returns a copy with fields overridden, e.g. replace(train={"eps": 0.01})."""
+        updates = {}
+        for name, values in sections.items():
+            if name not in _SECTIONS:
+                raise ConfigError(f"unknown config section {name!r}")
+            updates[name] = _build(_SECTIONS[name], {**_asdict(getattr(self, name)), **values}, name)
+        return dataclasses.replace(self, **updates)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Returns {section: {key: value}} with None values left out (TOML has no null)."""
+        return {name: _asdict(getattr(self, name)) for name in _SECTIONS}
+
+    def to_toml(self) -> str:
+        """Returns the config as TOML text."""
+        return tomli_w.dumps(self.to_dict())
+
+    def save(self, path: Path | str) -> None:
+        """Writes the config as TOML (atomically)."""
+        path = Path(path)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.to_toml())
+        tmp.replace(path)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
+        """Returns a RunConfig from {section: {key: value}}; unknown keys are an error."""
+        unknown = set(raw) - set(_SECTIONS)
+        if unknown:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        return cls(**{name: _build(t, raw.get(name, {}), name) for name, t in _SECTIONS.items()})
+
+    @classmethod
+    def load(cls, path: Path | str) -> "RunConfig":
+        """Returns the RunConfig read from a TOML file."""
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path} is not valid TOML: {err}") from None
+        return cls.from_dict(raw)
+
+
+_SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "radius": RadiusConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+}
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(obj).items() if v is not None}
+
+
+def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in [{section}]: {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    try:
+        return cls(**values)
+    except TypeError as err:  # e.g. comparison of str with float inside a check
+        raise ConfigError(f"invalid value in [{section}]: {err}") from None
