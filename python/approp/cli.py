@@ -1,0 +1,122 @@
+"""Command line: parses options and dispatches to library functions, nothing more.
+
+    approp train --algo app --radius tanh --eps 0.0078 --lam 0.01 --epochs 10 --out runs/app
+    approp bounds runs/app --eps 0.0078
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from .checkpoint import CheckpointError
+from .config import ConfigError, RunConfig
+from .data import DataError
+from .train.loop import TrainingDiverged
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+err_console = Console(stderr=True)
+
+# Errors that carry a message meant for the user: shown without a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, CheckpointError, TrainingDiverged)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turns a known user-facing error into a one-line message and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as err:
+            err_console.print(f"[bold red]error:[/] {err}")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _overrides(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Returns only the options the user gave (None means 'not given')."""
+    out = {}
+    for name, values in sections.items():
+        given = {k: v for k, v in values.items() if v is not None}
+        if given:
+            out[name] = given
+    return out
+
+
+@app.command()
+@user_errors
+def train(
+    out: Annotated[Path, typer.Option(help="run directory (resumes if it holds the same run)")],
+    config: Annotated[Optional[Path], typer.Option(help="TOML config; options below override it")] = None,
+    algo: Annotated[Optional[str], typer.Option(help="app | standard | awp | pgd")] = None,
+    radius: Annotated[Optional[str], typer.Option(help="abs | const | tanh")] = None,
+    eps: Annotated[Optional[float], typer.Option(help="L∞ input radius on the [0,1] scale")] = None,
+    lam: Annotated[Optional[float], typer.Option(help="parameter radius scale λ")] = None,
+    kappa: Annotated[Optional[float], typer.Option(help="weight of the clean loss")] = None,
+    epochs: Annotated[Optional[int], typer.Option()] = None,
+    ramp_epochs: Annotated[Optional[int], typer.Option(help="epochs over which ε, λ ramp up")] = None,
+    lr: Annotated[Optional[float], typer.Option()] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="sgd | adam")] = None,
+    batch_size: Annotated[Optional[int], typer.Option()] = None,
+    width: Annotated[Optional[int], typer.Option(help="CNN4 channel multiplier")] = None,
+    clamp: Annotated[Optional[float], typer.Option(help="clamp parameters to [-c, c]")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+    download: Annotated[bool, typer.Option(help="fetch CIFAR-10 with torchvision if missing")] = False,
+    subset: Annotated[Optional[int], typer.Option(help="first N training images")] = None,
+    test_subset: Annotated[Optional[int], typer.Option(help="first N test images")] = None,
+    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment")] = None,
+    margin_loss: Annotated[Optional[bool], typer.Option("--margin-loss/--no-margin-loss")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="torch | julia")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Train a CNN4 (APP, standard, AWP or PGD-AT) and write a run directory."""
+    from .train import fit
+
+    base = RunConfig.load(config) if config else RunConfig()
+    cfg = base.replace(
+        **_overrides(
+            model={"width": width},
+            data={"data_dir": str(data_dir) if data_dir else None, "subset": subset,
+                  "test_subset": test_subset, "augment": augment, "batch_size": batch_size,
+                  "download": download or None},
+            radius={"kind": radius, "lam": lam, "clamp": clamp},
+            optim={"lr": lr, "name": optimizer},
+            train={"algo": algo, "eps": eps, "kappa": kappa, "epochs": epochs, "seed": seed,
+                   "ramp_epochs": ramp_epochs, "device": device, "engine": engine,
+                   "margin_loss": margin_loss},
+        )
+    )
+    result = fit(cfg, out, progress=not quiet)
+    last = result.history[-1] if result.history else {}
+    typer.echo(json.dumps({"run_dir": str(out), **{k: last.get(k) for k in ("clean_acc", "verified_acc")}}))
+
+
+@app.command()
+@user_errors
+def bounds(
+    run_dir: Annotated[Path, typer.Argument(help="a trained run directory")],
+    eps: Annotated[Optional[float], typer.Option(help="default: the run's ε")] = None,
+    lam: Annotated[Optional[float], typer.Option(help="default: the run's λ")] = None,
+    n: Annotated[int, typer.Option(help="test points")] = 1000,
+    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+    device: Annotated[str, typer.Option()] = "cpu",
+) -> None:
+    """Print verified accuracy and mean logit-bound width of a trained model."""
+    from .metrics import bound_summary
+
+    summary = bound_summary(run_dir, eps=eps, lam=lam, n=n, data_dir=data_dir, device=device)
+    typer.echo(json.dumps(summary))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()

@@ -1,0 +1,68 @@
+"""Accuracy measures over a whole split: clean and verified (from the bounds)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .bounds import verified
+from .config import RadiusConfig
+from .data import Split, batches
+
+
+@torch.no_grad()
+def clean_accuracy(model: nn.Module, split: Split, batch_size: int = 500) -> float:
+    """Returns the share of the split the model classifies correctly."""
+    model.eval()
+    correct = torch.zeros((), device=split.y.device)
+    for x, y in batches(split, batch_size):
+        correct += (model(x).argmax(1) == y).sum()
+    return correct.item() / max(len(split), 1)
+
+
+@torch.no_grad()
+def verified_accuracy(
+    model: nn.Module,
+    split: Split,
+    eps: float,
+    radius: RadiusConfig | None,
+    lam: float | None = None,
+    batch_size: int = 500,
+) -> float:
+    """Returns the share of points that every network in the box classifies correctly on the whole ball."""
+    model.eval()
+    count = torch.zeros((), device=split.y.device)
+    for x, y in batches(split, batch_size):
+        count += verified(model, x, y, eps, radius, lam).sum()
+    return count.item() / max(len(split), 1)
+
+
+def bound_summary(
+    run_dir, eps: float | None = None, lam: float | None = None, n: int = 1000,
+    data_dir=None, device: str = "cpu",
+) -> dict[str, float]:
+    """Returns verified accuracy and mean logit-bound width of a run's model on n test points."""
+    from .bounds import interval_bounds
+    from .checkpoint import load_model, radius_from_meta
+    from .config import check_eps
+    from .data import load_cifar10
+
+    model, meta = load_model(run_dir, device)
+    eps = meta["eps"] if eps is None else eps
+    check_eps(eps)
+    radius = radius_from_meta(meta)
+    lam = radius.lam if lam is None else lam
+    test = Split(*load_cifar10(data_dir, train=False)).take(n).to(device)
+    width = torch.zeros((), device=device)
+    with torch.no_grad():
+        for x, _ in batches(test, 500):
+            width += interval_bounds(model, x, eps, radius, lam).radius.mul(2).mean(1).sum()
+    return {
+        "eps": eps,
+        "lam": lam,
+        "radius": radius.kind,
+        "n": len(test),
+        "clean_acc": clean_accuracy(model, test),
+        "verified_acc": verified_accuracy(model, test, eps, radius, lam),
+        "mean_bound_width": width.item() / max(len(test), 1),
+    }

@@ -1,0 +1,6 @@
+"""Training: one loop (`fit`) and interchangeable loss strategies."""
+
+from .loop import FitResult, TrainingDiverged, fit
+from .strategies import STRATEGIES, StepContext, Strategy, make_strategy
+
+__all__ = ["FitResult", "STRATEGIES", "StepContext", "Strategy", "TrainingDiverged", "fit", "make_strategy"]
