@@ -1,0 +1,252 @@
+"""Finding Julia, configuring juliacall, and starting it: the only module that imports juliacall.
+
+juliacall is imported lazily, on the first call that needs the Julia engine,
+never at `import approp`. It is pointed at the pinned environment on purpose:
+the repository's Project.toml + Manifest.toml (APProp tracked by path,
+PythonCall at the version the pinned juliacall requires). By default
+juliapkg would write its own project and re-resolve online, deleting a
+manifest; here juliacall gets PYTHON_JULIACALL_EXE + PYTHON_JULIACALL_PROJECT,
+so juliapkg never runs, and PYTHON_JULIAPKG_OFFLINE=yes +
+PYTHON_JULIAPKG_PROJECT guard the case where it does. Nothing here downloads:
+`setup()` runs `Pkg.instantiate()` once, when asked to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+JULIA_COMPAT = (1, 10)  # the pinned manifest was resolved for Julia 1.10 (LTS)
+JULIACALL_VERSION = "0.9.36"  # requires PythonCall =0.9.36, which Manifest.toml pins
+
+INSTALL_HINT = (
+    "Install the Julia engine in three steps:\n"
+    f"  1. pip install 'approp[julia]'          (juliacall=={JULIACALL_VERSION})\n"
+    "  2. install Julia 1.10 (LTS), e.g. with juliaup: "
+    "`curl -fsSL https://install.julialang.org | sh -s -- --default-channel 1.10`,\n"
+    "     or point the JULIA (or PYTHON_JULIACALL_EXE) environment variable at an existing julia\n"
+    "  3. approp julia-setup                    (one-time Pkg.instantiate of the pinned environment)"
+)
+
+
+class JuliaUnavailableError(RuntimeError):
+    """The Julia engine cannot start here; the message says what is missing and how to install it."""
+
+
+@dataclass(frozen=True)
+class SetupReport:
+    """What `setup()` did: the Julia used, the project instantiated, the commands run."""
+
+    julia: str
+    version: str
+    project: str
+    commands: list[list[str]] = field(default_factory=list)
+    seconds: float = 0.0
+    stamp: str = ""
+
+    def __str__(self) -> str:
+        cmds = "\n".join("  $ " + " ".join(c) for c in self.commands) or "  (nothing run)"
+        return (
+            f"Julia {self.version} at {self.julia}\n"
+            f"instantiated and precompiled the pinned environment {self.project}\n"
+            f"{cmds}\n"
+            f"took {self.seconds:.0f} s; setup recorded in {self.stamp}"
+        )
+
+
+def project_dir() -> Path:
+    """Returns the folder holding the pinned Project.toml + Manifest.toml.
+
+    APPROP_JULIA_PROJECT overrides; otherwise the repository root above this file.
+    """
+    override = os.environ.get("APPROP_JULIA_PROJECT")
+    if override:
+        return Path(override).resolve()
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "Manifest.toml").is_file() and (parent / "julia" / "Project.toml").is_file():
+            return parent
+    raise JuliaUnavailableError(
+        "the pinned Julia environment (Project.toml, Manifest.toml and julia/) was not found "
+        "above the approp package; use a source checkout (pip install -e .) or set "
+        "APPROP_JULIA_PROJECT to the folder that holds them"
+    )
+
+
+def _julia_version(exe: str) -> tuple[int, ...] | None:
+    try:
+        out = subprocess.run(
+            [exe, "--version"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if len(out) >= 3 and out[0].lower() == "julia" and out[1] == "version":
+        return tuple(int(p) for p in out[2].split("-")[0].split(".")[:3])
+    return None
+
+
+def find_julia() -> str | None:
+    """Returns the path of the julia executable to use, or None.
+
+    Order: PYTHON_JULIACALL_EXE, JULIA, PYTHON_JULIAPKG_EXE, `julia` on PATH,
+    juliaup's default link. Nothing is downloaded.
+    """
+    for var in ("PYTHON_JULIACALL_EXE", "JULIA", "PYTHON_JULIAPKG_EXE"):
+        value = os.environ.get(var)
+        if value:
+            return shutil.which(value) or (value if Path(value).is_file() else None)
+    found = shutil.which("julia")
+    if found:
+        return found
+    juliaup = Path.home() / ".juliaup" / "bin" / "julia"
+    return str(juliaup) if juliaup.is_file() else None
+
+
+def _require_julia() -> tuple[str, tuple[int, ...]]:
+    exe = find_julia()
+    if exe is None:
+        raise JuliaUnavailableError("no Julia runtime was found (JULIA, PATH, juliaup).\n" + INSTALL_HINT)
+    version = _julia_version(exe)
+    if version is None:
+        raise JuliaUnavailableError(f"{exe} did not answer `--version` as Julia does.\n" + INSTALL_HINT)
+    if version[:2] != JULIA_COMPAT or version < (1, 10, 3):
+        raise JuliaUnavailableError(
+            f"{exe} is Julia {'.'.join(map(str, version))}; the pinned environment needs "
+            "Julia 1.10.3 or later 1.10.x (juliacall needs >= 1.10.3).\n" + INSTALL_HINT
+        )
+    return exe, version
+
+
+def _manifest_digest(project: Path) -> str:
+    return hashlib.sha256((project / "Manifest.toml").read_bytes()).hexdigest()
+
+
+def _stamp_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "approp" / "julia-setup.json"
+
+
+def _julia_env(project: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # PythonCall must use this Python, never a Conda environment it would download.
+    env.setdefault("JULIA_CONDAPKG_BACKEND", "Null")
+    env.setdefault("JULIA_PYTHONCALL_EXE", sys.executable)
+    env["JULIA_PROJECT"] = str(project)
+    return env
+
+
+def setup(julia: str | None = None, precompile: bool = True, runner=subprocess.run) -> SetupReport:
+    """Returns a report after instantiating the pinned environment once (needs network for Pkg).
+
+    julia: executable to use (default: `find_julia()`); precompile: also run
+    Pkg.precompile() so the first engine start is quick. Raises
+    JuliaUnavailableError where no suitable Julia exists.
+    """
+    if julia is not None:
+        os.environ["JULIA"] = julia
+    exe, version = _require_julia()
+    project = project_dir()
+    script = "import Pkg; Pkg.instantiate()" + ("; Pkg.precompile()" if precompile else "")
+    cmd = [exe, f"--project={project}", "--startup-file=no", "-e", script]
+    start = time.perf_counter()
+    runner(cmd, check=True, env=_julia_env(project))
+    stamp = _stamp_path()
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    record = {"julia": exe, "project": str(project), "manifest_sha256": _manifest_digest(project)}
+    stamp.write_text(json.dumps(record, indent=2))
+    return SetupReport(exe, ".".join(map(str, version)), str(project), [cmd],
+                       time.perf_counter() - start, str(stamp))
+
+
+def availability() -> tuple[bool, str]:
+    """Returns (True, "") where the Julia engine can start, else (False, the reason)."""
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("juliacall") is None:
+            return False, "juliacall is not installed.\n" + INSTALL_HINT
+        exe, _ = _require_julia()
+        project = project_dir()
+        _check_setup(exe, project)
+    except JuliaUnavailableError as err:
+        return False, str(err)
+    return True, ""
+
+
+def _check_setup(exe: str, project: Path) -> None:
+    stamp = _stamp_path()
+    try:
+        record = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        record = {}
+    if record.get("manifest_sha256") != _manifest_digest(project) or record.get("project") != str(project):
+        raise JuliaUnavailableError(
+            f"Julia was found ({exe}) but the pinned environment {project} is not instantiated "
+            "for this Manifest.toml yet: run `approp julia-setup` once (it runs Pkg.instantiate())."
+        )
+
+
+def configure(exe: str, project: Path) -> None:
+    """Sets the environment variables that point juliacall at `exe` and the pinned `project`.
+
+    Existing PYTHON_JULIACALL_EXE/PROJECT settings are respected.
+    """
+    if not (os.environ.get("PYTHON_JULIACALL_EXE") and os.environ.get("PYTHON_JULIACALL_PROJECT")):
+        os.environ["PYTHON_JULIACALL_EXE"] = exe
+        os.environ["PYTHON_JULIACALL_PROJECT"] = str(project)
+    os.environ.setdefault("PYTHON_JULIAPKG_PROJECT", str(project))
+    os.environ.setdefault("PYTHON_JULIAPKG_OFFLINE", "yes")
+    os.environ.setdefault("JULIA_CONDAPKG_BACKEND", "Null")
+
+
+_MAIN: Any = None
+
+
+def julia_main() -> Any:
+    """Returns juliacall's Main with APProp loaded, starting Julia on the first call.
+
+    Raises JuliaUnavailableError (what is missing, how to install) where
+    juliacall, Julia or the one-time setup is missing; it never downloads.
+    """
+    global _MAIN
+    if _MAIN is not None:
+        return _MAIN
+    ok, reason = availability()
+    if not ok:
+        raise JuliaUnavailableError(reason)
+    exe, _ = _require_julia()
+    project = project_dir()
+    configure(exe, project)
+    import juliacall  # noqa: PLC0415 - lazy on purpose: only the Julia engine needs it
+
+    main = juliacall.Main
+    main.seval("using APProp")
+    _MAIN = main
+    return main
+
+
+def load_cuda() -> None:
+    """Loads CUDA.jl and cuDNN, which activates APProp's CUDA extension."""
+    main = julia_main()
+    main.seval("using CUDA, cuDNN")
+    if not bool(main.APProp.backend_available(main.Symbol("cuda"))):
+        raise RuntimeError("CUDA.jl loaded but found no functional GPU for the Julia engine")
+
+
+def to_julia_array(arr: Any) -> Any:
+    """Returns a Julia Array with the same element type, shape and indexing as numpy `arr`."""
+    import juliacall  # noqa: PLC0415
+
+    main = julia_main()
+    kinds = {"float32": main.Float32, "float64": main.Float64, "int64": main.Int64}
+    kind = kinds.get(str(arr.dtype))
+    if kind is None:
+        raise TypeError(f"arrays for the Julia engine must be float32, float64 or int64; got {arr.dtype}")
+    return juliacall.convert(main.Array[kind, arr.ndim], arr)

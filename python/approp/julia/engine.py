@@ -1,0 +1,187 @@
+"""JuliaEngine: APProp's bounds, losses, gradients and training steps behind numpy in/out.
+
+Weights cross as plain arrays keyed by PyTorch state-dict names (the checkpoint
+format is the same for both engines); images are (B, 3, 32, 32) in [0, 1],
+labels (B,) 0-based. Layout conversion is convert.py's; starting Julia is
+_runtime.py's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from . import _runtime
+from .convert import (
+    as_numpy,
+    images_to_julia,
+    labels_to_julia,
+    logits_from_julia,
+    params_from_julia,
+    params_to_julia,
+)
+
+Params = Mapping[str, Any]
+
+
+class JuliaEngine:
+    """Returns results of APProp (Julia) computed on numpy arrays; `device` is "cpu" or "cuda"."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.jl = _runtime.julia_main()
+        self.device = "cuda" if device.startswith("cuda") else "cpu"
+        if self.device == "cuda":
+            _runtime.load_cuda()
+        self.ap = self.jl.APProp
+
+    # -- conversion helpers -------------------------------------------------
+    def _arr(self, arr: np.ndarray) -> Any:
+        return _runtime.to_julia_array(arr)
+
+    def model(self, params: Params) -> Any:
+        """Returns a Julia CNN4 (Flux Chain) holding `params`, on the engine's device."""
+        arrays = [self._arr(a) for a in params_to_julia(params)]
+        return self.ap.api_model(*arrays, backend=self.device)
+
+    def _xy(self, params: Params, x: Any, y: Any | None = None) -> tuple[Any, Any, Any]:
+        dtype = params_to_julia(params)[0].dtype
+        xj = self._arr(images_to_julia(x, dtype))
+        yj = None if y is None else self._arr(labels_to_julia(y))
+        return self.model(params), xj, yj
+
+    def spec(self, radius: Any) -> Any:
+        """Returns APProp.RadiusSpec for an approp.config.RadiusConfig (or any object with its fields)."""
+        return self.ap.RadiusSpec(
+            str(radius.kind),
+            lam=float(radius.lam),
+            s=float(radius.s),
+            m=float(radius.m),
+            perturb_weights=bool(radius.perturb_weights),
+            perturb_biases=bool(radius.perturb_biases),
+            clamp=None if radius.clamp is None else float(radius.clamp),
+        )
+
+    @staticmethod
+    def _lam(radius: Any, lam: float | None) -> float:
+        return float(radius.lam if lam is None else lam)
+
+    # -- bounds and losses ----------------------------------------------------
+    def bounds(
+        self, params: Params, x: Any, eps: float, radius: Any, lam: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (lower, upper) logit bounds, each (B, 10), over the box and the ball."""
+        model, xj, _ = self._xy(params, x)
+        lo, hi = self.ap.api_bounds(
+            model, xj, float(eps), self.spec(radius), lam=self._lam(radius, lam), backend=self.device
+        )
+        return logits_from_julia(lo), logits_from_julia(hi)
+
+    def worst_case_loss(
+        self, params: Params, x: Any, y: Any, eps: float, radius: Any,
+        lam: float | None = None, margin: bool = False,
+    ) -> float:
+        """Returns the mean cross-entropy of the worst-case logits."""
+        model, xj, yj = self._xy(params, x, y)
+        return float(self.ap.api_worst_case_loss(
+            model, xj, yj, float(eps), self.spec(radius),
+            lam=self._lam(radius, lam), margin=margin, backend=self.device,
+        ))
+
+    def loss_and_gradients(
+        self, params: Params, x: Any, y: Any, eps: float, radius: Any, kappa: float,
+        lam: float | None = None, margin: bool = False,
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """Returns the training loss (1-κ)·L_worst + κ·L_clean and its gradient {name: array}."""
+        model, xj, yj = self._xy(params, x, y)
+        loss, grads = self.ap.api_loss_and_gradients(
+            model, xj, yj, float(eps), self.spec(radius),
+            lam=self._lam(radius, lam), kappa=float(kappa), margin=margin, backend=self.device,
+        )
+        return float(loss), params_from_julia(grads)
+
+    def margin_lower_bounds(
+        self, params: Params, x: Any, y: Any, eps: float, radius: Any, lam: float | None = None
+    ) -> np.ndarray:
+        """Returns lower bounds of z_y - z_j, (B, 10), with 0 at the true class."""
+        model, xj, yj = self._xy(params, x, y)
+        lo = self.ap.api_margin_lower_bounds(
+            model, xj, yj, float(eps), self.spec(radius), lam=self._lam(radius, lam),
+            backend=self.device,
+        )
+        return logits_from_julia(lo)
+
+    def verified(
+        self, params: Params, x: Any, y: Any, eps: float, radius: Any, lam: float | None = None
+    ) -> np.ndarray:
+        """Returns a bool mask (B,): True where the whole box and ball classify correctly."""
+        model, xj, yj = self._xy(params, x, y)
+        mask = self.ap.api_verified(
+            model, xj, yj, float(eps), self.spec(radius), lam=self._lam(radius, lam),
+            backend=self.device,
+        )
+        return np.array(mask, dtype=bool)
+
+    def verified_accuracy(
+        self, params: Params, x: Any, y: Any, eps: float, radius: Any, lam: float | None = None
+    ) -> float:
+        """Returns the share of points whose margin lower bounds are all > 0."""
+        return float(self.verified(params, x, y, eps, radius, lam).mean())
+
+    # -- training -------------------------------------------------------------
+    def trainer(
+        self, params: Params, radius: Any, *, optimizer: str = "sgd", lr: float,
+        momentum: float = 0.9, weight_decay: float = 0.0, kappa: float = 0.5, margin: bool = False,
+    ) -> "JuliaTrainer":
+        """Returns a trainer that keeps the model and optimiser state in Julia between steps."""
+        handle = self.ap.api_trainer(
+            self.model(params), self.spec(radius), optimiser=optimizer, lr=float(lr),
+            momentum=float(momentum), weight_decay=float(weight_decay), kappa=float(kappa),
+            margin=margin,
+        )
+        return JuliaTrainer(self, handle, radius, dtype=params_to_julia(params)[0].dtype)
+
+    def app_step(
+        self, params: Params, x: Any, y: Any, eps: float, radius: Any, kappa: float, lr: float,
+        momentum: float = 0.9, weight_decay: float = 0.0, optimizer: str = "sgd",
+        lam: float | None = None, margin: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """Returns the parameters after one APP step from a fresh optimiser state (then the clamp)."""
+        t = self.trainer(params, radius, optimizer=optimizer, lr=lr, momentum=momentum,
+                         weight_decay=weight_decay, kappa=kappa, margin=margin)
+        t.step(x, y, eps, lam=lam)
+        return t.params()
+
+
+class JuliaTrainer:
+    """Returns losses of APP steps run in Julia; the model and optimiser state stay there."""
+
+    def __init__(self, engine: JuliaEngine, handle: Any, radius: Any, dtype: np.dtype) -> None:
+        self.engine, self.handle, self.radius, self.dtype = engine, handle, radius, dtype
+
+    def step(self, x: Any, y: Any, eps: float, lam: float | None = None,
+             lr: float | None = None) -> float:
+        """Returns the batch loss after one step; `lam`/`lr` override the ramped λ and the rate."""
+        e = self.engine
+        xj = e._arr(images_to_julia(x, self.dtype))
+        yj = e._arr(labels_to_julia(y))
+        return float(e.ap.api_step_b(
+            self.handle, xj, yj, float(eps), lam=e._lam(self.radius, lam),
+            lr=None if lr is None else float(lr), backend=e.device,
+        ))
+
+    def epoch(self, batches: Iterable[tuple[Any, Any]],
+              schedule: Callable[[int], tuple[float, float]]) -> float:
+        """Returns the mean loss over `batches`; schedule(i) gives batch i's (eps, lam)."""
+        losses = []
+        for i, (x, y) in enumerate(batches):
+            eps, lam = schedule(i)
+            losses.append(self.step(as_numpy(x), as_numpy(y), eps, lam))
+        if not losses:
+            raise ValueError("epoch got no batches")
+        return float(np.mean(losses))
+
+    def params(self) -> dict[str, np.ndarray]:
+        """Returns the current parameters {PyTorch name: array} in PyTorch layout."""
+        return params_from_julia(self.engine.ap.api_parameters(self.handle))
