@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from approp import julia
 from approp.bounds import interval_bounds, margin_lower_bounds, verified, worst_case_loss
 from approp.config import RadiusConfig
@@ -21,7 +20,9 @@ from approp.radius import clamp_parameters
 _OK, _REASON = julia.availability()
 pytestmark = [
     pytest.mark.julia,
-    pytest.mark.skipif(not _OK, reason=f"Julia engine unavailable: {_REASON.splitlines()[0] if _REASON else ''}"),
+    pytest.mark.skipif(
+        not _OK, reason=f"Julia engine unavailable: {_REASON.splitlines()[0] if _REASON else ''}"
+    ),
 ]
 
 RTOL = 1e-5
@@ -63,13 +64,14 @@ def test_bounds_agree(engine, case, radius):
 
 
 def test_float32_bounds_agree(engine, case):
-    model, x, _, params = case
+    _, x, _, params = case
     model32 = CNN4()
     model32.load_state_dict({k: torch.from_numpy(v).float() for k, v in params.items()})
     radius = RADII[0]
     ref = interval_bounds(model32, x.float(), 0.01, radius)
-    lo, hi = engine.bounds({k: v.astype(np.float32) for k, v in params.items()},
-                           x.float().numpy(), 0.01, radius)
+    lo, hi = engine.bounds(
+        {k: v.astype(np.float32) for k, v in params.items()}, x.float().numpy(), 0.01, radius
+    )
     _close(lo, ref.lower.detach().numpy(), rtol=1e-4)
     _close(hi, ref.upper.detach().numpy(), rtol=1e-4)
 
@@ -84,7 +86,9 @@ def test_worst_case_loss_and_margins_agree(engine, case, radius, margin):
     ref_m = margin_lower_bounds(model, x, y, 0.01, radius).detach().numpy()
     _close(engine.margin_lower_bounds(params, x.numpy(), y.numpy(), 0.01, radius), ref_m)
     ref_v = verified(model, x, y, 0.0, radius, lam=0.0).numpy()
-    assert np.array_equal(engine.verified(params, x.numpy(), y.numpy(), 0.0, radius, lam=0.0), ref_v)
+    assert np.array_equal(
+        engine.verified(params, x.numpy(), y.numpy(), 0.0, radius, lam=0.0), ref_v
+    )
 
 
 def _torch_app_loss(model, x, y, eps, radius, kappa, margin=False):
@@ -114,8 +118,17 @@ def test_one_app_step_agrees(engine, case, radius):
     opt.step()
     if radius.clamp is not None:
         clamp_parameters(model, radius.clamp)
-    new = engine.app_step(params, x.numpy(), y.numpy(), 0.01, radius, kappa=0.5, lr=0.05,
-                          momentum=0.9, weight_decay=5e-4)
+    new = engine.app_step(
+        params,
+        x.numpy(),
+        y.numpy(),
+        0.01,
+        radius,
+        kappa=0.5,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=5e-4,
+    )
     for name, p in model.state_dict().items():
         _close(new[name], p.numpy())
 

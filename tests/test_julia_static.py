@@ -9,12 +9,11 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-
+import tomllib
 from approp.julia import convert
 from approp.julia._runtime import JULIACALL_VERSION
 
@@ -26,13 +25,66 @@ ENTRIES = {name: entries[0] for name, entries in MANIFEST["deps"].items()}
 
 # Julia 1.10's standard libraries: entries without git-tree-sha1 must be one of these.
 STDLIBS = set(
-    "ArgTools Artifacts Base64 CRC32c CompilerSupportLibraries_jll Dates Distributed Downloads "
-    "FileWatching Future GMP_jll InteractiveUtils LLD_jll LLVMLibUnwind_jll LazyArtifacts "
-    "LibCURL LibCURL_jll LibGit2 LibGit2_jll LibSSH2_jll LibUV_jll LibUnwind_jll Libdl "
-    "LinearAlgebra Logging MPFR_jll Markdown MbedTLS_jll Mmap MozillaCACerts_jll NetworkOptions "
-    "OpenBLAS_jll OpenLibm_jll PCRE2_jll Pkg Printf Profile REPL Random SHA Serialization "
-    "SharedArrays Sockets SparseArrays Statistics SuiteSparse SuiteSparse_jll TOML Tar Test "
-    "UUIDs Unicode Zlib_jll dSFMT_jll libLLVM_jll libblastrampoline_jll nghttp2_jll p7zip_jll".split()
+    [
+        "ArgTools",
+        "Artifacts",
+        "Base64",
+        "CRC32c",
+        "CompilerSupportLibraries_jll",
+        "Dates",
+        "Distributed",
+        "Downloads",
+        "FileWatching",
+        "Future",
+        "GMP_jll",
+        "InteractiveUtils",
+        "LLD_jll",
+        "LLVMLibUnwind_jll",
+        "LazyArtifacts",
+        "LibCURL",
+        "LibCURL_jll",
+        "LibGit2",
+        "LibGit2_jll",
+        "LibSSH2_jll",
+        "LibUV_jll",
+        "LibUnwind_jll",
+        "Libdl",
+        "LinearAlgebra",
+        "Logging",
+        "MPFR_jll",
+        "Markdown",
+        "MbedTLS_jll",
+        "Mmap",
+        "MozillaCACerts_jll",
+        "NetworkOptions",
+        "OpenBLAS_jll",
+        "OpenLibm_jll",
+        "PCRE2_jll",
+        "Pkg",
+        "Printf",
+        "Profile",
+        "REPL",
+        "Random",
+        "SHA",
+        "Serialization",
+        "SharedArrays",
+        "Sockets",
+        "SparseArrays",
+        "Statistics",
+        "SuiteSparse",
+        "SuiteSparse_jll",
+        "TOML",
+        "Tar",
+        "Test",
+        "UUIDs",
+        "Unicode",
+        "Zlib_jll",
+        "dSFMT_jll",
+        "libLLVM_jll",
+        "libblastrampoline_jll",
+        "nghttp2_jll",
+        "p7zip_jll",
+    ]
 )
 
 
@@ -132,8 +184,10 @@ def test_pythoncall_matches_juliacall_pin():
         required = json.loads((Path(spec.origin).parent / "juliapkg.json").read_text())
         installed = required["packages"]["PythonCall"]["version"]
         if installed != f"={JULIACALL_VERSION}":
-            pytest.fail(f"installed juliacall requires PythonCall {installed}; "
-                        f"install juliacall=={JULIACALL_VERSION}")
+            pytest.fail(
+                f"installed juliacall requires PythonCall {installed}; "
+                f"install juliacall=={JULIACALL_VERSION}"
+            )
 
 
 def test_project_hash_matches_the_project():
@@ -179,7 +233,9 @@ def test_full_check_passes_on_the_package():
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:
     full = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=full, check=False
+    )
 
 
 def test_importing_approp_does_not_import_juliacall():
@@ -199,8 +255,14 @@ def test_missing_julia_gives_one_clear_error():
         "    print(e)\n"
         "assert 'juliacall' not in sys.modules\n"
     )
-    proc = _python(code, PATH="/nonexistent", HOME=str(REPO / "no-home"), JULIA="",
-                   PYTHON_JULIACALL_EXE="", PYTHON_JULIAPKG_EXE="")
+    proc = _python(
+        code,
+        PATH="/nonexistent",
+        HOME=str(REPO / "no-home"),
+        JULIA="",
+        PYTHON_JULIACALL_EXE="",
+        PYTHON_JULIAPKG_EXE="",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "no Julia runtime" in proc.stdout and "approp julia-setup" in proc.stdout
 
@@ -214,12 +276,20 @@ def test_flatten_orders_agree():
 
 def test_param_roundtrip_and_layout():
     rng = np.random.default_rng(0)
-    shapes = {"layers.1.weight": (32, 3, 3, 3), "layers.1.bias": (32,),
-              "layers.3.weight": (32, 32, 3, 3), "layers.3.bias": (32,),
-              "layers.6.weight": (64, 32, 3, 3), "layers.6.bias": (64,),
-              "layers.8.weight": (64, 64, 3, 3), "layers.8.bias": (64,),
-              "layers.12.weight": (256, 4096), "layers.12.bias": (256,),
-              "layers.14.weight": (10, 256), "layers.14.bias": (10,)}
+    shapes = {
+        "layers.1.weight": (32, 3, 3, 3),
+        "layers.1.bias": (32,),
+        "layers.3.weight": (32, 32, 3, 3),
+        "layers.3.bias": (32,),
+        "layers.6.weight": (64, 32, 3, 3),
+        "layers.6.bias": (64,),
+        "layers.8.weight": (64, 64, 3, 3),
+        "layers.8.bias": (64,),
+        "layers.12.weight": (256, 4096),
+        "layers.12.bias": (256,),
+        "layers.14.weight": (10, 256),
+        "layers.14.bias": (10,),
+    }
     params = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
     arrays = convert.params_to_julia(params)
     w = arrays[0]  # (kW, kH, in, out)

@@ -59,8 +59,9 @@ def _fatou() -> str | None:
 
 def fatou_format(root: Path, fatou: str) -> tuple[bool, str]:
     """Returns (ok, output) of `fatou format --check root`."""
-    proc = subprocess.run([fatou, "--color", "never", "format", "--check", str(root)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [fatou, "--color", "never", "format", "--check", str(root)], capture_output=True, text=True
+    )
     return proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -69,8 +70,9 @@ _RULE = re.compile(r"^(warning|error)(?:\[[^\]]*\])?: ([a-z0-9-]+)", re.MULTILIN
 
 def fatou_lint(root: Path, fatou: str) -> tuple[list[str], list[str], str]:
     """Returns (failing rules, advisory rules, output) of `fatou lint root`."""
-    proc = subprocess.run([fatou, "--color", "never", "lint", str(root)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [fatou, "--color", "never", "lint", str(root)], capture_output=True, text=True
+    )
     out = proc.stdout + proc.stderr
     rules = [m.group(2) for m in _RULE.finditer(out)]
     failing = [r for r in rules if r not in ADVISORY_RULES]
@@ -94,7 +96,7 @@ def main(argv: list[str]) -> int:
         print("fatou not found: pip install fatou")
         return 1
     fmt_ok, out = fatou_format(root, fatou)
-    print(("fatou format --check: clean" if fmt_ok else out.rstrip()))
+    print("fatou format --check: clean" if fmt_ok else out.rstrip())
     ok &= fmt_ok
     failing, advisory, out = fatou_lint(root, fatou)
     if failing:

@@ -37,16 +37,16 @@ __all__ = [
     "setup",
 ]
 
-_ENGINES: dict[str, "JuliaEngine"] = {}
+_ENGINES: dict[str, JuliaEngine] = {}
 
 
-def get_engine(device: str = "cpu") -> "JuliaEngine":
+def get_engine(device: str = "cpu") -> JuliaEngine:
     """Returns the (cached) JuliaEngine for `device` ("cpu" or "cuda"), starting Julia if needed.
 
     Raises JuliaUnavailableError where juliacall, Julia 1.10 or the one-time
     `approp julia-setup` is missing.
     """
-    from .engine import JuliaEngine  # noqa: PLC0415 - keeps `import approp.julia` light
+    from .engine import JuliaEngine
 
     key = "cuda" if device.startswith("cuda") else "cpu"
     if key not in _ENGINES:

@@ -112,10 +112,14 @@ def find_julia() -> str | None:
 def _require_julia() -> tuple[str, tuple[int, ...]]:
     exe = find_julia()
     if exe is None:
-        raise JuliaUnavailableError("no Julia runtime was found (JULIA, PATH, juliaup).\n" + INSTALL_HINT)
+        raise JuliaUnavailableError(
+            "no Julia runtime was found (JULIA, PATH, juliaup).\n" + INSTALL_HINT
+        )
     version = _julia_version(exe)
     if version is None:
-        raise JuliaUnavailableError(f"{exe} did not answer `--version` as Julia does.\n" + INSTALL_HINT)
+        raise JuliaUnavailableError(
+            f"{exe} did not answer `--version` as Julia does.\n" + INSTALL_HINT
+        )
     if version[:2] != JULIA_COMPAT or version < (1, 10, 3):
         raise JuliaUnavailableError(
             f"{exe} is Julia {'.'.join(map(str, version))}; the pinned environment needs "
@@ -161,8 +165,14 @@ def setup(julia: str | None = None, precompile: bool = True, runner=subprocess.r
     stamp.parent.mkdir(parents=True, exist_ok=True)
     record = {"julia": exe, "project": str(project), "manifest_sha256": _manifest_digest(project)}
     stamp.write_text(json.dumps(record, indent=2))
-    return SetupReport(exe, ".".join(map(str, version)), str(project), [cmd],
-                       time.perf_counter() - start, str(stamp))
+    return SetupReport(
+        exe,
+        ".".join(map(str, version)),
+        str(project),
+        [cmd],
+        time.perf_counter() - start,
+        str(stamp),
+    )
 
 
 def availability() -> tuple[bool, str]:
@@ -186,7 +196,9 @@ def _check_setup(exe: str, project: Path) -> None:
         record = json.loads(stamp.read_text())
     except (OSError, ValueError):
         record = {}
-    if record.get("manifest_sha256") != _manifest_digest(project) or record.get("project") != str(project):
+    if record.get("manifest_sha256") != _manifest_digest(project) or record.get("project") != str(
+        project
+    ):
         raise JuliaUnavailableError(
             f"Julia was found ({exe}) but the pinned environment {project} is not instantiated "
             "for this Manifest.toml yet: run `approp julia-setup` once (it runs Pkg.instantiate())."
@@ -224,7 +236,7 @@ def julia_main() -> Any:
     exe, _ = _require_julia()
     project = project_dir()
     configure(exe, project)
-    import juliacall  # noqa: PLC0415 - lazy on purpose: only the Julia engine needs it
+    import juliacall
 
     main = juliacall.Main
     main.seval("using APProp")
@@ -240,13 +252,20 @@ def load_cuda() -> None:
         raise RuntimeError("CUDA.jl loaded but found no functional GPU for the Julia engine")
 
 
+_ARRAY_TYPES: dict[tuple[str, int], Any] = {}
+_JULIA_ELTYPES = {"float32": "Float32", "float64": "Float64", "int64": "Int64"}
+
+
 def to_julia_array(arr: Any) -> Any:
     """Returns a Julia Array with the same element type, shape and indexing as numpy `arr`."""
-    import juliacall  # noqa: PLC0415
+    import juliacall
 
-    main = julia_main()
-    kinds = {"float32": main.Float32, "float64": main.Float64, "int64": main.Int64}
-    kind = kinds.get(str(arr.dtype))
-    if kind is None:
-        raise TypeError(f"arrays for the Julia engine must be float32, float64 or int64; got {arr.dtype}")
-    return juliacall.convert(main.Array[kind, arr.ndim], arr)
+    eltype = _JULIA_ELTYPES.get(str(arr.dtype))
+    if eltype is None:
+        raise TypeError(
+            f"arrays for the Julia engine must be float32, float64 or int64; got {arr.dtype}"
+        )
+    key = (eltype, arr.ndim)
+    if key not in _ARRAY_TYPES:
+        _ARRAY_TYPES[key] = julia_main().seval(f"Array{{{eltype},{arr.ndim}}}")
+    return juliacall.convert(_ARRAY_TYPES[key], arr)

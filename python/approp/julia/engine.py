@@ -74,30 +74,63 @@ class JuliaEngine:
         """Returns (lower, upper) logit bounds, each (B, 10), over the box and the ball."""
         model, xj, _ = self._xy(params, x)
         lo, hi = self.ap.api_bounds(
-            model, xj, float(eps), self.spec(radius), lam=self._lam(radius, lam), backend=self.device
+            model,
+            xj,
+            float(eps),
+            self.spec(radius),
+            lam=self._lam(radius, lam),
+            backend=self.device,
         )
         return logits_from_julia(lo), logits_from_julia(hi)
 
     def worst_case_loss(
-        self, params: Params, x: Any, y: Any, eps: float, radius: Any,
-        lam: float | None = None, margin: bool = False,
+        self,
+        params: Params,
+        x: Any,
+        y: Any,
+        eps: float,
+        radius: Any,
+        lam: float | None = None,
+        margin: bool = False,
     ) -> float:
         """Returns the mean cross-entropy of the worst-case logits."""
         model, xj, yj = self._xy(params, x, y)
-        return float(self.ap.api_worst_case_loss(
-            model, xj, yj, float(eps), self.spec(radius),
-            lam=self._lam(radius, lam), margin=margin, backend=self.device,
-        ))
+        return float(
+            self.ap.api_worst_case_loss(
+                model,
+                xj,
+                yj,
+                float(eps),
+                self.spec(radius),
+                lam=self._lam(radius, lam),
+                margin=margin,
+                backend=self.device,
+            )
+        )
 
     def loss_and_gradients(
-        self, params: Params, x: Any, y: Any, eps: float, radius: Any, kappa: float,
-        lam: float | None = None, margin: bool = False,
+        self,
+        params: Params,
+        x: Any,
+        y: Any,
+        eps: float,
+        radius: Any,
+        kappa: float,
+        lam: float | None = None,
+        margin: bool = False,
     ) -> tuple[float, dict[str, np.ndarray]]:
         """Returns the training loss (1-κ)·L_worst + κ·L_clean and its gradient {name: array}."""
         model, xj, yj = self._xy(params, x, y)
         loss, grads = self.ap.api_loss_and_gradients(
-            model, xj, yj, float(eps), self.spec(radius),
-            lam=self._lam(radius, lam), kappa=float(kappa), margin=margin, backend=self.device,
+            model,
+            xj,
+            yj,
+            float(eps),
+            self.spec(radius),
+            lam=self._lam(radius, lam),
+            kappa=float(kappa),
+            margin=margin,
+            backend=self.device,
         )
         return float(loss), params_from_julia(grads)
 
@@ -107,7 +140,12 @@ class JuliaEngine:
         """Returns lower bounds of z_y - z_j, (B, 10), with 0 at the true class."""
         model, xj, yj = self._xy(params, x, y)
         lo = self.ap.api_margin_lower_bounds(
-            model, xj, yj, float(eps), self.spec(radius), lam=self._lam(radius, lam),
+            model,
+            xj,
+            yj,
+            float(eps),
+            self.spec(radius),
+            lam=self._lam(radius, lam),
             backend=self.device,
         )
         return logits_from_julia(lo)
@@ -118,7 +156,12 @@ class JuliaEngine:
         """Returns a bool mask (B,): True where the whole box and ball classify correctly."""
         model, xj, yj = self._xy(params, x, y)
         mask = self.ap.api_verified(
-            model, xj, yj, float(eps), self.spec(radius), lam=self._lam(radius, lam),
+            model,
+            xj,
+            yj,
+            float(eps),
+            self.spec(radius),
+            lam=self._lam(radius, lam),
             backend=self.device,
         )
         return np.array(mask, dtype=bool)
@@ -131,25 +174,56 @@ class JuliaEngine:
 
     # -- training -------------------------------------------------------------
     def trainer(
-        self, params: Params, radius: Any, *, optimizer: str = "sgd", lr: float,
-        momentum: float = 0.9, weight_decay: float = 0.0, kappa: float = 0.5, margin: bool = False,
-    ) -> "JuliaTrainer":
+        self,
+        params: Params,
+        radius: Any,
+        *,
+        optimizer: str = "sgd",
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        kappa: float = 0.5,
+        margin: bool = False,
+    ) -> JuliaTrainer:
         """Returns a trainer that keeps the model and optimiser state in Julia between steps."""
         handle = self.ap.api_trainer(
-            self.model(params), self.spec(radius), optimiser=optimizer, lr=float(lr),
-            momentum=float(momentum), weight_decay=float(weight_decay), kappa=float(kappa),
+            self.model(params),
+            self.spec(radius),
+            optimiser=optimizer,
+            lr=float(lr),
+            momentum=float(momentum),
+            weight_decay=float(weight_decay),
+            kappa=float(kappa),
             margin=margin,
         )
         return JuliaTrainer(self, handle, radius, dtype=params_to_julia(params)[0].dtype)
 
     def app_step(
-        self, params: Params, x: Any, y: Any, eps: float, radius: Any, kappa: float, lr: float,
-        momentum: float = 0.9, weight_decay: float = 0.0, optimizer: str = "sgd",
-        lam: float | None = None, margin: bool = False,
+        self,
+        params: Params,
+        x: Any,
+        y: Any,
+        eps: float,
+        radius: Any,
+        kappa: float,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        optimizer: str = "sgd",
+        lam: float | None = None,
+        margin: bool = False,
     ) -> dict[str, np.ndarray]:
         """Returns the parameters after one APP step from a fresh optimiser state (then the clamp)."""
-        t = self.trainer(params, radius, optimizer=optimizer, lr=lr, momentum=momentum,
-                         weight_decay=weight_decay, kappa=kappa, margin=margin)
+        t = self.trainer(
+            params,
+            radius,
+            optimizer=optimizer,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            kappa=kappa,
+            margin=margin,
+        )
         t.step(x, y, eps, lam=lam)
         return t.params()
 
@@ -160,19 +234,28 @@ class JuliaTrainer:
     def __init__(self, engine: JuliaEngine, handle: Any, radius: Any, dtype: np.dtype) -> None:
         self.engine, self.handle, self.radius, self.dtype = engine, handle, radius, dtype
 
-    def step(self, x: Any, y: Any, eps: float, lam: float | None = None,
-             lr: float | None = None) -> float:
+    def step(
+        self, x: Any, y: Any, eps: float, lam: float | None = None, lr: float | None = None
+    ) -> float:
         """Returns the batch loss after one step; `lam`/`lr` override the ramped λ and the rate."""
         e = self.engine
         xj = e._arr(images_to_julia(x, self.dtype))
         yj = e._arr(labels_to_julia(y))
-        return float(e.ap.api_step_b(
-            self.handle, xj, yj, float(eps), lam=e._lam(self.radius, lam),
-            lr=None if lr is None else float(lr), backend=e.device,
-        ))
+        return float(
+            e.ap.api_step_b(
+                self.handle,
+                xj,
+                yj,
+                float(eps),
+                lam=e._lam(self.radius, lam),
+                lr=None if lr is None else float(lr),
+                backend=e.device,
+            )
+        )
 
-    def epoch(self, batches: Iterable[tuple[Any, Any]],
-              schedule: Callable[[int], tuple[float, float]]) -> float:
+    def epoch(
+        self, batches: Iterable[tuple[Any, Any]], schedule: Callable[[int], tuple[float, float]]
+    ) -> float:
         """Returns the mean loss over `batches`; schedule(i) gives batch i's (eps, lam)."""
         losses = []
         for i, (x, y) in enumerate(batches):
