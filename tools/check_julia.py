@@ -60,7 +60,10 @@ def _fatou() -> str | None:
 def fatou_format(root: Path, fatou: str) -> tuple[bool, str]:
     """Returns (ok, output) of `fatou format --check root`."""
     proc = subprocess.run(
-        [fatou, "--color", "never", "format", "--check", str(root)], capture_output=True, text=True
+        [fatou, "--color", "never", "format", "--check", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -71,7 +74,7 @@ _RULE = re.compile(r"^(warning|error)(?:\[[^\]]*\])?: ([a-z0-9-]+)", re.MULTILIN
 def fatou_lint(root: Path, fatou: str) -> tuple[list[str], list[str], str]:
     """Returns (failing rules, advisory rules, output) of `fatou lint root`."""
     proc = subprocess.run(
-        [fatou, "--color", "never", "lint", str(root)], capture_output=True, text=True
+        [fatou, "--color", "never", "lint", str(root)], capture_output=True, text=True, check=False
     )
     out = proc.stdout + proc.stderr
     rules = [m.group(2) for m in _RULE.finditer(out)]
