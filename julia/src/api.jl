@@ -131,10 +131,10 @@ function api_trainer(
 end
 
 """
-    api_step!(t::APPTrainer, x, y, eps; lam=t.spec.lam, lr=nothing, backend="cpu") -> Float64
+    api_step!(t::APPTrainer, x, y, eps; lam=t.spec.lam, kappa=t.kappa, lr=nothing, backend="cpu") -> Float64
 
 Returns the loss of one APP step; `lr`, when given, sets the learning rate
-first (the Python side owns the schedule).
+first (the Python side owns the schedule, and the ramp of `lam` and `kappa`).
 """
 function api_step!(
     t::APPTrainer,
@@ -142,11 +142,19 @@ function api_step!(
     y,
     eps::Real;
     lam = t.spec.lam,
+    kappa = t.kappa,
     lr = nothing,
     backend = "cpu",
 )
     lr === nothing || Optimisers.adjust!(t.opt_state, lr)
-    return Float64(app_step!(t, _dev(x, backend), _dev(y, backend), eps; lam = lam))
+    return Float64(app_step!(
+        t,
+        _dev(x, backend),
+        _dev(y, backend),
+        eps;
+        lam = lam,
+        kappa = kappa,
+    ))
 end
 
 """

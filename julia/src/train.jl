@@ -91,11 +91,12 @@ function APPTrainer(model, rule, spec::RadiusSpec; kappa::Real = 0.5, margin::Bo
 end
 
 """
-    app_step!(t::APPTrainer, x, y, eps; lam=t.spec.lam) -> loss
+    app_step!(t::APPTrainer, x, y, eps; lam=t.spec.lam, kappa=t.kappa) -> loss
 
-Returns the loss of one APP step on the batch `(x, y)` with the trainer's settings.
+Returns the loss of one APP step on the batch `(x, y)` with the trainer's settings;
+`lam` and `kappa` override them for this step (the Python side ramps both).
 """
-function app_step!(t::APPTrainer, x, y, eps::Real; lam = t.spec.lam)
+function app_step!(t::APPTrainer, x, y, eps::Real; lam = t.spec.lam, kappa = t.kappa)
     loss = app_step!(
         t.model,
         t.opt_state,
@@ -104,7 +105,7 @@ function app_step!(t::APPTrainer, x, y, eps::Real; lam = t.spec.lam)
         eps,
         t.spec;
         lam = lam,
-        kappa = t.kappa,
+        kappa = kappa,
         margin = t.margin,
     )
     t.steps += 1

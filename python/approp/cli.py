@@ -110,13 +110,56 @@ def bounds(
     n: Annotated[int, typer.Option(help="test points")] = 1000,
     data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
     device: Annotated[str, typer.Option()] = "cpu",
+    engine: Annotated[str, typer.Option(help="torch | julia")] = "torch",
 ) -> None:
     """Print verified accuracy and mean logit-bound width of a trained model."""
     from .metrics import bound_summary
 
-    summary = bound_summary(run_dir, eps=eps, lam=lam, n=n, data_dir=data_dir, device=device)
+    summary = bound_summary(run_dir, eps=eps, lam=lam, n=n, data_dir=data_dir, device=device, engine=engine)
     typer.echo(json.dumps(summary))
+
+
+@app.command("julia-setup")
+@user_errors
+def julia_setup(
+    julia_exe: Annotated[Optional[str], typer.Option("--julia", help="julia executable to use")] = None,
+    precompile: Annotated[bool, typer.Option("--precompile/--no-precompile")] = True,
+) -> None:
+    """Instantiate the pinned Julia environment once (needs an installed Julia 1.10)."""
+    from . import julia
+
+    try:
+        report = julia.setup(julia=julia_exe, precompile=precompile)
+    except julia.JuliaUnavailableError as err:
+        raise ConfigError(str(err)) from None
+    typer.echo(str(report))
 
 
 def main() -> None:  # pragma: no cover - console entry
     app()
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="a trained run directory")],
+    eps: Annotated[Optional[float], typer.Option(help="L∞ input radius; default: the run's ε")] = None,
+    autoattack: Annotated[bool, typer.Option("--autoattack/--no-autoattack", help="AutoAttack (standard, L∞)")] = True,
+    neighbourhood: Annotated[int, typer.Option(help="networks sampled per mode in the box (0: skip)")] = 0,
+    param_attack: Annotated[str, typer.Option(help="comma-separated λ of the parameter attack ('' skips)")]
+    = "0.02,0.04,0.06,0.08,0.1",
+    n: Annotated[int, typer.Option(help="first N test points")] = 1000,
+    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Evaluate a trained run (clean, PGD, AutoAttack, verified, neighbourhood, parameter attack)."""
+    from .evaluate import EvalConfig, Evaluator, parse_lams
+
+    cfg = EvalConfig(eps=eps, n=n, autoattack=autoattack, neighbourhood=neighbourhood,
+                     param_attack=parse_lams(param_attack))
+    results = Evaluator(run_dir, cfg, data_dir=data_dir, device=device, progress=not quiet).run()
+    keys = ("clean_acc", "pgd_acc", "verified_acc")
+    summary = {k: results.get(k) for k in keys}
+    summary["autoattack_acc"] = results.get("autoattack", {}).get("robust_acc")
+    typer.echo(json.dumps({"run_dir": str(run_dir), **summary}))

@@ -149,7 +149,11 @@ class TrainConfig:
     algo: app (worst case of the bounds), standard (clean), awp, pgd (adversarial training).
     eps: L∞ input radius, in [0, 1] on the [0,1] pixel scale.
     kappa: weight of the clean loss, loss = (1-kappa)·L_worst + kappa·L_clean.
-    ramp_epochs: eps and lam grow linearly from 0 over this many epochs (per batch).
+    warmup_epochs: clean training (eps = lam = 0) before the ramp starts.
+    ramp_epochs: then eps, lam and the worst-case share 1-kappa grow linearly from 0
+        over this many epochs (per batch). Starting APP at full strength from a random
+        initialisation, whose bounds are thousands of logits wide, collapses the
+        network to a constant; warm-up plus ramp avoids that (IBP/CROWN-IBP practice).
     margin_loss: worst-case logits from the margin bounds lower(z_y - z_j) (tighter)
         instead of (lower_y, upper_j).
     pgd_steps / awp_gamma: inner attack steps (step size eps/4) and AWP's relative size.
@@ -159,6 +163,7 @@ class TrainConfig:
     epochs: int = 30
     eps: float = 2 / 255
     kappa: float = 0.5
+    warmup_epochs: int = 1
     ramp_epochs: int = 5
     margin_loss: bool = False
     seed: int = 0
@@ -177,8 +182,10 @@ class TrainConfig:
         check_eps(self.eps, "train.eps")
         if not (0.0 <= self.kappa <= 1.0):
             raise ConfigError(f"train.kappa must be in [0, 1]; got {self.kappa!r}")
-        if not isinstance(self.ramp_epochs, int) or self.ramp_epochs < 0:
-            raise ConfigError(f"train.ramp_epochs must be an integer >= 0; got {self.ramp_epochs!r}")
+        for name in ("warmup_epochs", "ramp_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"train.{name} must be an integer >= 0; got {value!r}")
         _check_nonneg("train.awp_gamma", self.awp_gamma)
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"train.device must be 'cpu' or 'cuda[:N]'; got {self.device!r}")

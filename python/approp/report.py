@@ -49,7 +49,7 @@ def write_train_report(cfg: RunConfig, run_dir: Path, history: list[dict[str, An
         "",
         f"- model: {cfg.model.arch} (width {cfg.model.width})",
         f"- eps = {t.eps:.6g}, radius = {r.kind} (lam = {r.lam:g}), kappa = {t.kappa:g}, "
-        f"ramp over {t.ramp_epochs} epochs",
+        f"{t.warmup_epochs} clean warm-up epochs, then a ramp over {t.ramp_epochs} epochs",
         f"- optimiser: {cfg.optim.name}, lr {cfg.optim.lr:g}, {cfg.optim.schedule} schedule; "
         f"{t.epochs} epochs, batch {cfg.data.batch_size}, seed {t.seed}, device {t.device}",
         f"- training images: {cfg.data.subset or 'all'}; test images: {cfg.data.test_subset or 'all'}",
@@ -67,7 +67,7 @@ def write_train_report(cfg: RunConfig, run_dir: Path, history: list[dict[str, An
             "",
             "## Per epoch",
             "",
-            markdown_table(history, [c for c in history[0] if c != "eps_used"]),
+            markdown_table(history, [c for c in history[0] if c != "ramp"]),
         ]
         plot_curves(history, run_dir / CURVES)
         lines += ["", f"![test accuracy per epoch]({CURVES})", ""]

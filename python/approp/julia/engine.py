@@ -235,12 +235,19 @@ class JuliaTrainer:
         self.engine, self.handle, self.radius, self.dtype = engine, handle, radius, dtype
 
     def step(
-        self, x: Any, y: Any, eps: float, lam: float | None = None, lr: float | None = None
+        self,
+        x: Any,
+        y: Any,
+        eps: float,
+        lam: float | None = None,
+        lr: float | None = None,
+        kappa: float | None = None,
     ) -> float:
-        """Returns the batch loss after one step; `lam`/`lr` override the ramped λ and the rate."""
+        """Returns the batch loss after one step; `lam`/`lr`/`kappa` override the trainer's."""
         e = self.engine
         xj = e._arr(images_to_julia(x, self.dtype))
         yj = e._arr(labels_to_julia(y))
+        extra = {} if kappa is None else {"kappa": float(kappa)}
         return float(
             e.ap.api_step_b(
                 self.handle,
@@ -250,6 +257,7 @@ class JuliaTrainer:
                 lam=e._lam(self.radius, lam),
                 lr=None if lr is None else float(lr),
                 backend=e.device,
+                **extra,
             )
         )
 

@@ -59,11 +59,21 @@ def fit(cfg: RunConfig, run_dir: Path | str, progress: bool = True) -> FitResult
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
     start_epoch = _prepare_run_dir(cfg, run_dir, model, opt, sched, gen)
     strategy = make_strategy(cfg)
+    julia_epochs = None
+    if cfg.train.engine == "julia":
+        from .julia_runner import JuliaEpochs
+
+        julia_epochs = JuliaEpochs(cfg, model)
     history = _read_history(run_dir)
     with Progress(enabled=progress) as bar:
         for epoch in range(start_epoch, cfg.train.epochs):
             t0 = time.perf_counter()
-            logs = _train_epoch(cfg, model, strategy, train, opt, sched, gen, epoch, bar, run_dir)
+            if julia_epochs is None:
+                logs = _train_epoch(cfg, model, strategy, train, opt, sched, gen, epoch, bar, run_dir)
+            else:
+                logs = julia_epochs.run_epoch(train, sched, gen, epoch, bar)
+                if "diverged_batch" in logs:
+                    raise _diverged(logs["loss"], epoch, logs["diverged_batch"], run_dir)
             row = _epoch_row(cfg, model, test, epoch, logs, time.perf_counter() - t0, sched)
             state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch}
@@ -134,6 +144,14 @@ def _truncate_history(run_dir: Path, last_epoch: int) -> None:
     (run_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _diverged(loss: float, epoch: int, batch: int, run_dir: Path) -> TrainingDiverged:
+    kept = f"the checkpoint after epoch {epoch} is kept" if epoch > 0 else "no epoch had completed"
+    return TrainingDiverged(
+        f"loss became {loss} at epoch {epoch + 1}, batch {batch}; training stopped and "
+        f"{kept} in {run_dir}. Lower the learning rate or lengthen the ε/λ ramp."
+    )
+
+
 def _train_epoch(cfg, model, strategy: Strategy, train: Split, opt, sched, gen, epoch, bar, run_dir):
     """Runs one epoch; returns the mean of each logged value (floats)."""
     model.train()
@@ -142,14 +160,12 @@ def _train_epoch(cfg, model, strategy: Strategy, train: Split, opt, sched, gen, 
     check_every = 1 if train.y.device.type == "cpu" else 50  # a NaN check is a host sync on GPU
     task = bar.start_batches(epoch, steps)
     for i, (x, y) in enumerate(batches(train, cfg.data.batch_size, True, gen, cfg.data.augment)):
-        r = ramp(epoch * steps + i, steps, cfg.train.ramp_epochs)
-        ctx = StepContext(cfg.train.eps * r, cfg.radius.lam * r, cfg.radius, cfg.train)
+        r = ramp(epoch * steps + i, steps, cfg.train.ramp_epochs, cfg.train.warmup_epochs)
+        kappa = 1 - r * (1 - cfg.train.kappa)
+        ctx = StepContext(cfg.train.eps * r, cfg.radius.lam * r, kappa, cfg.radius, cfg.train)
         loss, logs = strategy.loss(model, x, y, ctx)
         if (i % check_every == 0 or i == steps - 1) and not torch.isfinite(loss).item():
-            raise TrainingDiverged(
-                f"loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1}; training stopped. "
-                f"The last good checkpoint in {run_dir} is kept (epoch {epoch} completed)."
-            )
+            raise _diverged(loss.item(), epoch, i + 1, run_dir)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -162,7 +178,7 @@ def _train_epoch(cfg, model, strategy: Strategy, train: Split, opt, sched, gen, 
             sums[k] = sums.get(k, 0.0) + v
         bar.advance(task)
     out = {k: (v / steps).item() for k, v in sums.items()}
-    out["eps_used"] = cfg.train.eps * ramp((epoch + 1) * steps - 1, steps, cfg.train.ramp_epochs)
+    out["ramp"] = ramp((epoch + 1) * steps - 1, steps, cfg.train.ramp_epochs, cfg.train.warmup_epochs)
     return out
 
 

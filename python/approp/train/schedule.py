@@ -35,8 +35,16 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def ramp(step: int, steps_per_epoch: int, ramp_epochs: int) -> float:
-    """Returns the ramp factor in [0, 1]: linear over the first `ramp_epochs` epochs, then 1."""
+def ramp(step: int, steps_per_epoch: int, ramp_epochs: int, warmup_epochs: int = 0) -> float:
+    """Returns the ramp factor in [0, 1] at a global step.
+
+    0 during the first `warmup_epochs` epochs (clean training), then linear
+    over `ramp_epochs` epochs, then 1. ε, λ and the worst-case share 1 − κ
+    all scale with it.
+    """
+    step -= warmup_epochs * steps_per_epoch
+    if step < 0:
+        return 0.0
     if ramp_epochs == 0:
         return 1.0
     return min((step + 1) / (ramp_epochs * steps_per_epoch), 1.0)

@@ -19,10 +19,11 @@ from ..config import RadiusConfig, RunConfig, TrainConfig
 
 @dataclass(frozen=True)
 class StepContext:
-    """The step's ramped ε and λ, and the run's radius and training settings."""
+    """The step's ramped ε, λ and κ, and the run's radius and training settings."""
 
     eps: float
     lam: float
+    kappa: float
     radius: RadiusConfig
     train: TrainConfig
 
@@ -58,7 +59,10 @@ class APP(Strategy):
     name = "app"
 
     def loss(self, model, x, y, ctx):
-        kappa = ctx.train.kappa
+        kappa = ctx.kappa
+        if ctx.eps == 0 and ctx.lam == 0:  # warm-up: the box is a point, L_worst = L_clean
+            clean = F.cross_entropy(model(x), y)
+            return clean, {"worst_loss": clean.detach(), "clean_loss": clean.detach()}
         worst = worst_case_loss(model, x, y, ctx.eps, ctx.radius, ctx.lam, margin=ctx.train.margin_loss)
         logs = {"worst_loss": worst.detach()}
         if kappa == 0:

@@ -1,0 +1,66 @@
+"""Epochs of APP training run by the Julia engine, driven from the same loop.
+
+The model and optimiser state live in Julia between steps; batches, the ε/λ
+ramp and the learning-rate schedule come from Python, so both engines see
+the same data order and schedule. After each epoch the parameters are copied
+back into the PyTorch model, which the loop evaluates and checkpoints in the
+shared format. On resume the Julia optimiser restarts from the checkpointed
+weights with fresh momentum (its state is not part of the checkpoint).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import ConfigError, RunConfig
+from ..data import Split, batches
+from .schedule import ramp
+
+
+class JuliaEpochs:
+    """Returns per-epoch logs of APP training run in Julia (see module docstring)."""
+
+    def __init__(self, cfg: RunConfig, model: nn.Module) -> None:
+        if cfg.train.algo != "app":
+            raise ConfigError(f"the Julia engine trains only algo 'app'; got {cfg.train.algo!r}")
+        from .. import julia  # imported only when the Julia engine is asked for
+
+        self.cfg, self.model = cfg, model
+        try:
+            self.engine = julia.get_engine(cfg.train.device)
+        except julia.JuliaUnavailableError as err:
+            raise ConfigError(f"--engine julia is unavailable: {err}") from None
+        self.trainer = None
+
+    def _params(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+
+    def run_epoch(self, train: Split, sched, gen: torch.Generator, epoch: int, bar) -> dict[str, float]:
+        """Runs one epoch in Julia; returns the mean loss. The PyTorch model is updated after it."""
+        cfg, o = self.cfg, self.cfg.optim
+        if self.trainer is None:
+            self.trainer = self.engine.trainer(
+                self._params(), cfg.radius, optimizer=o.name, lr=o.lr, momentum=o.momentum,
+                weight_decay=o.weight_decay, kappa=cfg.train.kappa, margin=cfg.train.margin_loss,
+            )
+        steps = math.ceil(len(train) / cfg.data.batch_size)
+        task = bar.start_batches(epoch, steps)
+        total = 0.0
+        for i, (x, y) in enumerate(batches(train, cfg.data.batch_size, True, gen, cfg.data.augment)):
+            r = ramp(epoch * steps + i, steps, cfg.train.ramp_epochs, cfg.train.warmup_epochs)
+            loss = self.trainer.step(
+                x.cpu().numpy(), y.cpu().numpy(), cfg.train.eps * r, lam=cfg.radius.lam * r,
+                lr=sched.get_last_lr()[0], kappa=1 - r * (1 - cfg.train.kappa),
+            )
+            if not math.isfinite(loss):
+                return {"loss": loss, "diverged_batch": i + 1}
+            sched.step()
+            total += loss
+            bar.advance(task)
+        state = {k: torch.from_numpy(v) for k, v in self.trainer.params().items()}
+        self.model.load_state_dict(state)
+        return {"loss": total / steps}
