@@ -1,0 +1,98 @@
+"""Adversarial-training strategies: PGD-AT (Madry et al. 2018) and AT-AWP (Wu, Xia, Wang 2020).
+
+Both train on PGD adversarial examples at the step's (ramped) ε, with
+`train.pgd_steps` steps of size ε/4 from a random start. AWP additionally
+moves the weights to an adversarial point before the step:
+
+    v_l = γ · ‖w_l‖ · g_l / ‖g_l‖     for every weight w_l with ≥ 2 dimensions,
+
+g_l being the gradient of the adversarial cross-entropy at the current
+weights. The authors obtain g by one SGD ascent step on a proxy copy of the
+model and take the difference of weights; that difference is η·g, and the
+normalisation removes η, so the gradient is taken here directly (with
+`torch.autograd.grad`, leaving `.grad` alone), which gives the same v. The
+loss is computed on the perturbed model, the loop backpropagates and steps
+there, and `after_step` subtracts v again.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks.pgd import pgd_attack
+from .strategies import STRATEGIES, StepContext, Strategy
+
+AWP_EPS = 1e-20  # guards ‖g‖ = 0, as in the reference implementation
+
+
+def _adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    """Returns PGD adversarial images (B, C, H, W) at ctx.eps: train.pgd_steps steps of ε/4, random start."""
+    return pgd_attack(model, x, y, ctx.eps, ctx.train.pgd_steps, alpha=ctx.eps / 4, random_start=True)
+
+
+def perturbed_weights(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Returns (name, parameter) of the weights AWP perturbs: those with ≥ 2 dimensions."""
+    return [(n, p) for n, p in model.named_parameters() if p.dim() >= 2 and "weight" in n]
+
+
+def awp_perturbation(
+    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, gamma: float
+) -> dict[str, torch.Tensor]:
+    """Returns {name: v_l} with v_l = γ·‖w_l‖·g_l/‖g_l‖, g_l the adversarial loss gradient."""
+    named = perturbed_weights(model)
+    loss = F.cross_entropy(model(x_adv), y)
+    grads = torch.autograd.grad(loss, [p for _, p in named])
+    return {
+        n: gamma * p.detach().norm() * g / (g.norm() + AWP_EPS)
+        for (n, p), g in zip(named, grads)
+    }
+
+
+@torch.no_grad()
+def add_into(model: nn.Module, diff: dict[str, torch.Tensor], coeff: float) -> None:
+    """Adds coeff·diff[name] to each named parameter in place."""
+    for name, p in model.named_parameters():
+        if name in diff:
+            p.add_(diff[name], alpha=coeff)
+
+
+class PGDTraining(Strategy):
+    """Cross-entropy on PGD adversarial examples (Madry)."""
+
+    name = "pgd"
+
+    def loss(self, model, x, y, ctx):
+        loss = F.cross_entropy(model(_adversarial(model, x, y, ctx)), y)
+        return loss, {"adv_loss": loss.detach()}
+
+
+class AWP(Strategy):
+    """AT-AWP: adversarial examples, then an adversarial weight perturbation held during the step."""
+
+    name = "awp"
+
+    def __init__(self, gamma: float) -> None:
+        self.gamma = gamma
+        self.diff: dict[str, torch.Tensor] | None = None
+
+    def loss(self, model, x, y, ctx):
+        if self.diff is not None:  # a step that never reached after_step: undo it first
+            self.after_step(model)
+        x_adv = _adversarial(model, x, y, ctx)
+        if self.gamma > 0:
+            self.diff = awp_perturbation(model, x_adv, y, self.gamma)
+            add_into(model, self.diff, 1.0)
+        loss = F.cross_entropy(model(x_adv), y)
+        return loss, {"adv_loss": loss.detach()}
+
+    def after_step(self, model: nn.Module) -> None:
+        """Removes the weight perturbation added in `loss`."""
+        if self.diff is not None:
+            add_into(model, self.diff, -1.0)
+            self.diff = None
+
+
+STRATEGIES["pgd"] = lambda cfg: PGDTraining()
+STRATEGIES["awp"] = lambda cfg: AWP(cfg.train.awp_gamma)
