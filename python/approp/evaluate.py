@@ -1,0 +1,337 @@
+"""The evaluation suite of a trained run: clean, PGD, AutoAttack, verified, neighbourhood, parameter attack.
+
+    from approp.evaluate import EvalConfig, Evaluator
+    results = Evaluator("runs/app", EvalConfig(n=1000, neighbourhood=8)).run()
+
+Stages run in that order on the same first `n` test points. After each stage
+(and inside the long ones: after each AutoAttack attack, each sampled
+network, each λ) the state is written to RUN_DIR/eval_state.json, so an
+interrupted evaluation resumes where it stopped; a state written for another
+checkpoint or other options is ignored. At the end RUN_DIR/eval.json holds
+all results and report.md gains (or has replaced) an "Evaluation" section.
+Every input is checked — checkpoint, architecture, ε, options, data — before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import checkpoint as ckpt
+from .attacks import CascadeState, autoattack, parameter_attack, pgd_correct
+from .attacks.parameter import ParamAttackRow
+from .config import ConfigError, RunConfig, check_eps
+from .data import Split, load_cifar10
+from .metrics import clean_accuracy, verified_accuracy
+from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
+
+STATE = "eval_state.json"
+RESULTS = "eval.json"
+REPORT = "report.md"
+SECTION = "## Evaluation"
+PARAM_STATE = "eval_param_attack.safetensors"
+STAGES = ("clean", "pgd", "autoattack", "verified", "neighbourhood", "param_attack")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Options of an evaluation (defaults in brackets).
+
+    eps: L∞ input radius [None: the run's training ε]; n: first n test points [1000];
+    pgd_steps / pgd_restarts: PGD with step 2.5·ε/steps [20 / 1];
+    autoattack: run AutoAttack standard L∞ [True]; verified: bound-based accuracy [True];
+    neighbourhood: K sampled networks per mode, 0 skips [0];
+    param_attack: the λ of the parameter attack, empty skips [0.02 … 0.1];
+    param_attack_steps: ascent steps per λ [20]; batch_size [500]; seed [0].
+    """
+
+    eps: float | None = None
+    n: int = 1000
+    pgd_steps: int = 20
+    pgd_restarts: int = 1
+    autoattack: bool = True
+    verified: bool = True
+    neighbourhood: int = 0
+    param_attack: tuple[float, ...] = (0.02, 0.04, 0.06, 0.08, 0.1)
+    param_attack_steps: int = 20
+    batch_size: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.eps is not None:
+            check_eps(self.eps, "eval.eps")
+        for name in ("n", "pgd_steps", "pgd_restarts", "param_attack_steps", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"eval.{name} must be a positive integer; got {value!r}")
+        if not isinstance(self.neighbourhood, int) or self.neighbourhood < 0:
+            raise ConfigError(f"eval.neighbourhood must be an integer >= 0; got {self.neighbourhood!r}")
+        object.__setattr__(self, "param_attack", tuple(self.param_attack))
+        for lam in self.param_attack:
+            if not isinstance(lam, (int, float)) or not math.isfinite(lam) or not 0 <= lam < 1:
+                raise ConfigError(f"eval.param_attack values must be in [0, 1); got {lam!r}")
+
+    def stages(self) -> tuple[str, ...]:
+        """Returns the names of the stages these options run, in order."""
+        off = {"autoattack": not self.autoattack, "verified": not self.verified,
+               "neighbourhood": self.neighbourhood == 0, "param_attack": not self.param_attack}
+        return tuple(s for s in STAGES if not off.get(s, False))
+
+
+def parse_lams(text: str) -> tuple[float, ...]:
+    """Returns the λ values of a comma-separated list ("" gives none); ConfigError on a bad item."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"param-attack must be comma-separated numbers; got {text!r}") from None
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _expected_model(run_dir: Path):
+    """Returns the ModelConfig the run's config.toml names, or None where there is none."""
+    path = run_dir / "config.toml"
+    return RunConfig.load(path).model if path.is_file() else None
+
+
+class Evaluator:
+    """Runs the evaluation stages of one run directory, resumably; see the module docstring."""
+
+    def __init__(
+        self, run_dir: Path | str, cfg: EvalConfig | None = None, data_dir: str | os.PathLike | None = None,
+        device: str = "cpu", progress: bool = True,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg or EvalConfig()
+        if not self.run_dir.is_dir():
+            raise ckpt.CheckpointError(f"{self.run_dir} is not a directory: no checkpoint to evaluate")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError("device is 'cuda' but no CUDA device is available; use --device cpu")
+        self.model, self.meta = ckpt.load_model(self.run_dir, device, expect=_expected_model(self.run_dir))
+        self.model.eval()
+        self.eps = float(self.meta["eps"] if self.cfg.eps is None else self.cfg.eps)
+        check_eps(self.eps, "eps")
+        self.radius = ckpt.radius_from_meta(self.meta)
+        self.test = Split(*load_cifar10(data_dir, train=False)).take(self.cfg.n).to(device)
+        self.device = device
+        self.progress = progress
+        self.key = {"sha256": self.meta.get("sha256"), "eps": self.eps, "n": len(self.test),
+                    "config": asdict(self.cfg)}
+        self.key["config"]["param_attack"] = list(self.cfg.param_attack)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def load_state(self) -> dict[str, Any]:
+        """Returns the saved state if it belongs to this checkpoint and these options, else a fresh one."""
+        path = self.run_dir / STATE
+        if path.is_file():
+            try:
+                state = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                state = None
+            if isinstance(state, dict) and state.get("key") == self.key:
+                return state
+        return {"key": self.key, "stages": {}, "partial": {}}
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Writes the state atomically to RUN_DIR/eval_state.json."""
+        _atomic_json(self.run_dir / STATE, state)
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Returns all results after running (or resuming) every enabled stage; writes eval.json and report.md."""
+        state = self.load_state()
+        stages = self.cfg.stages()
+        with _StageBar(self.progress) as bar:
+            for name in stages:
+                if name in state["stages"]:
+                    continue
+                t0 = time.perf_counter()
+                result = getattr(self, f"_stage_{name}")(state, bar)
+                state["stages"][name] = {**result, "seconds": time.perf_counter() - t0}
+                state["partial"].pop(name, None)
+                self.save_state(state)
+        results = self._results(state, stages)
+        _atomic_json(self.run_dir / RESULTS, results)
+        write_eval_report(self.run_dir, results)
+        return results
+
+    def _results(self, state: dict[str, Any], stages: tuple[str, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "run_dir": str(self.run_dir), "algo": self.meta.get("algo"), "epoch": self.meta.get("epoch"),
+            "radius": self.meta.get("radius"), "eps": self.eps, "lam": self.radius.lam,
+            "n": len(self.test), "config": self.key["config"], "seconds": {},
+        }
+        for name in stages:
+            stage = dict(state["stages"][name])
+            out["seconds"][name] = stage.pop("seconds")
+            out.update(stage)
+        return out
+
+    # -- stages: each returns the entries it adds to the results -----------------------------
+
+    def _stage_clean(self, state, bar) -> dict[str, Any]:
+        return {"clean_acc": clean_accuracy(self.model, self.test, self.cfg.batch_size)}
+
+    def _stage_pgd(self, state, bar) -> dict[str, Any]:
+        c = self.cfg
+        mask = pgd_correct(self.model, self.test, self.eps, steps=c.pgd_steps, restarts=c.pgd_restarts,
+                           batch_size=c.batch_size, seed=c.seed)
+        return {"pgd_acc": mask.float().mean().item(),
+                "pgd": {"steps": c.pgd_steps, "restarts": c.pgd_restarts, "step_size": 2.5 * self.eps / c.pgd_steps}}
+
+    def _stage_autoattack(self, state, bar) -> dict[str, Any]:
+        saved = state["partial"].get("autoattack")
+        cascade = CascadeState.from_json(saved, self.device) if saved else None
+        task = bar.add("AutoAttack", total=5, completed=len(cascade.done) if cascade else 0)
+
+        def save(name: str, st: CascadeState) -> None:
+            state["partial"]["autoattack"] = st.to_json()
+            self.save_state(state)
+            bar.advance(task)
+
+        x = self.test.x.float().div(255.0)  # (n, 3, 32, 32) in [0, 1]
+        res = autoattack(self.model, x, self.test.y, self.eps, batch_size=min(self.cfg.batch_size, 250),
+                         seed=self.cfg.seed, state=cascade, on_attack_done=save)
+        return {"autoattack": {"robust_acc": res.robust_acc, "cascade": res.cascade,
+                               "version": "standard", "norm": "Linf"}}
+
+    def _stage_verified(self, state, bar) -> dict[str, Any]:
+        acc = verified_accuracy(self.model, self.test, self.eps, self.radius, batch_size=self.cfg.batch_size)
+        return {"verified_acc": acc}
+
+    def _stage_neighbourhood(self, state, bar) -> dict[str, Any]:
+        c = self.cfg
+        done = samples_from_json(state["partial"].get("neighbourhood", []))
+        task = bar.add("neighbourhood", total=2 * c.neighbourhood, completed=len(done))
+
+        def save(sample) -> None:
+            state["partial"].setdefault("neighbourhood", []).append(samples_to_json([sample])[0])
+            self.save_state(state)
+            bar.advance(task)
+
+        samples = neighbourhood(self.model, self.test, self.radius, self.eps, c.neighbourhood,
+                                pgd_steps=c.pgd_steps, seed=c.seed, batch_size=c.batch_size,
+                                done=done, on_sample=save)
+        return {"neighbourhood": {"k": c.neighbourhood, "lam": self.radius.lam, "kind": self.radius.kind,
+                                  "summary": summarise(samples), "samples": samples_to_json(samples)}}
+
+    def _stage_param_attack(self, state, bar) -> dict[str, Any]:
+        rows = [ParamAttackRow(**r) for r in state["partial"].get("param_attack", [])]
+        start = None
+        params_path = self.run_dir / PARAM_STATE
+        if rows and params_path.is_file():
+            start = (rows[-1].lam, {k: v.to(self.device) for k, v in load_file(str(params_path)).items()})
+        else:
+            rows = []
+            state["partial"]["param_attack"] = []
+        task = bar.add("parameter attack", total=len(self.cfg.param_attack), completed=len(rows))
+
+        def save(row: ParamAttackRow, params: dict[str, torch.Tensor]) -> None:
+            tmp = params_path.with_name(params_path.name + ".tmp")
+            save_file({k: v.detach().cpu().contiguous() for k, v in params.items()}, str(tmp))
+            os.replace(tmp, params_path)
+            state["partial"].setdefault("param_attack", []).append(row.to_json())
+            self.save_state(state)
+            bar.advance(task)
+
+        rows += parameter_attack(self.model, self.test, self.cfg.param_attack, self.cfg.param_attack_steps,
+                                 self.cfg.batch_size, on_row=save, start=start)
+        params_path.unlink(missing_ok=True)
+        return {"param_attack": [r.to_json() for r in rows]}
+
+
+class _StageBar:
+    """A rich progress bar per long stage; does nothing when disabled."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=Console(stderr=True))
+
+    def __enter__(self) -> "_StageBar":
+        if self._bar is not None:
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def add(self, label: str, total: int, completed: int = 0) -> Any:
+        """Returns a task handle for a stage with `total` units."""
+        return None if self._bar is None else self._bar.add_task(label, total=total, completed=completed)
+
+    def advance(self, task: Any) -> None:
+        if self._bar is not None and task is not None:
+            self._bar.advance(task)
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.2f}"
+
+
+def evaluation_markdown(results: dict[str, Any]) -> str:
+    """Returns the report's Evaluation section for a results dict (as written to eval.json)."""
+    r = results
+    lines = [SECTION, "", f"On the first {r['n']} test images at eps = {r['eps']:.6g} "
+             f"(checkpoint after epoch {(r.get('epoch') or 0) + 1}; accuracies in %).", "",
+             "| clean | PGD | AutoAttack | verified |", "|---|---|---|---|",
+             f"| {_pct(r.get('clean_acc'))} | {_pct(r.get('pgd_acc'))} | "
+             f"{_pct(r.get('autoattack', {}).get('robust_acc'))} | {_pct(r.get('verified_acc'))} |", ""]
+    if "autoattack" in r:
+        cascade = r["autoattack"]["cascade"]
+        lines += ["AutoAttack cascade (robust accuracy after each attack): "
+                  + ", ".join(f"{k} {_pct(v)}" for k, v in cascade.items()), ""]
+    if "neighbourhood" in r:
+        nb = r["neighbourhood"]
+        lines += [f"Neighbourhood: {nb['k']} networks per mode in the {nb['kind']} box (lam {nb['lam']:g}).", "",
+                  "| mode | clean mean | clean min | clean spread | PGD mean | PGD min | PGD spread |",
+                  "|---|---|---|---|---|---|---|"]
+        for mode, m in nb["summary"].items():
+            c, p = m["clean_acc"], m["pgd_acc"]
+            lines.append(f"| {mode} | {_pct(c['mean'])} | {_pct(c['min'])} | {_pct(c['spread'])} | "
+                         f"{_pct(p['mean'])} | {_pct(p['min'])} | {_pct(p['spread'])} |")
+        lines.append("")
+    if "param_attack" in r:
+        lines += ["Parameter attack in [θ − λ|θ|, θ + λ|θ|]:", "",
+                  "| λ | acc before | acc after | flipped |", "|---|---|---|---|"]
+        lines += [f"| {row['lam']:g} | {_pct(row['acc_before'])} | {_pct(row['acc_after'])} | "
+                  f"{_pct(row['flipped'])} |" for row in r["param_attack"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_eval_report(run_dir: Path, results: dict[str, Any]) -> Path:
+    """Returns the path of report.md after adding (or replacing) its Evaluation section."""
+    path = Path(run_dir) / REPORT
+    text = path.read_text() if path.is_file() else ""
+    cut = text.find("\n" + SECTION)
+    if cut >= 0:
+        text = text[:cut]
+    elif text.startswith(SECTION):
+        text = ""
+    text = text.rstrip("\n") + "\n\n" if text else ""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text + evaluation_markdown(results))
+    os.replace(tmp, path)
+    return path
