@@ -157,6 +157,10 @@ class TrainConfig:
     margin_loss: worst-case logits from the margin bounds lower(z_y - z_j) (tighter)
         instead of (lower_y, upper_j).
     pgd_steps / awp_gamma: inner attack steps (step size eps/4) and AWP's relative size.
+    channels_last: on CUDA, keep the model and its inputs in channels_last memory
+        format (faster convolutions on tensor cores); ignored on the CPU. [True]
+    compile: compile the model's forward with torch.compile (first epoch pays the
+        compilation; worth it on a GPU for long runs). [False]
     """
 
     algo: Algo = "app"
@@ -172,6 +176,8 @@ class TrainConfig:
     pgd_steps: int = 10
     awp_gamma: float = 0.01
     checkpoint_every: int = 1
+    channels_last: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("train.algo", self.algo, Algo)

@@ -6,6 +6,16 @@ writes run_dir/config.toml (resolved), metrics.jsonl (one JSON line per
 epoch), the checkpoint (see approp.checkpoint) after every epoch, and
 report.md at the end. Calling fit again on the same run_dir with the same
 config resumes after the last completed epoch.
+
+Fast path: the splits stay resident on the training device, batches are cut
+and augmented there, on CUDA the model and its inputs are channels_last
+(`train.channels_last`), `train.compile` compiles the model's forward with
+torch.compile, and inside an epoch the host syncs with the device only for the
+NaN check (every batch on CPU, every `NAN_CHECK_EVERY` batches on GPU).
+
+Under torchrun the same loop trains data-parallel (see approp.distributed):
+every rank draws the same batch and trains on its shard, gradients are
+averaged by DistributedDataParallel, and only rank 0 evaluates and writes.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
+from .. import distributed as ddp
 from ..config import ConfigError, RunConfig
 from ..data import Split, batches, load_splits
 from ..metrics import clean_accuracy, verified_accuracy
@@ -32,6 +43,7 @@ from .strategies import StepContext, Strategy, make_strategy
 
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
+NAN_CHECK_EVERY = 50  # batches between NaN checks on GPU: each check is a host sync
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,20 +57,67 @@ class FitResult:
     history: list[dict[str, Any]]
 
 
+class LossModule(nn.Module):
+    """Returns (loss, logs) of a strategy on a batch; one module so that DDP can wrap the whole step."""
+
+    def __init__(self, model: nn.Module, strategy: Strategy) -> None:
+        super().__init__()
+        self.model = model
+        self.strategy = strategy
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, ctx: StepContext):
+        return self.strategy.loss(self.model, x, y, ctx)
+
+
+@dataclass
+class _Step:
+    """What one optimiser step needs: the (possibly DDP-wrapped) loss module, optimiser, schedule."""
+
+    cfg: RunConfig
+    model: nn.Module
+    step_fn: nn.Module
+    strategy: Strategy
+    opt: torch.optim.Optimizer
+    sched: Any
+    dist: ddp.DistInfo
+    channels_last: bool
+
+
+def prepare_model(cfg: RunConfig, device: torch.device) -> tuple[nn.Module, bool]:
+    """Returns (model on device, whether inputs go channels_last) per the fast-path flags."""
+    model = build_model(cfg.model).to(device)
+    channels_last = cfg.train.channels_last and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cfg.train.compile:
+        model.compile()  # in place: state_dict names stay those of the plain model
+    return model, channels_last
+
+
 def fit(cfg: RunConfig, run_dir: Path | str, progress: bool = True) -> FitResult:
     """Trains per `cfg` into run_dir (resuming if it holds the same run); returns the result."""
     run_dir = Path(run_dir)
     device = torch.device(cfg.train.device)
     _check_device(device)
+    dist, device = ddp.setup(device)
+    try:
+        return _fit(cfg, run_dir, device, dist, progress and dist.is_main)
+    finally:
+        ddp.teardown(dist)
+
+
+def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo, progress: bool) -> FitResult:
     torch.manual_seed(cfg.train.seed)
     train, test = load_splits(cfg.data, device)
-    model = build_model(cfg.model).to(device)
+    model, channels_last = prepare_model(cfg, device)
     steps_per_epoch = math.ceil(len(train) / cfg.data.batch_size)
     opt = make_optimizer(model, cfg.optim)
     sched = make_scheduler(opt, cfg.optim, cfg.train.epochs * steps_per_epoch)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    start_epoch = _prepare_run_dir(cfg, run_dir, model, opt, sched, gen)
+    start_epoch = _prepare_run_dir(cfg, run_dir, model, opt, sched, gen, dist)
     strategy = make_strategy(cfg)
+    step = _Step(cfg, model, ddp.wrap(LossModule(model, strategy), dist, device), strategy, opt, sched,
+                 dist, channels_last)
     julia_epochs = None
     if cfg.train.engine == "julia":
         from .julia_runner import JuliaEpochs
@@ -69,23 +128,31 @@ def fit(cfg: RunConfig, run_dir: Path | str, progress: bool = True) -> FitResult
         for epoch in range(start_epoch, cfg.train.epochs):
             t0 = time.perf_counter()
             if julia_epochs is None:
-                logs = _train_epoch(cfg, model, strategy, train, opt, sched, gen, epoch, bar, run_dir)
+                logs = _train_epoch(step, train, gen, epoch, bar, run_dir)
             else:
                 logs = julia_epochs.run_epoch(train, sched, gen, epoch, bar)
                 if "diverged_batch" in logs:
                     raise _diverged(logs["loss"], epoch, logs["diverged_batch"], run_dir)
-            row = _epoch_row(cfg, model, test, epoch, logs, time.perf_counter() - t0, sched)
-            state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch}
-            ckpt.save_checkpoint(run_dir, model, cfg.model, _meta(cfg, epoch), state)
-            with open(run_dir / METRICS, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            history.append(row)
-            bar.log_epoch(row)
-    from ..report import write_train_report  # late: plotting is only needed at the end
+            if dist.is_main:
+                row = _epoch_row(cfg, model, test, epoch, logs, time.perf_counter() - t0, sched)
+                _save_epoch(cfg, run_dir, model, opt, sched, gen, epoch, row)
+                history.append(row)
+                bar.log_epoch(row)
+            ddp.barrier(dist)
+    if dist.is_main:
+        from ..report import write_train_report  # late: plotting is only needed at the end
 
-    write_train_report(cfg, run_dir, history)
+        write_train_report(cfg, run_dir, history)
     return FitResult(run_dir, model, history)
+
+
+def _save_epoch(cfg, run_dir, model, opt, sched, gen, epoch, row) -> None:
+    """Writes the checkpoint (the commit point) and then the epoch's metrics line."""
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch}
+    ckpt.save_checkpoint(run_dir, model, cfg.model, _meta(cfg, epoch), state)
+    with open(run_dir / METRICS, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
 
 
 def _check_device(device: torch.device) -> None:
@@ -105,8 +172,21 @@ def _meta(cfg: RunConfig, epoch: int) -> dict[str, Any]:
     }
 
 
-def _prepare_run_dir(cfg, run_dir, model, opt, sched, gen) -> int:
-    """Returns the first epoch to run: 0 for a new run dir, k+1 after a checkpoint at epoch k."""
+def _prepare_run_dir(cfg, run_dir, model, opt, sched, gen, dist: ddp.DistInfo) -> int:
+    """Returns the first epoch to run: 0 for a new run dir, k+1 after a checkpoint at epoch k.
+
+    Rank 0 checks and creates the run dir first; the other ranks then read the same state.
+    """
+    if dist.is_main:
+        first = _open_run_dir(cfg, run_dir, model, opt, sched, gen)
+    ddp.barrier(dist)
+    if not dist.is_main:
+        first = _load_run_state(run_dir, model, opt, sched, gen) if (run_dir / ckpt.META).exists() else 0
+    return first
+
+
+def _open_run_dir(cfg, run_dir, model, opt, sched, gen) -> int:
+    """Returns the first epoch to run after checking run_dir's config (creating the dir if new)."""
     cfg_path = run_dir / CONFIG
     if cfg_path.exists():
         old = RunConfig.load(cfg_path)
@@ -116,19 +196,25 @@ def _prepare_run_dir(cfg, run_dir, model, opt, sched, gen) -> int:
                 f"(see {cfg_path}); choose another --out directory"
             )
         if (run_dir / ckpt.META).exists():
-            loaded, meta = ckpt.load_model(run_dir, expect=cfg.model)
-            model.load_state_dict(loaded.state_dict())
-            state = ckpt.load_train_state(run_dir)
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            gen.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            _truncate_history(run_dir, meta["epoch"])
-            return meta["epoch"] + 1
+            first = _load_run_state(run_dir, model, opt, sched, gen, expect=cfg.model)
+            _truncate_history(run_dir, first - 1)
+            return first
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(cfg_path)
     (run_dir / METRICS).write_text("")
     return 0
+
+
+def _load_run_state(run_dir, model, opt, sched, gen, expect=None) -> int:
+    """Returns the epoch after the checkpoint's, having loaded its weights and optimiser/RNG state."""
+    loaded, meta = ckpt.load_model(run_dir, expect=expect)
+    model.load_state_dict(loaded.state_dict())
+    state = ckpt.load_train_state(run_dir)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return meta["epoch"] + 1
 
 
 def _read_history(run_dir: Path) -> list[dict[str, Any]]:
@@ -152,34 +238,50 @@ def _diverged(loss: float, epoch: int, batch: int, run_dir: Path) -> TrainingDiv
     )
 
 
-def _train_epoch(cfg, model, strategy: Strategy, train: Split, opt, sched, gen, epoch, bar, run_dir):
-    """Runs one epoch; returns the mean of each logged value (floats)."""
-    model.train()
+def _train_epoch(step: _Step, train: Split, gen, epoch, bar, run_dir):
+    """Runs one epoch; returns the mean of each logged value (floats; this rank's shards under DDP)."""
+    cfg = step.cfg
+    step.model.train()
     steps = math.ceil(len(train) / cfg.data.batch_size)
     sums: dict[str, torch.Tensor] = {}
-    check_every = 1 if train.y.device.type == "cpu" else 50  # a NaN check is a host sync on GPU
+    check_every = 1 if train.y.device.type == "cpu" else NAN_CHECK_EVERY
     task = bar.start_batches(epoch, steps)
     for i, (x, y) in enumerate(batches(train, cfg.data.batch_size, True, gen, cfg.data.augment)):
         r = ramp(epoch * steps + i, steps, cfg.train.ramp_epochs, cfg.train.warmup_epochs)
-        kappa = 1 - r * (1 - cfg.train.kappa)
-        ctx = StepContext(cfg.train.eps * r, cfg.radius.lam * r, kappa, cfg.radius, cfg.train)
-        loss, logs = strategy.loss(model, x, y, ctx)
-        if (i % check_every == 0 or i == steps - 1) and not torch.isfinite(loss).item():
-            raise _diverged(loss.item(), epoch, i + 1, run_dir)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        strategy.after_step(model)
-        if cfg.radius.clamp is not None:
-            clamp_parameters(model, cfg.radius.clamp)
-        logs = {"loss": loss.detach(), **logs}
+        ctx = StepContext(cfg.train.eps * r, cfg.radius.lam * r, 1 - r * (1 - cfg.train.kappa),
+                          cfg.radius, cfg.train)
+        loss, logs = _optimiser_step(step, x, y, ctx, check=i % check_every == 0 or i == steps - 1)
+        if loss is not None:
+            raise _diverged(loss, epoch, i + 1, run_dir)
         for k, v in logs.items():
-            sums[k] = sums.get(k, 0.0) + v
+            sums[k] = sums.get(k, 0.0) + v  # device tensors: no host sync here
         bar.advance(task)
     out = {k: (v / steps).item() for k, v in sums.items()}
     out["ramp"] = ramp((epoch + 1) * steps - 1, steps, cfg.train.ramp_epochs, cfg.train.warmup_epochs)
     return out
+
+
+def _optimiser_step(step: _Step, x, y, ctx: StepContext, check: bool):
+    """Returns (None, logs) after one step on batch x (B, 3, 32, 32), or (bad loss, {}) if it diverged.
+
+    Under DDP this rank trains on its shard; the loss is rescaled so that the averaged
+    gradient is exactly the whole batch's.
+    """
+    n_batch = len(y)
+    x, y = ddp.shard(x, step.dist), ddp.shard(y, step.dist)
+    if step.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    loss, logs = step.step_fn(x, y, ctx)
+    if check and not ddp.all_finite(loss, step.dist):
+        return loss.item(), {}
+    step.opt.zero_grad(set_to_none=True)
+    (loss * ddp.shard_scale(len(y), n_batch, step.dist)).backward()
+    step.opt.step()
+    step.sched.step()
+    step.strategy.after_step(step.model)
+    if step.cfg.radius.clamp is not None:
+        clamp_parameters(step.model, step.cfg.radius.clamp)
+    return None, {"loss": loss.detach(), **logs}
 
 
 def _epoch_row(cfg, model, test: Split, epoch, logs, seconds, sched) -> dict[str, Any]:
