@@ -33,10 +33,12 @@ class TestLearning:
             radius={"kind": "tanh", "lam": 0.01},
         )
         result = fit(cfg, tmp_path / algo, progress=False)
-        last = result.history[-1]
-        # Chance is 0.10. APP's last two epochs train on the worst case at full ε and λ,
-        # which costs clean accuracy on so small a budget; some points become verified.
-        assert last["clean_acc"] > (0.30 if algo == "standard" else 0.22), last
+        first, last = result.history[0], result.history[-1]
+        # Chance is 0.10. The first epoch is clean for both. APP's last two train on the
+        # worst case at full ε and λ, which costs clean accuracy on so small a budget
+        # (measured 0.22-0.27 across nearby settings) while some points become verified.
+        assert first["clean_acc"] > 0.25, first
+        assert last["clean_acc"] > (0.30 if algo == "standard" else 0.18), last
         if algo == "app":
             assert result.history[-1]["ramp"] == 1.0
             assert last["verified_acc"] > 0.01, last
@@ -58,7 +60,9 @@ class TestLearning:
     def test_clamp_keeps_parameters_in_range(self, cifar_dir, tmp_path):
         cfg = small_cfg(cifar_dir).replace(radius={"clamp": 0.05}, train={"epochs": 1})
         model = fit(cfg, tmp_path, progress=False).model
-        assert max(p.abs().max().item() for p in model.parameters()) <= 0.05
+        limit = torch.tensor(0.05, dtype=torch.float32)  # the clamp works in float32
+        assert all((p.abs() <= limit).all() for p in model.parameters())
+        assert any((p.abs() == limit).any() for p in model.parameters())  # it did bind
 
 
 class FailingAfter(Standard):
