@@ -19,7 +19,6 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from .config import ConfigError, RunConfig, check_eps
 from .data import Split, load_cifar10
 from .metrics import clean_accuracy, verified_accuracy
 from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
+from .progress import Progress
 
 STATE = "eval_state.json"
 RESULTS = "eval.json"
@@ -157,7 +157,7 @@ class Evaluator:
         """Returns all results after running (or resuming) every enabled stage; writes eval.json and report.md."""
         state = self.load_state()
         stages = self.cfg.stages()
-        with _StageBar(self.progress) as bar:
+        with _StageBar(enabled=self.progress) as bar:
             for name in stages:
                 if name in state["stages"]:
                     continue
@@ -256,34 +256,12 @@ class Evaluator:
         return {"param_attack": [r.to_json() for r in rows]}
 
 
-class _StageBar:
-    """A rich progress bar per long stage; does nothing when disabled."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=Console(stderr=True))
-
-    def __enter__(self) -> "_StageBar":
-        if self._bar is not None:
-            self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
+class _StageBar(Progress):
+    """The shared progress display with one bar per long stage; does nothing when disabled."""
 
     def add(self, label: str, total: int, completed: int = 0) -> Any:
-        """Returns a task handle for a stage with `total` units."""
+        """Returns a task handle for a stage with `total` units (None when disabled)."""
         return None if self._bar is None else self._bar.add_task(label, total=total, completed=completed)
-
-    def advance(self, task: Any) -> None:
-        if self._bar is not None and task is not None:
-            self._bar.advance(task)
 
 
 def _pct(v: float | None) -> str:

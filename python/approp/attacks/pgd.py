@@ -65,7 +65,10 @@ def pgd_correct(
     batch_size: int = 500,
     seed: int = 0,
 ) -> torch.Tensor:
-    """Returns a bool mask (N,): True where the clean prediction and every PGD restart are correct."""
+    """Returns a bool mask (N,): True where the clean prediction and every PGD restart are correct.
+
+    Leaves the model in eval mode.
+    """
     gen = torch.Generator(device=split.y.device).manual_seed(seed)
     masks = []
     for x, y in batches(split, batch_size):
