@@ -16,31 +16,33 @@ from approp.data import to_float
 from approp.metrics import clean_accuracy
 from approp.neighbourhood import MODES, neighbourhood, sample_network, summarise
 from approp.radius import parameter_box
-from trained import EPS, test_points, trained_model, trained_run  # noqa: F401  (fixtures)
+EPS = 4 / 255  # the input radius these tests attack at
+
+pytest_plugins = ["trained"]  # the session's trained model and its fixtures
 
 
-def test_pgd_stays_in_ball_and_lowers_accuracy(trained_model, test_points):
-    x, y = to_float(test_points.x), test_points.y
+def test_pgd_stays_in_ball_and_lowers_accuracy(trained_model, eval_points):
+    x, y = to_float(eval_points.x), eval_points.y
     x_adv = pgd_attack(trained_model, x, y, EPS, steps=10)
     assert (x_adv - x).abs().max() <= EPS + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
-    clean = clean_accuracy(trained_model, test_points)
-    robust = pgd_accuracy(trained_model, test_points, EPS, steps=10)
+    clean = clean_accuracy(trained_model, eval_points)
+    robust = pgd_accuracy(trained_model, eval_points, EPS, steps=10)
     assert clean > 0.3  # the fixture really learned something
     assert robust < clean - 0.05
-    assert pgd_accuracy(trained_model, test_points, 0.0) == pytest.approx(clean)
+    assert pgd_accuracy(trained_model, eval_points, 0.0) == pytest.approx(clean)
     # A larger ball can only help the attacker (same seed, same points).
-    assert pgd_accuracy(trained_model, test_points, 4 * EPS, steps=10) <= robust
+    assert pgd_accuracy(trained_model, eval_points, 4 * EPS, steps=10) <= robust
 
 
-def test_pgd_rejects_eps_outside_unit_interval(trained_model, test_points):
+def test_pgd_rejects_eps_outside_unit_interval(trained_model, eval_points):
     with pytest.raises(ConfigError, match="eps"):
-        pgd_attack(trained_model, to_float(test_points.x[:2]), test_points.y[:2], 1.5)
+        pgd_attack(trained_model, to_float(eval_points.x[:2]), eval_points.y[:2], 1.5)
 
 
-def test_pgd_restores_training_mode_and_leaves_grads(trained_model, test_points):
+def test_pgd_restores_training_mode_and_leaves_grads(trained_model, eval_points):
     trained_model.train()
-    pgd_attack(trained_model, to_float(test_points.x[:4]), test_points.y[:4], EPS, steps=2)
+    pgd_attack(trained_model, to_float(eval_points.x[:4]), eval_points.y[:4], EPS, steps=2)
     assert trained_model.training
     assert all(p.grad is None for p in trained_model.parameters())
 
@@ -57,18 +59,18 @@ def _check_autoattack(model, pts, eps):
     assert res.robust_acc < res.cascade["clean"]
 
 
-def test_autoattack_at_most_pgd_on_same_points(trained_model, test_points):
+def test_autoattack_at_most_pgd_on_same_points(trained_model, eval_points):
     # A large ball keeps the cascade short on CPU: few points survive APGD-CE.
-    _check_autoattack(trained_model, test_points.take(16), 2 * EPS)
+    _check_autoattack(trained_model, eval_points.take(16), 2 * EPS)
 
 
 @pytest.mark.slow
-def test_autoattack_full_cascade_at_small_eps(trained_model, test_points):
-    _check_autoattack(trained_model, test_points.take(48), EPS / 2)
+def test_autoattack_full_cascade_at_small_eps(trained_model, eval_points):
+    _check_autoattack(trained_model, eval_points.take(48), EPS / 2)
 
 
-def test_autoattack_resume_skips_finished_attacks(trained_model, test_points):
-    pts = test_points.take(8)
+def test_autoattack_resume_skips_finished_attacks(trained_model, eval_points):
+    pts = eval_points.take(8)
     robust = torch.tensor([True, False] * 4)
     done = {"clean": 0.5, **{a: 0.5 for a in STANDARD_ATTACKS}}
     t0 = time.perf_counter()
@@ -77,10 +79,10 @@ def test_autoattack_resume_skips_finished_attacks(trained_model, test_points):
     assert res.robust_acc == 0.5 and res.cascade == done
 
 
-def test_parameter_attack_grows_with_lambda(trained_model, test_points):
+def test_parameter_attack_grows_with_lambda(trained_model, eval_points):
     before = {n: p.detach().clone() for n, p in trained_model.named_parameters()}
-    clean = clean_accuracy(trained_model, test_points)
-    rows = parameter_attack(trained_model, test_points, lams=(0.0, 0.02, 0.05, 0.1), steps=5)
+    clean = clean_accuracy(trained_model, eval_points)
+    rows = parameter_attack(trained_model, eval_points, lams=(0.0, 0.02, 0.05, 0.1), steps=5)
     assert [r.lam for r in rows] == [0.0, 0.02, 0.05, 0.1]
     assert rows[0].acc_after == pytest.approx(clean) and rows[0].flipped == 0.0
     assert all(r.acc_before == pytest.approx(clean) for r in rows)
@@ -91,9 +93,9 @@ def test_parameter_attack_grows_with_lambda(trained_model, test_points):
     assert all(torch.equal(p, before[n]) for n, p in trained_model.named_parameters())
 
 
-def test_parameter_attack_stays_in_relative_box(trained_model, test_points):
+def test_parameter_attack_stays_in_relative_box(trained_model, eval_points):
     theta = {n: p.detach().clone() for n, p in trained_model.named_parameters()}
-    params, mask = attack_box(trained_model, theta, theta, 0.05, test_points.take(32), steps=3)
+    params, mask = attack_box(trained_model, theta, theta, 0.05, eval_points.take(32), steps=3)
     box = relative_box(theta, 0.05)
     for name, p in params.items():
         lo, hi = box[name]
@@ -119,8 +121,8 @@ def test_neighbours_lie_inside_the_box(trained_model, kind):
             assert moved > 0
 
 
-def test_neighbourhood_scores_and_summary(trained_model, test_points):
-    pts = test_points.take(32)
+def test_neighbourhood_scores_and_summary(trained_model, eval_points):
+    pts = eval_points.take(32)
     samples = neighbourhood(trained_model, pts, RadiusConfig("abs", lam=0.02), EPS, k=2, pgd_steps=3)
     assert sorted((s.mode, s.index) for s in samples) == [(m, i) for m in sorted(MODES) for i in (0, 1)]
     assert all(s.pgd_acc <= s.clean_acc for s in samples)

@@ -14,7 +14,9 @@ from approp.cli import app
 from approp.config import ConfigError
 from approp.evaluate import RESULTS, STATE, EvalConfig, Evaluator, parse_lams
 from approp.neighbourhood import NeighbourSample
-from trained import EPS, trained_run  # noqa: F401  (fixture)
+EPS = 4 / 255  # the input radius these tests attack at
+
+pytest_plugins = ["trained"]  # the session's trained model and its fixtures
 
 SMALL = EvalConfig(n=16, pgd_steps=3, autoattack=False, neighbourhood=1, param_attack=(0.02, 0.1),
                    param_attack_steps=2)

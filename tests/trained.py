@@ -41,7 +41,7 @@ def trained_run(cifar_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def test_points(cifar_dir) -> Split:
+def eval_points(cifar_dir) -> Split:
     """Returns the first 64 CIFAR-10 test images and labels."""
     return Split(*load_cifar10(cifar_dir, train=False)).take(64)
 
