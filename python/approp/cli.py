@@ -163,3 +163,49 @@ def evaluate(
     summary = {k: results.get(k) for k in keys}
     summary["autoattack_acc"] = results.get("autoattack", {}).get("robust_acc")
     typer.echo(json.dumps({"run_dir": str(run_dir), **summary}))
+
+
+@app.command()
+@user_errors
+def reproduce(
+    preset: Annotated[str, typer.Option(help="quick | thesis, or a preset .toml file")],
+    out: Annotated[Optional[Path], typer.Option(help="output directory (default: runs/PRESET)")] = None,
+    jobs: Annotated[int, typer.Option(help="cells run at once (one per GPU where several exist)")] = 1,
+    only: Annotated[Optional[str], typer.Option(help="glob over cell names, e.g. 'eps0.001-*'")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+    device: Annotated[Optional[str], typer.Option(help="override the preset's device (cpu | cuda)")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
+) -> None:
+    """Run the thesis grid of a preset (train + evaluate per cell), then tables, plots and report."""
+    from .experiments import reproduce as run
+
+    target = out or Path("runs") / Path(preset).stem
+    summary = run(preset, target, jobs=jobs, only=only, data_dir=str(data_dir) if data_dir else None,
+                  device=device, progress=not quiet)
+    typer.echo(json.dumps({"out": str(target), "report": str(summary.files["report.md"]),
+                           "cells": {o.name: o.status for o in summary.outcomes}}))
+
+
+@app.command()
+@user_errors
+def landscape(
+    run_dirs: Annotated[list[Path], typer.Argument(help="trained run directories to compare")],
+    out: Annotated[Path, typer.Option(help="PNG to write")] = Path("landscape.png"),
+    labels: Annotated[Optional[str], typer.Option(help="comma-separated labels (default: folder names)")] = None,
+    n: Annotated[int, typer.Option(help="first N test points")] = 1000,
+    points: Annotated[int, typer.Option(help="points on the 1-D line")] = 21,
+    grid: Annotated[int, typer.Option(help="grid × grid points of the 2-D surface")] = 11,
+    span: Annotated[float, typer.Option(help="relative step range [-span, span]")] = 1.0,
+    step: Annotated[float, typer.Option(help="relative step of the flatness number")] = 0.1,
+    seed: Annotated[int, typer.Option(help="seed of the random directions (same for every model)")] = 0,
+    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Plot the weight-loss landscape (filter-normalised directions, 1-D and 2-D) of runs on one figure."""
+    from .landscape import LandscapeConfig, landscape_runs
+
+    cfg = LandscapeConfig(n=n, points=points, grid=grid, span=span, step=step, seed=seed)
+    names = labels.split(",") if labels else None
+    flat = landscape_runs(run_dirs, cfg, out, names, data_dir, device, progress=not quiet)
+    typer.echo(json.dumps({"figure": str(out), "flatness": flat}))

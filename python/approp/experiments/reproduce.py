@@ -1,0 +1,100 @@
+"""`approp reproduce`: run the grid, then the landscapes, tables, plots and report of a preset.
+
+    from approp.experiments import reproduce
+    summary = reproduce("quick", out="runs/quick", data_dir="data")
+
+Training and evaluation of each cell run as subprocesses (see runner); the
+landscapes (one figure per ε comparing its algorithms, cached per run) and
+everything after run in this process once the selected cells are done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..landscape import LandscapeConfig, landscape_runs
+from .plots import ACCURACY, PARAM_ATTACK, plot_accuracy, plot_param_attack
+from .preset import Cell, Preset, load_preset
+from .runner import CellOutcome, cell_dir, is_done, run_grid
+from .tables import CellResult, read_eval, result_from_eval, write_tables
+
+
+@dataclass(frozen=True)
+class ReproduceSummary:
+    """What a reproduce call did: each selected cell's outcome, and the files it wrote."""
+
+    outcomes: list[CellOutcome]
+    files: dict[str, Path]
+
+
+def landscape_config(preset: Preset) -> LandscapeConfig:
+    """Returns the landscape settings of a preset."""
+    s = preset.landscape
+    return LandscapeConfig(n=s.n, points=s.points, grid=s.grid, span=s.span, step=s.step, seed=s.seed)
+
+
+def _landscapes(preset: Preset, cells: list[Cell], out: Path, progress: bool) -> tuple[dict[str, float], dict[str, Path]]:
+    """Returns ({cell name: flatness}, {figure name: path}) for every ε whose cells are all done."""
+    flat, figures = {}, {}
+    for label in dict.fromkeys(c.eps_label for c in cells):
+        group = [c for c in cells if c.eps_label == label and is_done(out, c, preset.eval)]
+        if not group:
+            continue
+        name = f"landscape_eps{label.replace('/', 'over')}.png"
+        values = landscape_runs([cell_dir(out, c) / "run" for c in group], landscape_config(preset), out / name,
+                                labels=[c.algo.label for c in group], data_dir=group[0].config.data.data_dir,
+                                device=group[0].config.train.device, progress=progress,
+                                title=f"weight-loss landscape, ε = {label}")
+        flat.update({c.name: values[c.algo.label] for c in group})
+        figures[name] = out / name
+    return flat, figures
+
+
+def collect(preset: Preset, cells: list[Cell], out: Path, flatness: dict[str, float]) -> list[CellResult]:
+    """Returns the measured results of the cells (empty entries for cells not evaluated yet)."""
+    return [result_from_eval(c, read_eval(cell_dir(out, c) / "run"), flatness.get(c.name)) for c in cells]
+
+
+def write_report(preset: Preset, out: Path, results: list[CellResult], files: dict[str, Path]) -> Path:
+    """Returns OUT/report.md after writing it: tables, embedded plots, links to every cell's report."""
+    t1 = (out / "table1.md").read_text()
+    t2 = (out / "table2.md").read_text()
+    lines = [f"# Reproduction: preset `{preset.name}`", "", preset.description, "",
+             "Tables as CSV: [table1.csv](table1.csv), [table2.csv](table2.csv).", "", t1, "", t2, "",
+             "## Plots", "", f"![accuracy vs ε]({ACCURACY})", "", f"![parameter attack vs λ]({PARAM_ATTACK})", ""]
+    lines += [f"![{name}]({name})\n" for name in files if name.startswith("landscape")]
+    lines += ["## Cells", ""]
+    lines += [f"- [{r.eps_label} {r.algo_label}](cells/eps{r.eps_label.replace('/', 'over')}-{r.algo_key}/run/report.md)"
+              for r in results]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def reproduce(preset_name: str | Path, out: Path | str, jobs: int = 1, only: str | None = None,
+              data_dir: str | None = None, device: str | None = None, progress: bool = True) -> ReproduceSummary:
+    """Returns the summary after running (or resuming) the preset's grid and writing tables, plots and report."""
+    from rich.console import Console
+
+    console = Console(stderr=True, quiet=not progress)
+    preset = load_preset(preset_name)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    every = preset.cells(data_dir, device)
+    chosen = preset.cells(data_dir, device, only)
+    console.print(f"preset {preset.name}: {len(chosen)} of {len(every)} cells → {out}")
+
+    def report(o: CellOutcome) -> None:
+        console.print(f"  {o.name}: {o.status}" + (f" in {o.seconds:.0f} s" if o.status == "ran" else ""))
+
+    outcomes = run_grid(preset, chosen, out, jobs, on_done=report)
+    flatness, figures = _landscapes(preset, every, out, progress)
+    results = collect(preset, every, out, flatness)
+    files = write_tables(preset, results, out)
+    files[ACCURACY] = plot_accuracy(results, out / ACCURACY)
+    files[PARAM_ATTACK] = plot_param_attack(results, out / PARAM_ATTACK)
+    files.update(figures)
+    files["report.md"] = write_report(preset, out, results, files)
+    console.print(files["table1.md"].read_text())
+    return ReproduceSummary(outcomes, files)

@@ -1,0 +1,153 @@
+"""The thesis grid: presets, tables beside the thesis numbers, and a reproduce run killed and resumed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from approp.experiments import load_preset, read_ledger, reproduce
+from approp.experiments.preset import PRESET_DIR
+from approp.experiments.tables import CellResult, write_tables
+
+REFERENCE = PRESET_DIR / "thesis_reference.toml"
+
+
+def write_preset(path: Path, cifar_dir: Path | None = None, eps=("0.001", "2/255"), algos=("app_tanh", "awp")) -> Path:
+    """Writes a tiny preset (1 epoch on 64 images, no AutoAttack) and returns its path."""
+    data = f'data_dir = "{cifar_dir}"\n' if cifar_dir else ""
+    path.write_text(f"""
+[preset]
+name = "tiny"
+eps = {json.dumps(list(eps))}
+algorithms = {json.dumps(list(algos))}
+reference = "{REFERENCE}"
+device = "cpu"
+[algorithms.app_tanh]
+label = "APP(tanh)"
+train = {{ algo = "app" }}
+radius = {{ kind = "tanh", lam = 0.01 }}
+[algorithms.awp]
+label = "AWP"
+train = {{ algo = "awp", pgd_steps = 2 }}
+[run.data]
+{data}subset = 64
+test_subset = 32
+batch_size = 32
+[run.train]
+epochs = 1
+warmup_epochs = 0
+ramp_epochs = 1
+[eval]
+n = 16
+autoattack = false
+param_attack = [0.02, 0.1]
+[landscape]
+n = 16
+points = 3
+grid = 2
+span = 0.2
+step = 0.1
+""")
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+class TestPresets:
+    @pytest.mark.parametrize("name", ["quick", "thesis"])
+    def test_shipped_presets_define_the_whole_grid(self, name):
+        preset = load_preset(name)
+        cells = preset.cells()
+        assert len(cells) == 12
+        assert {c.eps_label for c in cells} == {"0.001", "0.005", "2/255", "0.01"}
+        assert [a.label for a in preset.algos] == ["APP(tanh)", "APP(abs)", "AWP"]
+        assert cells[8].eps == pytest.approx(2 / 255) and cells[8].config.train.eps == pytest.approx(2 / 255)
+        assert {c.config.radius.kind for c in cells if c.algo.key != "awp"} == {"tanh", "abs"}
+        assert preset.reference.is_file()
+        assert [c.name for c in preset.cells(only="eps0.01-*")] == ["eps0.01-app_tanh", "eps0.01-app_abs", "eps0.01-awp"]
+
+
+class TestTables:
+    def test_thesis_numbers_sit_beside_ours_in_the_right_cells(self, tmp_path):
+        preset = load_preset(write_preset(tmp_path / "tiny.toml"))
+        results = [
+            CellResult("0.001", "app_tanh", "APP(tanh)", clean=0.5, autoattack=0.25, verified=0.125,
+                       flipped={0.02: 0.1, 0.1: 0.3}),
+            CellResult("0.001", "awp", "AWP", clean=0.4, autoattack=0.2, flipped={0.02: 0.2, 0.1: 0.5}),
+            CellResult("2/255", "app_tanh", "APP(tanh)", clean=0.3),
+            CellResult("2/255", "awp", "AWP", clean=0.6, autoattack=0.35),
+        ]
+        files = write_tables(preset, results, tmp_path)
+        t1 = {(r["ε"], r["algorithm"]): r for r in read_csv(files["table1.csv"])}
+        assert t1[("0.001", "APP(tanh)")]["clean"] == "50.00"
+        assert t1[("0.001", "APP(tanh)")]["clean (thesis)"] == "68.15"
+        assert t1[("0.001", "APP(tanh)")]["AutoAttack (thesis)"] == "42.75"
+        assert t1[("0.001", "AWP")]["clean (thesis)"] == "59.88"
+        assert t1[("2/255", "AWP")]["AutoAttack"] == "35.00"
+        assert t1[("2/255", "AWP")]["AutoAttack (thesis)"] == "44.16"
+        assert t1[("2/255", "APP(tanh)")]["clean (thesis)"] == "63.8"
+        assert t1[("2/255", "APP(tanh)")]["AutoAttack"] == "–"
+        t2 = {(r["ε"], r["algorithm"]): r for r in read_csv(files["table2.csv"])}
+        assert t2[("0.001", "APP(tanh)")]["λ=0.02"] == "10.00"
+        assert t2[("0.001", "APP(tanh)")]["λ=0.02 (thesis)"] == "27"
+        assert t2[("0.001", "APP(tanh)")]["λ=0.1 (thesis)"] == "41"
+        assert t2[("0.001", "AWP")]["λ=0.1"] == "50.00"
+        assert t2[("0.001", "AWP")]["λ=0.1 (thesis)"] == "45"
+        assert t2[("2/255", "AWP")]["λ=0.02 (thesis)"] == "–"  # the thesis gives table 2 for ε=0.001 only
+        md = files["table1.md"].read_text()
+        assert "| 0.001 | APP(tanh) | 50.00 | 68.15 | 25.00 | 42.75 | 12.50 |" in md
+
+
+def _reproduce_cmd(preset: Path, out: Path) -> list[str]:
+    return [sys.executable, "-c", "from approp.cli import main; main()", "reproduce", "--preset", str(preset),
+            "--out", str(out), "--quiet"]
+
+
+def test_killed_reproduce_finishes_without_redoing_finished_cells(cifar_dir, tmp_path):
+    preset = write_preset(tmp_path / "tiny.toml", cifar_dir, eps=("0.001", "0.01"), algos=("app_tanh",))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_reproduce_cmd(preset, out), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = "eps0.001-app_tanh"
+    deadline = time.time() + 240
+    try:
+        while not any(e["cell"] != first for e in read_ledger(out)):  # wait until the second cell has started
+            assert proc.poll() is None and time.time() < deadline, "reproduce ended before the second cell"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the runner and its train/evaluate children
+        proc.wait()
+    weights = out / "cells" / first / "run" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    before = len(read_ledger(out))
+    summary = reproduce(preset, out, progress=False)
+    assert {o.name: o.status for o in summary.outcomes} == {first: "skipped", "eps0.01-app_tanh": "ran"}
+    assert all(e["cell"] != first for e in read_ledger(out)[before:])  # nothing of the finished cell ran again
+    assert weights.stat().st_mtime_ns == stamp
+    rows = read_csv(out / "table1.csv")
+    assert [r["ε"] for r in rows] == ["0.001", "0.01"]
+    assert all(r["clean"] != "–" and r["verified"] != "–" and r["flatness"] != "–" for r in rows)
+    assert all(r["λ=0.1"] != "–" for r in read_csv(out / "table2.csv"))
+    report = (out / "report.md").read_text()
+    assert "![accuracy vs ε](accuracy_vs_eps.png)" in report and (out / "landscape_eps0.001.png").is_file()
+
+
+@pytest.mark.slow
+def test_quick_preset_runs_the_whole_grid(cifar_dir, tmp_path):
+    summary = reproduce("quick", tmp_path / "quick", data_dir=str(cifar_dir), progress=False)
+    assert len(summary.outcomes) == 12
+    rows = read_csv(tmp_path / "quick" / "table1.csv")
+    assert len(rows) == 12
+    assert all(r[c] != "–" for r in rows for c in ("clean", "AutoAttack", "verified", "flatness"))
+    assert all(r["λ=0.1"] != "–" for r in read_csv(tmp_path / "quick" / "table2.csv"))
