@@ -17,6 +17,7 @@ t = ±step, (L(θ + step·d₁) + L(θ − step·d₁))/2 − L(θ): smaller is 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 from . import checkpoint as ckpt
+from .config import ConfigError
 from .data import Split, batches, load_cifar10
 
 RESULT = "landscape.json"
@@ -45,6 +47,16 @@ class LandscapeConfig:
     span: float = 1.0
     step: float = 0.1
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n", "points", "grid"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"landscape.{name} must be a positive integer; got {value!r}")
+        for name in ("span", "step"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"landscape.{name} must be a finite number > 0; got {value!r}")
 
 
 @dataclass(frozen=True)

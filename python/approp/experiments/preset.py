@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, RunConfig, check_eps
+from ..landscape import LandscapeConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[3] / "configs" / "presets"
 
@@ -62,18 +63,6 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
-class LandscapeSpec:
-    """Weight-loss landscape settings (see approp.landscape.LandscapeConfig)."""
-
-    n: int = 1000
-    points: int = 21
-    grid: int = 11
-    span: float = 1.0
-    step: float = 0.1
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class Cell:
     """One (ε, algorithm) job: its name, ε label and value, algorithm, and full training config."""
 
@@ -99,7 +88,7 @@ class Preset:
     algos: tuple[AlgoSpec, ...]
     base: RunConfig
     eval: EvalSpec = field(default_factory=EvalSpec)
-    landscape: LandscapeSpec = field(default_factory=LandscapeSpec)
+    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
     reference: Path | None = None
 
     def cells(self, data_dir: str | None = None, device: str | None = None, only: str | None = None) -> list[Cell]:
@@ -156,7 +145,7 @@ def load_preset(name_or_path: str | Path) -> Preset:
     preset = Preset(
         name=head.get("name", path.stem), description=head.get("description", ""), eps_labels=labels,
         algos=algos, base=base, eval=_section(EvalSpec, raw.get("eval", {}), path, "eval"),
-        landscape=_section(LandscapeSpec, raw.get("landscape", {}), path, "landscape"),
+        landscape=_section(LandscapeConfig, raw.get("landscape", {}), path, "landscape"),
         reference=(path.parent / ref) if ref else None,
     )
     for algo in algos:  # fail now, not in a worker, if an override is invalid

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..landscape import LandscapeConfig, landscape_runs
+from ..landscape import landscape_runs
 from .plots import ACCURACY, PARAM_ATTACK, plot_accuracy, plot_param_attack
 from .preset import Cell, Preset, load_preset
 from .runner import CellOutcome, cell_dir, is_done, run_grid
@@ -28,12 +28,6 @@ class ReproduceSummary:
     files: dict[str, Path]
 
 
-def landscape_config(preset: Preset) -> LandscapeConfig:
-    """Returns the landscape settings of a preset."""
-    s = preset.landscape
-    return LandscapeConfig(n=s.n, points=s.points, grid=s.grid, span=s.span, step=s.step, seed=s.seed)
-
-
 def _landscapes(preset: Preset, cells: list[Cell], out: Path, progress: bool) -> tuple[dict[str, float], dict[str, Path]]:
     """Returns ({cell name: flatness}, {figure name: path}) for every ε whose cells are all done."""
     flat, figures = {}, {}
@@ -42,7 +36,7 @@ def _landscapes(preset: Preset, cells: list[Cell], out: Path, progress: bool) ->
         if not group:
             continue
         name = f"landscape_eps{label.replace('/', 'over')}.png"
-        values = landscape_runs([cell_dir(out, c) / "run" for c in group], landscape_config(preset), out / name,
+        values = landscape_runs([cell_dir(out, c) / "run" for c in group], preset.landscape, out / name,
                                 labels=[c.algo.label for c in group], data_dir=group[0].config.data.data_dir,
                                 device=group[0].config.train.device, progress=progress,
                                 title=f"weight-loss landscape, ε = {label}")
