@@ -168,6 +168,19 @@ class TestRules:
         torch.testing.assert_close(fast.center, general.center)
         torch.testing.assert_close(fast.radius, general.radius)
 
+    @pytest.mark.parametrize("rel", [None, 0.1])
+    def test_affine_agrees_across_interval_forms(self, rel):
+        """Ends [c − r, c + r] and ⟨c, r⟩ are the same interval, so every rule must agree."""
+        torch.manual_seed(0)
+        w, b = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+        c, r = torch.randn(2, 6, dtype=torch.float64), torch.rand(2, 6, dtype=torch.float64)
+        box = ParamInterval(w, 0.1 * w.abs(), rel=rel)
+        bias = ParamInterval(b, 0.05 * b.abs())
+        mid = affine(Interval(c, r), box, bias, torch.nn.functional.linear)
+        ends = affine(Interval.from_bounds(c - r, c + r), box, bias, torch.nn.functional.linear)
+        torch.testing.assert_close(mid.lower, ends.lower)
+        torch.testing.assert_close(mid.upper, ends.upper)
+
     def test_unsupported_layer_is_named(self):
         model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
         with pytest.raises(UnsupportedLayerError, match=r"layer 1 \(BatchNorm2d\)"):

@@ -1,4 +1,12 @@
-"""Intervals in midpoint-radius form (Rump): ⟨c, r⟩ = [c - r, c + r], r >= 0."""
+"""Intervals of tensors, held in whichever form the last rule produced.
+
+Affine rules compute in midpoint-radius form (Rump): ⟨c, r⟩ = [c − r, c + r];
+monotone rules (ReLU, max-pool) compute on the ends [lower, upper]. An
+Interval stores the form it was built from and derives the other on first
+use (then caches it), so a chain affine → ReLU → pool → affine converts once
+per layer instead of after every rule: on a CPU the bound pass is bound by
+memory traffic of these elementwise conversions, not by the convolutions.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +15,71 @@ from dataclasses import dataclass
 import torch
 
 
-@dataclass
 class Interval:
-    """A box of tensors: center and radius of the same shape, radius >= 0."""
+    """A box of tensors of one shape: ⟨center, radius⟩ or [lower, upper], radius >= 0."""
 
-    center: torch.Tensor
-    radius: torch.Tensor
+    __slots__ = ("_center", "_radius", "_lower", "_upper")
 
-    @property
-    def lower(self) -> torch.Tensor:
-        return self.center - self.radius
-
-    @property
-    def upper(self) -> torch.Tensor:
-        return self.center + self.radius
+    def __init__(self, center: torch.Tensor, radius: torch.Tensor) -> None:
+        self._center, self._radius = center, radius
+        self._lower = self._upper = None
 
     @classmethod
     def from_bounds(cls, lower: torch.Tensor, upper: torch.Tensor) -> "Interval":
-        """Returns the interval [lower, upper] in midpoint-radius form."""
-        return cls((upper + lower) / 2, (upper - lower) / 2)
+        """Returns the interval [lower, upper] (lower <= upper elementwise)."""
+        iv = cls.__new__(cls)
+        iv._center = iv._radius = None
+        iv._lower, iv._upper = lower, upper
+        return iv
+
+    @property
+    def has_bounds(self) -> bool:
+        """True when the ends are stored (not derived from center and radius)."""
+        return self._lower is not None
+
+    @property
+    def center(self) -> torch.Tensor:
+        if self._center is None:
+            self._center = (self._lower + self._upper) * 0.5
+        return self._center
+
+    @property
+    def radius(self) -> torch.Tensor:
+        if self._radius is None:
+            self._radius = (self._upper - self._lower) * 0.5
+        return self._radius
+
+    @property
+    def lower(self) -> torch.Tensor:
+        if self._lower is None:
+            self._lower = self._center - self._radius
+        return self._lower
+
+    @property
+    def upper(self) -> torch.Tensor:
+        if self._upper is None:
+            self._upper = self._center + self._radius
+        return self._upper
 
     def map_monotone(self, fn) -> "Interval":
         """Returns fn applied to both ends; sound for any elementwise nondecreasing fn."""
         return Interval.from_bounds(fn(self.lower), fn(self.upper))
+
+    def map_linear(self, fn) -> "Interval":
+        """Returns the image under a linear map that keeps each coordinate (reshape, permute)."""
+        if self.has_bounds:
+            return Interval.from_bounds(fn(self._lower), fn(self._upper))
+        return Interval(fn(self._center), fn(self._radius))
+
+    def sum_and_diff(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Returns (s, d, h) with center = h·s and radius = h·d, computed from the stored form.
+
+        From the ends, s = lower + upper and d = upper − lower with h = ½: the
+        caller folds h into its (small) weights instead of scaling activations.
+        """
+        if self._center is not None:
+            return self._center, self._radius, 1.0
+        return self._lower + self._upper, self._upper - self._lower, 0.5
 
 
 @dataclass

@@ -50,29 +50,30 @@ def rule_for(layer: nn.Module, index: int | str = "?") -> Rule:
 def affine(
     x: Interval, w: ParamInterval, b: ParamInterval | None, op: Callable[..., torch.Tensor]
 ) -> Interval:
-    """Returns the midpoint-radius image of x under y = op(x, W) + b with W, b in boxes.
+    """Returns the midpoint-radius image of x under y = op(x, W, b) with W, b in boxes.
 
     y_c = op(x_c, W_c) + b_c
-    y_r = op(x_r, |W_c|) + op(|x_c| + x_r, W_r) + b_r
+    y_r = |W_c|·x_r + W_r·(|x_c| + x_r) + b_r = op(x_r, |W_c| + W_r) + op(|x_c|, W_r) + b_r
     The two radius products share one call on inputs and weights stacked along
     the input-feature axis (dim 1 for both conv and linear). For W_r = λ|W_c|
-    they collapse to op((1+λ)x_r + λ|x_c|, |W_c|): two products in all.
+    they fold into one: op((1+λ)·x_r + λ|x_c|, |W_c|). Biases go into the
+    calls, and the ½ of an interval held by its ends goes into the weights,
+    so that activations are touched as few times as possible.
     """
-    yc = op(x.center, w.center)
+    s, d, h = x.sum_and_diff()  # center = h·s, radius = h·d
+    bc = None if b is None else b.center
+    br = None if b is None else b.radius
+    yc = op(s, w.center * h if h != 1.0 else w.center, bc)
     w_abs = w.center.abs()
     if w.radius is None:
-        yr = op(x.radius, w_abs)
+        yr = op(d, w_abs * h, br)
     elif w.rel is not None:
-        yr = op((1 + w.rel) * x.radius + w.rel * x.center.abs(), w_abs)
+        lam = w.rel
+        yr = op(torch.add(d, s.abs(), alpha=lam / (1 + lam)), w_abs * ((1 + lam) * h), br)
     else:
-        stacked_x = torch.cat([x.radius, x.center.abs() + x.radius], dim=1)
-        stacked_w = torch.cat([w_abs, w.radius], dim=1)
-        yr = op(stacked_x, stacked_w)
-    if b is not None:
-        shape = (1, -1) + (1,) * (yc.dim() - 2)  # broadcast over batch and spatial dims
-        yc = yc + b.center.view(shape)
-        if b.radius is not None:
-            yr = yr + b.radius.view(shape)
+        stacked_x = torch.cat([d, s.abs()], dim=1)
+        stacked_w = torch.cat([(w_abs + w.radius) * h, w.radius * h], dim=1)
+        yr = op(stacked_x, stacked_w, br)
     return Interval(yc, yr)
 
 
@@ -89,15 +90,21 @@ def conv2d_rule(layer: nn.Conv2d, x: Interval, params: dict[str, ParamInterval])
             "has no interval rule (only groups=1 with zero padding)"
         )
 
-    def op(inp: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(inp, weight, None, layer.stride, layer.padding, layer.dilation)
+    def op(inp: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(inp, weight, bias, layer.stride, layer.padding, layer.dilation)
 
     return affine(x, params["weight"], params.get("bias"), op)
 
 
 @register(nn.ReLU)
 def relu_rule(layer: nn.ReLU, x: Interval, params: dict[str, ParamInterval]) -> Interval:
-    return x.map_monotone(F.relu)
+    if x.has_bounds:
+        return x.map_monotone(F.relu)
+    # The ends are fresh tensors here, so ReLU may run in place (autograd allows it:
+    # subtraction's backward does not need its output): no extra allocation per end.
+    lower = torch.sub(x.center, x.radius).relu_()
+    upper = torch.add(x.center, x.radius).relu_()
+    return Interval.from_bounds(lower, upper)
 
 
 @register(nn.MaxPool2d)
@@ -107,10 +114,12 @@ def maxpool_rule(layer: nn.MaxPool2d, x: Interval, params: dict[str, ParamInterv
 
 @register(nn.Flatten)
 def flatten_rule(layer: nn.Flatten, x: Interval, params: dict[str, ParamInterval]) -> Interval:
-    return Interval(layer(x.center), layer(x.radius))
+    return x.map_linear(layer)
 
 
 @register(Normalize)
 def normalize_rule(layer: Normalize, x: Interval, params: dict[str, ParamInterval]) -> Interval:
-    # A positive diagonal affine map: the center maps, the radius scales.
+    # A positive diagonal affine map: monotone on the ends, or center maps and radius scales.
+    if x.has_bounds:
+        return x.map_monotone(layer)
     return Interval(layer(x.center), x.radius / layer.std)
