@@ -127,7 +127,7 @@ def test_eps_outside_unit_interval_is_rejected(eps):
         EvalConfig(eps=eps)
 
 
-@pytest.mark.parametrize("field,value", [("n", 0), ("neighbourhood", -1), ("param_attack", (0.02, 1.5)),
+@pytest.mark.parametrize("field,value", [("n", 0), ("autoattack_n", 0), ("neighbourhood", -1), ("param_attack", (0.02, 1.5)),
                                          ("pgd_steps", 2.5)])
 def test_bad_options_are_rejected(field, value):
     with pytest.raises(ConfigError, match=field):

@@ -145,6 +145,7 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a trained run directory")],
     eps: Annotated[Optional[float], typer.Option(help="L∞ input radius; default: the run's ε")] = None,
     autoattack: Annotated[bool, typer.Option("--autoattack/--no-autoattack", help="AutoAttack (standard, L∞)")] = True,
+    autoattack_n: Annotated[Optional[int], typer.Option(help="AutoAttack on the first K of the N points only")] = None,
     neighbourhood: Annotated[int, typer.Option(help="networks sampled per mode in the box (0: skip)")] = 0,
     param_attack: Annotated[str, typer.Option(help="comma-separated λ of the parameter attack ('' skips)")]
     = "0.02,0.04,0.06,0.08,0.1",
@@ -156,7 +157,7 @@ def evaluate(
     """Evaluate a trained run (clean, PGD, AutoAttack, verified, neighbourhood, parameter attack)."""
     from .evaluate import EvalConfig, Evaluator, parse_lams
 
-    cfg = EvalConfig(eps=eps, n=n, autoattack=autoattack, neighbourhood=neighbourhood,
+    cfg = EvalConfig(eps=eps, n=n, autoattack=autoattack, autoattack_n=autoattack_n, neighbourhood=neighbourhood,
                      param_attack=parse_lams(param_attack))
     results = Evaluator(run_dir, cfg, data_dir=data_dir, device=device, progress=not quiet).run()
     keys = ("clean_acc", "pgd_acc", "verified_acc")

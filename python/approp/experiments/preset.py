@@ -55,10 +55,12 @@ class AlgoSpec:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """Evaluation of every cell: first n test points, AutoAttack on/off, parameter-attack λ."""
+    """Evaluation of every cell: first n test points, AutoAttack on/off (on the first
+    autoattack_n of them, None: all n), parameter-attack λ."""
 
     n: int = 1000
     autoattack: bool = True
+    autoattack_n: int | None = None
     param_attack: tuple[float, ...] = (0.02, 0.04, 0.06, 0.08, 0.1)
 
 

@@ -84,6 +84,7 @@ def _commands(cell: Cell, folder: Path, ev: EvalSpec) -> dict[str, list[str]]:
                         "--quiet", *data],
         "evaluate": CLI + ["evaluate", str(folder / "run"), "--n", str(ev.n), "--param-attack", lams,
                            "--autoattack" if ev.autoattack else "--no-autoattack",
+                           *(["--autoattack-n", str(ev.autoattack_n)] if ev.autoattack_n else []),
                            "--device", cfg.train.device, "--quiet", *data],
     }
 

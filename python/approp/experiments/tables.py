@@ -131,8 +131,10 @@ def write_tables(preset: Preset, results: list[CellResult], out: Path) -> dict[s
     """Returns the paths of table1/table2 (.md, .csv) written into `out`."""
     ref = load_reference(preset.reference)
     n = next((r.n for r in results if r.n), preset.eval.n)
+    aa_n = preset.eval.autoattack_n
+    aa_on = f"on the first {aa_n} of them, " if aa_n and aa_n < n else ""
     cap1 = (f"Table 1 — accuracy in % on the first {n} CIFAR-10 test images: clean, AutoAttack (standard, L∞, "
-            "at the cell's ε), verified (interval bounds over the training box and ball), PGD-20; "
+            f"{aa_on}at the cell's ε), verified (interval bounds over the training box and ball), PGD-20; "
             "thesis numbers beside ours; flatness = mean test-loss increase at a relative weight step "
             f"of ±{preset.landscape.step:g} along a filter-normalised direction (lower is flatter).")
     cap2 = ("Table 2 — adversarial parameter attack in [θ − λ|θ|, θ + λ|θ|]: share (%) of correctly "
