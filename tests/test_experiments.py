@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
+
 from approp.experiments import load_preset, read_ledger, reproduce
 from approp.experiments.preset import PRESET_DIR
 from approp.experiments.tables import CellResult, write_tables
@@ -76,6 +78,14 @@ class TestPresets:
         assert {c.config.radius.kind for c in cells if c.algo.key != "awp"} == {"tanh", "abs"}
         assert preset.reference.is_file()
         assert [c.name for c in preset.cells(only="eps0.01-*")] == ["eps0.01-app_tanh", "eps0.01-app_abs", "eps0.01-awp"]
+
+    def test_compare_preset_reuses_the_quick_cells(self):
+        """compare.toml differs from quick.toml only in ε and one extra algorithm, so a quick
+        run's cells at 2/255 count as done for it and only the standard cell is new."""
+        quick, compare = load_preset("quick"), load_preset(REPO / "configs" / "presets" / "compare.toml")
+        done = {c.name: c.fingerprint(quick.eval) for c in quick.cells()}
+        mine = {c.name: c.fingerprint(compare.eval) for c in compare.cells()}
+        assert [k for k in mine if done.get(k) != mine[k]] == ["eps2over255-standard"]
 
 
 class TestTables:
