@@ -156,7 +156,8 @@ class TrainConfig:
         network to a constant; warm-up plus ramp avoids that (IBP/CROWN-IBP practice).
     margin_loss: worst-case logits from the margin bounds lower(z_y - z_j) (tighter)
         instead of (lower_y, upper_j).
-    pgd_steps / awp_gamma: inner attack steps (step size eps/4) and AWP's relative size.
+    pgd_steps / awp_gamma: inner attack steps (step size eps/4) and AWP's relative size
+        (γ follows the warm-up and ramp as eps does).
     channels_last: on CUDA, keep the model and its inputs in channels_last memory
         format (faster convolutions on tensor cores); ignored on the CPU. [True]
     compile: compile the model's forward with torch.compile (first epoch pays the

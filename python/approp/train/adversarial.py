@@ -13,6 +13,12 @@ normalisation removes η, so the gradient is taken here directly (with
 `torch.autograd.grad`, leaving `.grad` alone), which gives the same v. The
 loss is computed on the perturbed model, the loop backpropagates and steps
 there, and `after_step` subtracts v again.
+
+γ follows the run's warm-up and ramp like ε does (γ·r): on a CNN4 without
+batch normalisation trained from scratch, γ = 0.01 from the first step keeps
+the loss at log 10 (measured: 10.4% accuracy after two epochs on 2000 images,
+where γ = 0.005 or PGD-AT reach 25%), so every algorithm gets the same
+schedule.
 """
 
 from __future__ import annotations
@@ -81,8 +87,9 @@ class AWP(Strategy):
         if self.diff is not None:  # a step that never reached after_step: undo it first
             self.after_step(model)
         x_adv = _adversarial(model, x, y, ctx)
-        if self.gamma > 0:
-            self.diff = awp_perturbation(model, x_adv, y, self.gamma)
+        gamma = self.gamma * ctx.ramp
+        if gamma > 0:
+            self.diff = awp_perturbation(model, x_adv, y, gamma)
             add_into(model, self.diff, 1.0)
         loss = F.cross_entropy(model(x_adv), y)
         return loss, {"adv_loss": loss.detach()}

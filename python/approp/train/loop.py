@@ -249,7 +249,7 @@ def _train_epoch(step: _Step, train: Split, gen, epoch, bar, run_dir):
     for i, (x, y) in enumerate(batches(train, cfg.data.batch_size, True, gen, cfg.data.augment)):
         r = ramp(epoch * steps + i, steps, cfg.train.ramp_epochs, cfg.train.warmup_epochs)
         ctx = StepContext(cfg.train.eps * r, cfg.radius.lam * r, 1 - r * (1 - cfg.train.kappa),
-                          cfg.radius, cfg.train)
+                          cfg.radius, cfg.train, ramp=r)
         loss, logs = _optimiser_step(step, x, y, ctx, check=i % check_every == 0 or i == steps - 1)
         if loss is not None:
             raise _diverged(loss, epoch, i + 1, run_dir)

@@ -19,13 +19,17 @@ from ..config import RadiusConfig, RunConfig, TrainConfig
 
 @dataclass(frozen=True)
 class StepContext:
-    """The step's ramped ε, λ and κ, and the run's radius and training settings."""
+    """The step's ramped ε, λ and κ, the run's radius and training settings, and the ramp factor.
+
+    ramp is r in [0, 1] (0 in warm-up, 1 after the ramp); AWP scales its γ by it.
+    """
 
     eps: float
     lam: float
     kappa: float
     radius: RadiusConfig
     train: TrainConfig
+    ramp: float = 1.0
 
 
 Logs = dict[str, torch.Tensor]
