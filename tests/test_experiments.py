@@ -96,7 +96,7 @@ class TestTables:
                        flipped={0.02: 0.1, 0.1: 0.3}),
             CellResult("0.001", "awp", "AWP", clean=0.4, autoattack=0.2, flipped={0.02: 0.2, 0.1: 0.5}),
             CellResult("2/255", "app_tanh", "APP(tanh)", clean=0.3),
-            CellResult("2/255", "awp", "AWP", clean=0.6, autoattack=0.35),
+            CellResult("2/255", "awp", "AWP", clean=0.6, autoattack=0.35, autoattack_clean=0.5),
         ]
         files = write_tables(preset, results, tmp_path)
         t1 = {(r["ε"], r["algorithm"]): r for r in read_csv(files["table1.csv"])}
@@ -105,6 +105,7 @@ class TestTables:
         assert t1[("0.001", "APP(tanh)")]["AutoAttack (thesis)"] == "42.75"
         assert t1[("0.001", "AWP")]["clean (thesis)"] == "59.88"
         assert t1[("2/255", "AWP")]["AutoAttack"] == "35.00"
+        assert t1[("2/255", "AWP")]["clean on AA points"] == "50.00"
         assert t1[("2/255", "AWP")]["AutoAttack (thesis)"] == "44.16"
         assert t1[("2/255", "APP(tanh)")]["clean (thesis)"] == "63.8"
         assert t1[("2/255", "APP(tanh)")]["AutoAttack"] == "–"

@@ -52,15 +52,18 @@ class CellResult:
     flipped: dict[float, float] = field(default_factory=dict)
     flatness: float | None = None
     n: int | None = None
+    autoattack_clean: float | None = None  # clean accuracy on the points AutoAttack ran on
 
 
 def result_from_eval(cell: Cell, results: dict[str, Any] | None, flatness: float | None = None) -> CellResult:
     """Returns the CellResult of a cell from its eval.json contents (None: not evaluated yet)."""
     r = results or {}
+    aa = r.get("autoattack", {})
     return CellResult(
         cell.eps_label, cell.algo.key, cell.algo.label, r.get("clean_acc"), r.get("pgd_acc"),
-        r.get("autoattack", {}).get("robust_acc"), r.get("verified_acc"),
+        aa.get("robust_acc"), r.get("verified_acc"),
         {round(row["lam"], 6): row["flipped"] for row in r.get("param_attack", [])}, flatness, r.get("n"),
+        aa.get("cascade", {}).get("clean"),
     )
 
 
@@ -89,6 +92,8 @@ def table1_rows(results: list[CellResult], ref: Reference) -> list[dict[str, str
             "AutoAttack": _pct(r.autoattack), "AutoAttack (thesis)": _ref(theirs.get("autoattack")),
             "verified": _pct(r.verified), "PGD": _pct(r.pgd),
             "flatness": "–" if r.flatness is None else f"{r.flatness:.4f}",
+            # AutoAttack may run on fewer points than the rest: their clean accuracy, to compare with.
+            "clean on AA points": _pct(r.autoattack_clean),
         })
     return rows
 
