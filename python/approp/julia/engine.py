@@ -138,33 +138,22 @@ class JuliaEngine:
         self, params: Params, x: Any, y: Any, eps: float, radius: Any, lam: float | None = None
     ) -> np.ndarray:
         """Returns lower bounds of z_y - z_j, (B, 10), with 0 at the true class."""
-        model, xj, yj = self._xy(params, x, y)
-        lo = self.ap.api_margin_lower_bounds(
-            model,
-            xj,
-            yj,
-            float(eps),
-            self.spec(radius),
-            lam=self._lam(radius, lam),
-            backend=self.device,
-        )
+        lo = self._labelled(self.ap.api_margin_lower_bounds, params, x, y, eps, radius, lam)
         return logits_from_julia(lo)
 
     def verified(
         self, params: Params, x: Any, y: Any, eps: float, radius: Any, lam: float | None = None
     ) -> np.ndarray:
         """Returns a bool mask (B,): True where the whole box and ball classify correctly."""
-        model, xj, yj = self._xy(params, x, y)
-        mask = self.ap.api_verified(
-            model,
-            xj,
-            yj,
-            float(eps),
-            self.spec(radius),
-            lam=self._lam(radius, lam),
-            backend=self.device,
-        )
+        mask = self._labelled(self.ap.api_verified, params, x, y, eps, radius, lam)
         return np.array(mask, dtype=bool)
+
+    def _labelled(
+        self, fn: Any, params: Params, x: Any, y: Any, eps: float, radius: Any, lam: float | None
+    ) -> Any:
+        """Returns fn(model, x, y, eps, spec; lam, backend) with every argument converted for Julia."""
+        model, xj, yj = self._xy(params, x, y)
+        return fn(model, xj, yj, float(eps), self.spec(radius), lam=self._lam(radius, lam), backend=self.device)
 
     def verified_accuracy(
         self, params: Params, x: Any, y: Any, eps: float, radius: Any, lam: float | None = None
