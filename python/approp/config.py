@@ -176,7 +176,6 @@ class TrainConfig:
     engine: Engine = "torch"
     pgd_steps: int = 10
     awp_gamma: float = 0.01
-    checkpoint_every: int = 1
     channels_last: bool = True
     compile: bool = False
 
@@ -185,7 +184,6 @@ class TrainConfig:
         _check_choice("train.engine", self.engine, Engine)
         _check_positive_int("train.epochs", self.epochs)
         _check_positive_int("train.pgd_steps", self.pgd_steps)
-        _check_positive_int("train.checkpoint_every", self.checkpoint_every)
         check_eps(self.eps, "train.eps")
         if not (0.0 <= self.kappa <= 1.0):
             raise ConfigError(f"train.kappa must be in [0, 1]; got {self.kappa!r}")

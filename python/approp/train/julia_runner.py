@@ -19,6 +19,7 @@ from torch import nn
 from ..config import ConfigError, RunConfig
 from ..data import Split, batches
 from .schedule import ramp
+from .strategies import step_context
 
 
 class JuliaEpochs:
@@ -51,10 +52,9 @@ class JuliaEpochs:
         task = bar.start_batches(epoch, steps)
         total = 0.0
         for i, (x, y) in enumerate(batches(train, cfg.data.batch_size, True, gen, cfg.data.augment)):
-            r = ramp(epoch * steps + i, steps, cfg.train.ramp_epochs, cfg.train.warmup_epochs)
+            ctx = step_context(cfg, ramp(epoch * steps + i, steps, cfg.train.ramp_epochs, cfg.train.warmup_epochs))
             loss = self.trainer.step(
-                x.cpu().numpy(), y.cpu().numpy(), cfg.train.eps * r, lam=cfg.radius.lam * r,
-                lr=sched.get_last_lr()[0], kappa=1 - r * (1 - cfg.train.kappa),
+                x.cpu().numpy(), y.cpu().numpy(), ctx.eps, lam=ctx.lam, lr=sched.get_last_lr()[0], kappa=ctx.kappa,
             )
             if not math.isfinite(loss):
                 return {"loss": loss, "diverged_batch": i + 1}

@@ -39,7 +39,7 @@ from ..models import build_model
 from ..progress import Progress
 from ..radius import clamp_parameters
 from .schedule import make_optimizer, make_scheduler, ramp
-from .strategies import StepContext, Strategy, make_strategy
+from .strategies import StepContext, Strategy, make_strategy, step_context
 
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
@@ -248,8 +248,7 @@ def _train_epoch(step: _Step, train: Split, gen, epoch, bar, run_dir):
     task = bar.start_batches(epoch, steps)
     for i, (x, y) in enumerate(batches(train, cfg.data.batch_size, True, gen, cfg.data.augment)):
         r = ramp(epoch * steps + i, steps, cfg.train.ramp_epochs, cfg.train.warmup_epochs)
-        ctx = StepContext(cfg.train.eps * r, cfg.radius.lam * r, 1 - r * (1 - cfg.train.kappa),
-                          cfg.radius, cfg.train, ramp=r)
+        ctx = step_context(cfg, r)
         loss, logs = _optimiser_step(step, x, y, ctx, check=i % check_every == 0 or i == steps - 1)
         if loss is not None:
             raise _diverged(loss, epoch, i + 1, run_dir)

@@ -32,6 +32,12 @@ class StepContext:
     ramp: float = 1.0
 
 
+def step_context(cfg: RunConfig, r: float) -> StepContext:
+    """Returns the step's settings at ramp factor r: ε·r, λ·r and κ moving from 1 to its target."""
+    t = cfg.train
+    return StepContext(t.eps * r, cfg.radius.lam * r, 1 - r * (1 - t.kappa), cfg.radius, t, ramp=r)
+
+
 Logs = dict[str, torch.Tensor]
 
 
