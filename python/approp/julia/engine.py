@@ -94,19 +94,8 @@ class JuliaEngine:
         margin: bool = False,
     ) -> float:
         """Returns the mean cross-entropy of the worst-case logits."""
-        model, xj, yj = self._xy(params, x, y)
-        return float(
-            self.ap.api_worst_case_loss(
-                model,
-                xj,
-                yj,
-                float(eps),
-                self.spec(radius),
-                lam=self._lam(radius, lam),
-                margin=margin,
-                backend=self.device,
-            )
-        )
+        fn = self.ap.api_worst_case_loss
+        return float(self._labelled(fn, params, x, y, eps, radius, lam, margin=margin))
 
     def loss_and_gradients(
         self,
@@ -120,18 +109,8 @@ class JuliaEngine:
         margin: bool = False,
     ) -> tuple[float, dict[str, np.ndarray]]:
         """Returns the training loss (1-κ)·L_worst + κ·L_clean and its gradient {name: array}."""
-        model, xj, yj = self._xy(params, x, y)
-        loss, grads = self.ap.api_loss_and_gradients(
-            model,
-            xj,
-            yj,
-            float(eps),
-            self.spec(radius),
-            lam=self._lam(radius, lam),
-            kappa=float(kappa),
-            margin=margin,
-            backend=self.device,
-        )
+        fn = self.ap.api_loss_and_gradients
+        loss, grads = self._labelled(fn, params, x, y, eps, radius, lam, kappa=float(kappa), margin=margin)
         return float(loss), params_from_julia(grads)
 
     def margin_lower_bounds(
@@ -149,11 +128,12 @@ class JuliaEngine:
         return np.array(mask, dtype=bool)
 
     def _labelled(
-        self, fn: Any, params: Params, x: Any, y: Any, eps: float, radius: Any, lam: float | None
+        self, fn: Any, params: Params, x: Any, y: Any, eps: float, radius: Any, lam: float | None, **kw: Any
     ) -> Any:
-        """Returns fn(model, x, y, eps, spec; lam, backend) with every argument converted for Julia."""
+        """Returns fn(model, x, y, eps, spec; lam, backend, kw...) with every argument converted for Julia."""
         model, xj, yj = self._xy(params, x, y)
-        return fn(model, xj, yj, float(eps), self.spec(radius), lam=self._lam(radius, lam), backend=self.device)
+        return fn(model, xj, yj, float(eps), self.spec(radius), lam=self._lam(radius, lam),
+                  backend=self.device, **kw)
 
     def verified_accuracy(
         self, params: Params, x: Any, y: Any, eps: float, radius: Any, lam: float | None = None
