@@ -33,6 +33,6 @@ def cifar_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _torch_threads():
-    """Keeps tests deterministic and within two cores."""
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    """Keeps tests deterministic and within two cores (APPROP_TEST_THREADS=1 leaves one to a background job)."""
+    torch.set_num_threads(int(os.environ.get("APPROP_TEST_THREADS", min(2, os.cpu_count() or 1))))
     yield
