@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from approp.config import DataConfig
-from approp.data import FOLDER, DataError, Split, augment, batches, load_cifar10, load_splits
+from approp.config import ConfigError, DataConfig
+from approp.data import FOLDER, DataError, Split, augment, batches, load_cifar10, load_splits, load_validation
 
 
 def write_fake_layout(root, n=20, corrupt=None):
@@ -59,6 +59,27 @@ class TestLoading:
         assert set(test.y.tolist()) == set(range(10))
         mean = test.x.float().div(255).mean(dim=(0, 2, 3))
         torch.testing.assert_close(mean, torch.tensor([0.4914, 0.4822, 0.4465]), atol=0.02, rtol=0)
+
+    def test_validation_split_is_held_out(self, cifar_dir):
+        full_x, full_y = load_cifar10(cifar_dir, train=True)
+        cfg = DataConfig(data_dir=str(cifar_dir), val_split=5000, subset=1000)
+        train, val = load_splits(cfg)
+        # The validation images are the last 5,000 training images, never the test split,
+        # and `subset` cuts the remaining 45,000, so training cannot see them.
+        assert len(train) == 1000 and len(val) == 5000
+        assert torch.equal(val.x, full_x[-5000:]) and torch.equal(val.y, full_y[-5000:])
+        assert torch.equal(train.x, full_x[:1000])
+        assert torch.equal(load_validation(cfg).y, val.y)
+        whole, _ = load_splits(DataConfig(data_dir=str(cifar_dir), val_split=5000))
+        assert len(whole) == 45000
+
+    def test_validation_split_errors(self, cifar_dir):
+        with pytest.raises(DataError, match="val_split"):
+            load_splits(DataConfig(data_dir=str(cifar_dir), val_split=50000))
+        with pytest.raises(DataError, match="no validation split"):
+            load_validation(DataConfig(data_dir=str(cifar_dir)))
+        with pytest.raises(ConfigError, match="val_split"):
+            DataConfig(val_split=-1)
 
 
 class TestBatching:

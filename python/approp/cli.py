@@ -71,6 +71,7 @@ def train(
     data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
     download: Annotated[bool, typer.Option(help="fetch CIFAR-10 with torchvision if missing")] = False,
     subset: Annotated[Optional[int], typer.Option(help="first N training images")] = None,
+    val_split: Annotated[Optional[int], typer.Option(help="hold out the last N training images for validation")] = None,
     test_subset: Annotated[Optional[int], typer.Option(help="first N test images")] = None,
     augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment")] = None,
     margin_loss: Annotated[Optional[bool], typer.Option("--margin-loss/--no-margin-loss")] = None,
@@ -86,7 +87,7 @@ def train(
     cfg = base.replace(
         **_overrides(
             model={"width": width},
-            data={"data_dir": str(data_dir) if data_dir else None, "subset": subset,
+            data={"data_dir": str(data_dir) if data_dir else None, "subset": subset, "val_split": val_split,
                   "test_subset": test_subset, "augment": augment, "batch_size": batch_size,
                   "download": download or None},
             radius={"kind": radius, "lam": lam, "clamp": clamp},

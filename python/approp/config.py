@@ -9,7 +9,7 @@ is written.
 TOML layout (every section and key optional)::
 
     [model]   arch = "cnn4", width = 1
-    [data]    data_dir, subset, test_subset, augment, batch_size, eval_batch_size
+    [data]    data_dir, val_split, subset, test_subset, augment, batch_size, eval_batch_size
     [radius]  kind = "tanh", lam, s, m, perturb_weights, perturb_biases, clamp
     [optim]   name = "sgd", lr, momentum, weight_decay, schedule
     [train]   algo = "app", epochs, eps, kappa, ramp_epochs, seed, device, engine, ...
@@ -73,12 +73,17 @@ class DataConfig:
     """CIFAR-10 loading.
 
     data_dir: folder holding `cifar-10-batches-py/` (None: $APPROP_DATA, else ./data).
-    subset / test_subset: use only the first N training / test images (None: all).
+    val_split: hold out the last N of the 50,000 training images as a validation split
+        [0: none]. Training never sees them; the per-epoch metrics (and every
+        hyperparameter choice) use them instead of the test split.
+    subset / test_subset: use only the first N training (after the hold-out) / test
+        images (None: all).
     augment: random crop (pad 4) + horizontal flip on the training split.
     download: let torchvision fetch the official archive when the folder is missing.
     """
 
     data_dir: str | None = None
+    val_split: int = 0
     subset: int | None = None
     test_subset: int | None = None
     augment: bool = True
@@ -87,6 +92,8 @@ class DataConfig:
     download: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.val_split, int) or isinstance(self.val_split, bool) or self.val_split < 0:
+            raise ConfigError(f"data.val_split must be an integer >= 0; got {self.val_split!r}")
         _check_positive_int("data.subset", self.subset, allow_none=True)
         _check_positive_int("data.test_subset", self.test_subset, allow_none=True)
         _check_positive_int("data.batch_size", self.batch_size)

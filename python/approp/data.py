@@ -117,10 +117,35 @@ class Split:
 
 
 def load_splits(cfg: DataConfig, device: torch.device | str = "cpu") -> tuple[Split, Split]:
-    """Returns (train, test) splits per `cfg` (subsets applied), resident on `device`."""
-    train = Split(*load_cifar10(cfg.data_dir, train=True, download=cfg.download)).take(cfg.subset)
+    """Returns (train, monitor) per `cfg`, resident on `device`.
+
+    train: the training images less the last `cfg.val_split` (then its first `subset`);
+    monitor: the split per-epoch metrics use — those held-out images when val_split > 0,
+    else the test split (its first `test_subset`).
+    """
+    full = Split(*load_cifar10(cfg.data_dir, train=True, download=cfg.download))
+    if cfg.val_split:
+        train, val = split_validation(full, cfg.val_split)
+        return train.take(cfg.subset).to(device), val.to(device)
     test = Split(*load_cifar10(cfg.data_dir, train=False, download=cfg.download)).take(cfg.test_subset)
-    return train.to(device), test.to(device)
+    return full.take(cfg.subset).to(device), test.to(device)
+
+
+def split_validation(full: Split, n_val: int) -> tuple[Split, Split]:
+    """Returns (train, val): the split without its last n_val examples, and those examples."""
+    if not 0 < n_val < len(full):
+        raise DataError(f"data.val_split must be between 1 and {len(full) - 1} for a training split "
+                        f"of {len(full)} images; got {n_val}")
+    cut = len(full) - n_val
+    return Split(full.x[:cut], full.y[:cut]), Split(full.x[cut:], full.y[cut:])
+
+
+def load_validation(cfg: DataConfig, device: torch.device | str = "cpu") -> Split:
+    """Returns the held-out validation split of `cfg` (DataError if val_split is 0)."""
+    if not cfg.val_split:
+        raise DataError("this run holds out no validation split (data.val_split = 0)")
+    full = Split(*load_cifar10(cfg.data_dir, train=True, download=cfg.download))
+    return split_validation(full, cfg.val_split)[1].to(device)
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
-    """Writes clean and verified test accuracy per epoch to a PNG."""
+    """Writes clean and verified accuracy (validation split, else test) per epoch to a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,7 +33,8 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     ax.plot(epochs, [r["clean_acc"] for r in history], marker="o", label="clean")
     ax.plot(epochs, [r["verified_acc"] for r in history], marker="s", label="verified")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy")
+    split = "validation" if history[0].get("eval_split") == "val" else "test"
+    ax.set_ylabel(f"{split} accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -52,7 +53,9 @@ def write_train_report(cfg: RunConfig, run_dir: Path, history: list[dict[str, An
         f"{t.warmup_epochs} clean warm-up epochs, then a ramp over {t.ramp_epochs} epochs",
         f"- optimiser: {cfg.optim.name}, lr {cfg.optim.lr:g}, {cfg.optim.schedule} schedule; "
         f"{t.epochs} epochs, batch {cfg.data.batch_size}, seed {t.seed}, device {t.device}",
-        f"- training images: {cfg.data.subset or 'all'}; test images: {cfg.data.test_subset or 'all'}",
+        f"- training images: {cfg.data.subset or 'all'} (less {cfg.data.val_split} held out); "
+        + (f"per-epoch accuracies on the {cfg.data.val_split} validation images"
+           if cfg.data.val_split else f"per-epoch accuracies on test images: {cfg.data.test_subset or 'all'}"),
         "",
     ]
     if history:

@@ -108,7 +108,7 @@ def fit(cfg: RunConfig, run_dir: Path | str, progress: bool = True) -> FitResult
 
 def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo, progress: bool) -> FitResult:
     torch.manual_seed(cfg.train.seed)
-    train, test = load_splits(cfg.data, device)
+    train, monitor = load_splits(cfg.data, device)  # monitor: validation split, else test
     model, channels_last = prepare_model(cfg, device)
     steps_per_epoch = math.ceil(len(train) / cfg.data.batch_size)
     opt = make_optimizer(model, cfg.optim)
@@ -134,7 +134,7 @@ def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo
                 if "diverged_batch" in logs:
                     raise _diverged(logs["loss"], epoch, logs["diverged_batch"], run_dir)
             if dist.is_main:
-                row = _epoch_row(cfg, model, test, epoch, logs, time.perf_counter() - t0, sched)
+                row = _epoch_row(cfg, model, monitor, epoch, logs, time.perf_counter() - t0, sched)
                 _save_epoch(cfg, run_dir, model, opt, sched, gen, epoch, row)
                 history.append(row)
                 bar.log_epoch(row)
@@ -283,13 +283,15 @@ def _optimiser_step(step: _Step, x, y, ctx: StepContext, check: bool):
     return None, {"loss": loss.detach(), **logs}
 
 
-def _epoch_row(cfg, model, test: Split, epoch, logs, seconds, sched) -> dict[str, Any]:
+def _epoch_row(cfg, model, monitor: Split, epoch, logs, seconds, sched) -> dict[str, Any]:
+    """Returns the epoch's metrics line; accuracies are on the validation split where one is held out."""
     bs = cfg.data.eval_batch_size
     return {
         "epoch": epoch,
         **logs,
         "lr": sched.get_last_lr()[0],
-        "clean_acc": clean_accuracy(model, test, bs),
-        "verified_acc": verified_accuracy(model, test, cfg.train.eps, cfg.radius, batch_size=bs),
+        "eval_split": "val" if cfg.data.val_split else "test",
+        "clean_acc": clean_accuracy(model, monitor, bs),
+        "verified_acc": verified_accuracy(model, monitor, cfg.train.eps, cfg.radius, batch_size=bs),
         "train_seconds": seconds,
     }
