@@ -95,7 +95,8 @@ function propagate(layer::Flux.Dense, x::Interval, spec::RadiusSpec)
     _check_identity(layer)
     layer.bias isa AbstractVector ||
         throw(ArgumentError("Dense rule needs a bias vector; got $(typeof(layer.bias))"))
-    return affine(*, x, layer.weight, layer.bias, (:, 1), spec)
+    # Flux's Dense computes W * x: x is (in, B), W is (out, in).
+    return affine((inp, w) -> w * inp, x, layer.weight, layer.bias, (:, 1), spec)
 end
 
 # ReLU and max-pooling are monotone: map both ends.

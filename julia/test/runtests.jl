@@ -98,6 +98,19 @@ end
                 spec,
             )
         end
+        @testset "dense multiplies W·x (out, in and B all differ)" begin
+            rng = Random.MersenneTwister(2)
+            W, b = randn(rng, 4, 6), randn(rng, 4)
+            layer = Flux.Dense(W, b)
+            xc, xr = randn(rng, 6, 3), 0.1 .* rand(rng, 6, 3)
+            point = propagate(layer, Interval(xc, zero(xc)), RadiusSpec(:abs; lam = 0.0))
+            @test size(point.c) == (4, 3)
+            @test point.c ≈ layer(xc)
+            @test all(iszero, point.r)
+            y = propagate(layer, Interval(xc, xr), RadiusSpec(:abs; lam = 0.1))
+            # r = |W|·x_r + λ|W|·(|x_c| + x_r) + λ|b|
+            @test y.r ≈ abs.(W) * xr .+ 0.1 .* abs.(W) * (abs.(xc) .+ xr) .+ 0.1 .* abs.(b)
+        end
         @testset "dense and crosscor are sound (sampled)" begin
             rng = Random.MersenneTwister(1)
             dense = Flux.Dense(randn(rng, 4, 6), randn(rng, 4))
