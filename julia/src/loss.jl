@@ -8,7 +8,11 @@ Labels are 1-based class indices.
 """
 function onehot_mask(y::AbstractVector{<:Integer}, K::Integer, like::AbstractArray)
     return ChainRulesCore.ignore_derivatives() do
-        mask = reshape(collect(1:K), K, 1) .== reshape(collect(y), 1, :)
+        # A dense Matrix{Bool}: `.==` would give a BitMatrix, which is not an
+        # `Array` (no `_like` method) and which a copy to a CuArray would read
+        # element by element.
+        labels = collect(y)
+        mask = Bool[k == l for k in 1:K, l in labels]
         _like(like, mask)
     end
 end
@@ -131,7 +135,7 @@ function training_loss(
 end
 
 """
-    verified(model, x, y, eps, spec; lam=spec.lam) -> BitVector
+    verified(model, x, y, eps, spec; lam=spec.lam) -> Vector{Bool}
 
 Returns, per sample, whether every network in the box classifies every input
 of the ball correctly (all margin lower bounds `> 0` for `j ≠ y`).

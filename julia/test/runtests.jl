@@ -193,6 +193,12 @@ end
     end
 
     @testset "loss and verification" begin
+        @testset "onehot_mask is a dense Matrix{Bool}, not a BitMatrix" begin
+            mask = APProp.onehot_mask([2, 1, 3, 2], 3, zeros(3, 4))
+            @test mask isa Matrix{Bool}
+            @test mask == Bool[0 1 0 0; 1 0 0 1; 0 0 1 0]
+            @test APProp.onehot_mask([3], 3, zeros(Float32, 3, 1)) isa Matrix{Bool}
+        end
         model = cnn4(random_params()...)
         x = random_images(RNG, 4)
         y = [2, 3, 4, 7]
