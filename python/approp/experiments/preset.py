@@ -6,7 +6,7 @@ A preset file::
                  reference = "thesis_reference.toml" (relative to the preset), device
     [algorithms.KEY]  label, and RunConfig sections to override (train = {...}, radius = {...})
     [run.SECTION]     the RunConfig every cell starts from (as in configs/main.toml)
-    [eval]       n, autoattack, param_attack = [λ...]
+    [eval]       n, autoattack, autoattack_n, param_attack = [λ...], neighbourhood
     [landscape]  n, points, grid, span, step, seed
 
 `--preset NAME` finds configs/presets/NAME.toml in the repository; a path works too.
@@ -56,12 +56,14 @@ class AlgoSpec:
 @dataclass(frozen=True)
 class EvalSpec:
     """Evaluation of every cell: first n test points, AutoAttack on/off (on the first
-    autoattack_n of them, None: all n), parameter-attack λ."""
+    autoattack_n of them, None: all n), parameter-attack λ, networks sampled per mode in
+    the box (neighbourhood, 0: skip)."""
 
     n: int = 1000
     autoattack: bool = True
     autoattack_n: int | None = None
     param_attack: tuple[float, ...] = (0.02, 0.04, 0.06, 0.08, 0.1)
+    neighbourhood: int = 0
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ def _commands(cell: Cell, folder: Path, ev: EvalSpec) -> dict[str, list[str]]:
         "evaluate": CLI + ["evaluate", str(folder / "run"), "--n", str(ev.n), "--param-attack", lams,
                            "--autoattack" if ev.autoattack else "--no-autoattack",
                            *(["--autoattack-n", str(ev.autoattack_n)] if ev.autoattack_n else []),
+                           *(["--neighbourhood", str(ev.neighbourhood)] if ev.neighbourhood else []),
                            "--device", cfg.train.device, "--quiet", *data],
     }
 

@@ -1,0 +1,74 @@
+"""Confidence intervals for accuracies and attack rates, and when two of them really differ.
+
+Every accuracy approp reports is a proportion k/n over test points, so it
+carries a 95 % Wilson score interval (Wilson 1927): unlike the normal
+approximation it stays inside [0, 1] and keeps close to its nominal coverage at
+small n and near 0 or 1. A difference between two such proportions is
+called *decided* when Newcombe's hybrid score interval for p₁ − p₂
+(Newcombe 1998, method 10, built from the two Wilson intervals) excludes 0.
+That interval treats the two samples as independent; where both models are
+scored on the same test points the correlation between them is positive in
+practice, which makes it conservative, never optimistic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """k successes of n trials with its Wilson interval [lower, upper] at level 1 − α."""
+
+    k: int
+    n: int
+    lower: float
+    upper: float
+
+    @property
+    def value(self) -> float:
+        return self.k / self.n if self.n else float("nan")
+
+    def __str__(self) -> str:
+        return format_pct(self.value, self.lower, self.upper)
+
+
+def wilson(k: int, n: int, z: float = Z95) -> Proportion:
+    """Returns k/n with its Wilson score interval (z = 1.96: 95 %); n = 0 gives [0, 1]."""
+    if n < 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n; got k={k}, n={n}")
+    if n == 0:
+        return Proportion(0, 0, 0.0, 1.0)
+    p = k / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # At k = 0 or k = n one end is exactly 0 or 1; rounding must not push it past p.
+    return Proportion(k, n, 0.0 if k == 0 else max(0.0, center - half), 1.0 if k == n else min(1.0, center + half))
+
+
+def from_share(share: float, n: int, z: float = Z95) -> Proportion:
+    """Returns the Wilson interval of a share measured on n points (k recovered as round(share·n))."""
+    return wilson(int(round(share * n)), n, z)
+
+
+def difference(a: Proportion, b: Proportion) -> tuple[float, float, float]:
+    """Returns (a − b, lower, upper): Newcombe's hybrid score interval of the difference."""
+    d = a.value - b.value
+    lower = d - math.sqrt((a.value - a.lower) ** 2 + (b.upper - b.value) ** 2)
+    upper = d + math.sqrt((a.upper - a.value) ** 2 + (b.value - b.lower) ** 2)
+    return d, lower, upper
+
+
+def decided(a: Proportion, b: Proportion) -> bool:
+    """Returns whether the 95 % interval of a − b excludes 0 (the difference exceeds its uncertainty)."""
+    _, lower, upper = difference(a, b)
+    return lower > 0 or upper < 0
+
+
+def format_pct(value: float, lower: float, upper: float) -> str:
+    """Returns 'v [lo, hi]' in % with one decimal, e.g. '61.2 [58.1, 64.2]'."""
+    return f"{100 * value:.1f} [{100 * lower:.1f}, {100 * upper:.1f}]"

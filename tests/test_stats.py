@@ -1,0 +1,50 @@
+"""Confidence intervals: known values from the literature and their coverage."""
+
+import math
+
+import pytest
+import torch
+
+from approp.stats import decided, difference, format_pct, from_share, wilson
+
+
+class TestWilson:
+    def test_known_values(self):
+        # Newcombe (1998), Statistics in Medicine 17:857, table I: 81/263 -> 0.2553 to 0.3662,
+        # 15/148 -> 0.0624 to 0.1605, 0/20 -> 0 to 0.1611, 1/29 -> 0.0061 to 0.1718.
+        for k, n, lo, hi in [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605),
+                             (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)]:
+            p = wilson(k, n)
+            assert p.lower == pytest.approx(lo, abs=1e-4) and p.upper == pytest.approx(hi, abs=1e-4)
+
+    def test_ends_and_errors(self):
+        assert wilson(0, 10).lower == 0.0 and wilson(10, 10).upper == 1.0
+        assert (wilson(0, 0).lower, wilson(0, 0).upper) == (0.0, 1.0)
+        with pytest.raises(ValueError):
+            wilson(11, 10)
+        assert from_share(0.5, 1000).k == 500
+
+    def test_coverage_is_near_nominal(self):
+        # 2,000 binomial draws at n = 200, p = 0.3: the 95 % interval must cover p about 95 % of the time.
+        gen = torch.Generator().manual_seed(0)
+        ks = torch.binomial(torch.full((2000,), 200.0), torch.full((2000,), 0.3), generator=gen)
+        covered = sum(wilson(int(k), 200).lower <= 0.3 <= wilson(int(k), 200).upper for k in ks)
+        assert 0.93 <= covered / 2000 <= 0.97
+
+
+class TestDifference:
+    def test_newcombe_known_value(self):
+        # Newcombe (1998), Statistics in Medicine 17:873, method 10: 56/70 − 48/80 -> 0.0524 to 0.3339.
+        d, lo, hi = difference(wilson(56, 70), wilson(48, 80))
+        assert d == pytest.approx(0.2) and lo == pytest.approx(0.0524, abs=1e-4)
+        assert hi == pytest.approx(0.3339, abs=1e-4)
+        assert decided(wilson(56, 70), wilson(48, 80))
+
+    def test_undecided_when_intervals_overlap_zero(self):
+        assert not decided(wilson(300, 500), wilson(310, 500))
+        assert decided(wilson(700, 1000), wilson(600, 1000))
+        assert not decided(wilson(5, 10), wilson(5, 10))
+
+    def test_format(self):
+        assert format_pct(0.5, 0.25, 0.75) == "50.0 [25.0, 75.0]"
+        assert str(wilson(1, 2)).startswith("50.0 [") and not math.isnan(wilson(1, 2).value)
