@@ -51,8 +51,8 @@ function margin_lower_bounds(
     Dr = reshape(permutedims(Wr[y, :]), 1, H, B) .+ reshape(Wr, K, H, 1)
     col(v) = reshape(v, H, 1, B)
     center = reshape(NNlib.batched_mul(D, col(h.c)), K, B)
-    rad = NNlib.batched_mul(abs.(D), col(h.r)) .+
-        NNlib.batched_mul(Dr, col(abs.(h.c) .+ h.r))
+    rad = NNlib.batched_mul(torch_abs(D), col(h.r)) .+
+        NNlib.batched_mul(Dr, col(torch_abs(h.c) .+ h.r))
     center = center .+ reshape(b[y], 1, B) .- b
     rad = reshape(rad, K, B) .+ reshape(br[y], 1, B) .+ br
     own = onehot_mask(y, K, center)

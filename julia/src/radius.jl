@@ -67,6 +67,25 @@ is_perturbed(spec::RadiusSpec, θ::AbstractArray) = ndims(θ) >= 2 ?
     spec.perturb_biases
 
 """
+    torch_abs(x::AbstractArray) -> AbstractArray
+
+Returns `abs.(x)`, whose gradient is `Δ .* sign.(x)`: 0 at 0, as PyTorch's
+`abs` backward gives. A plain `abs.` would not: Zygote differentiates that
+broadcast with ForwardDiff, whose `abs` derivative (DiffRules:
+`signbit(x) ? -1 : 1`) is +1 at +0.0. Used wherever the two engines must
+give the same gradient (radius, affine rule, margin bounds).
+"""
+torch_abs(x::AbstractArray) = abs.(x)
+
+function ChainRulesCore.rrule(::typeof(torch_abs), x::AbstractArray)
+    function torch_abs_pullback(Δ)
+        Δ isa ChainRulesCore.AbstractZero && return (ChainRulesCore.NoTangent(), Δ)
+        return (ChainRulesCore.NoTangent(), ChainRulesCore.unthunk(Δ) .* sign.(x))
+    end
+    return torch_abs(x), torch_abs_pullback
+end
+
+"""
     param_radius(spec::RadiusSpec, θ) -> AbstractArray
 
 Returns the elementwise radius r(θ) ≥ 0, differentiable in θ (d|θ|/dθ = sign θ,
@@ -76,7 +95,7 @@ function param_radius(spec::RadiusSpec, θ::AbstractArray{T}) where {T}
     (is_perturbed(spec, θ) && spec.lam > 0) || return zero(θ)
     lam = T(spec.lam)
     if spec.kind === :abs
-        return lam .* abs.(θ)
+        return lam .* torch_abs(θ)
     elseif spec.kind === :const
         return zero(θ) .+ lam
     else

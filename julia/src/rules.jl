@@ -65,7 +65,7 @@ function affine(
     Wr = param_radius(spec, W)
     br = param_radius(spec, b)
     yc = op(x.c, W) .+ reshape(b, bshape)
-    yr = op(x.r, abs.(W)) .+ op(abs.(x.c) .+ x.r, Wr) .+ reshape(br, bshape)
+    yr = op(x.r, torch_abs(W)) .+ op(torch_abs(x.c) .+ x.r, Wr) .+ reshape(br, bshape)
     return Interval(yc, yr)
 end
 

@@ -111,6 +111,23 @@ end
             # r = |W|·x_r + λ|W|·(|x_c| + x_r) + λ|b|
             @test y.r ≈ abs.(W) * xr .+ 0.1 .* abs.(W) * (abs.(xc) .+ xr) .+ 0.1 .* abs.(b)
         end
+        @testset "|W| and |x_c| have PyTorch's gradient, 0 at 0" begin
+            @test Flux.gradient(v -> sum(APProp.torch_abs(v)), [-2.0, 0.0, 3.0])[1] ==
+                [-1.0, 0.0, 1.0]
+            layer = Flux.Dense([0.0 1.0; -1.0 0.0], [0.0, 0.0])
+            x = Interval([1.0 2.0; 0.0 -1.0], fill(0.5, 2, 2))
+            # lam = 0: y_r = |W|·x_r, so ∂Σy_r/∂W = sign(W) .* Σ_b x_r[j, b].
+            g = Flux.gradient(
+                m -> sum(propagate(m, x, RadiusSpec(:abs; lam = 0.0)).r),
+                layer,
+            )
+            @test g[1].weight == [0.0 1.0; -1.0 0.0]
+            # lam = 0.1: y_r has λ|W|·|x_c|, whose ∂/∂x_c is λ·|W|ᵀ·1 .* sign(x_c).
+            s = RadiusSpec(:abs; lam = 0.1)
+            gc = Flux.gradient(c -> sum(propagate(layer, Interval(c, x.r), s).r), x.c)[1]
+            @test gc ≈ 0.1 .* (abs.(layer.weight)' * ones(2, 2)) .* sign.(x.c)
+            @test gc[2, 1] == 0
+        end
         @testset "dense and crosscor are sound (sampled)" begin
             rng = Random.MersenneTwister(1)
             dense = Flux.Dense(randn(rng, 4, 6), randn(rng, 4))
