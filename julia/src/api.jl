@@ -135,6 +135,7 @@ end
 
 Returns the loss of one APP step; `lr`, when given, sets the learning rate
 first (the Python side owns the schedule, and the ramp of `lam` and `kappa`).
+A non-finite loss comes back as it is, with the trainer unchanged.
 """
 function api_step!(
     t::APPTrainer,

@@ -61,11 +61,14 @@ end
 
 Returns the batch's training loss after one APP step: gradient of the loss,
 optimiser update of `model` in place, then the range clamp if `spec.clamp`
-is set.
+is set. A non-finite loss is returned with `model` and `opt_state` left as
+they were: the caller stops the run (Python raises `TrainingDiverged` and
+keeps the last good checkpoint); an exception would reach Python as a bare
+`JuliaError` instead.
 """
 function app_step!(model, opt_state, x, y, eps::Real, spec::RadiusSpec; kw...)
     loss, grad = loss_and_gradient(model, x, y, eps, spec; kw...)
-    isfinite(loss) || throw(DomainError(loss, "APP training loss is not finite"))
+    isfinite(loss) || return loss
     Optimisers.update!(opt_state, model, grad)
     spec.clamp === nothing || clamp_params!(model, spec.clamp)
     return loss
@@ -95,6 +98,7 @@ end
 
 Returns the loss of one APP step on the batch `(x, y)` with the trainer's settings;
 `lam` and `kappa` override them for this step (the Python side ramps both).
+`t.steps` counts the steps applied: a non-finite loss applies none.
 """
 function app_step!(t::APPTrainer, x, y, eps::Real; lam = t.spec.lam, kappa = t.kappa)
     loss = app_step!(
@@ -108,7 +112,7 @@ function app_step!(t::APPTrainer, x, y, eps::Real; lam = t.spec.lam, kappa = t.k
         kappa = kappa,
         margin = t.margin,
     )
-    t.steps += 1
+    isfinite(loss) && (t.steps += 1)
     return loss
 end
 
@@ -118,13 +122,16 @@ end
 Returns the mean training loss over one pass of `batches`. Each item goes
 through `prepare` (the Python bridge converts arrays there) to give `(x, y)`;
 `schedule(i)` gives the ramped `(eps, lam)` of the i-th batch of the epoch.
+The first non-finite batch loss ends the epoch and is returned.
 """
 function app_epoch!(t::APPTrainer, batches; schedule, prepare = identity)
     total, n = 0.0, 0
     for (i, item) in enumerate(batches)
         x, y = prepare(item)
         eps, lam = schedule(i)
-        total += app_step!(t, x, y, eps; lam = lam)
+        loss = app_step!(t, x, y, eps; lam = lam)
+        isfinite(loss) || return loss
+        total += loss
         n += 1
     end
     n > 0 || throw(ArgumentError("app_epoch! got no batches"))

@@ -253,6 +253,22 @@ end
             ))
             @test all(p -> all(abs.(p) .<= 0.08f0), new)
         end
+        @testset "a non-finite loss is returned and changes nothing" begin
+            t = APPTrainer(cnn4(params...), make_optimiser("sgd"; lr = 0.1), spec)
+            bad = copy(x)
+            bad[1] = NaN32
+            loss = app_step!(t, bad, y, 0.01f0) # no DomainError
+            @test isnan(loss)
+            @test all(map(==, APProp.cnn4_parameters(t.model), params))
+            @test t.steps == 0
+            @test isnan(app_epoch!(
+                t,
+                [(bad, y), (x, y)];
+                schedule = i -> (0.01f0, spec.lam),
+            ))
+            @test t.steps == 0
+            @test isfinite(app_step!(t, x, y, 0.01f0)) && t.steps == 1
+        end
         @testset "TorchMomentum keeps PyTorch's velocity" begin
             st = Optimisers.setup(TorchMomentum(0.5, 0.9), [1.0])
             st, p = Optimisers.update(st, [1.0], [2.0]) # v = 2, p = 1 - 0.5·2
