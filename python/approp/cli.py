@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -15,10 +16,16 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from .checkpoint import CheckpointError
-from .config import ConfigError, RunConfig
-from .data import DataError
-from .train.loop import TrainingDiverged
+from .julia._runtime import preload_for_argv
+
+# With --engine julia, juliacall must be imported before torch (juliacall warns
+# that the other order may segfault); the imports below pull torch in.
+preload_for_argv(sys.argv[1:])
+
+from .checkpoint import CheckpointError  # noqa: E402
+from .config import ConfigError, RunConfig  # noqa: E402
+from .data import DataError  # noqa: E402
+from .train.loop import TrainingDiverged  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 err_console = Console(stderr=True)
@@ -186,6 +193,24 @@ def reproduce(
                   device=device, progress=not quiet)
     typer.echo(json.dumps({"out": str(target), "report": str(summary.files["report.md"]),
                            "cells": {o.name: o.status for o in summary.outcomes}}))
+
+
+@app.command()
+@user_errors
+def sweep(
+    config: Annotated[Path, typer.Argument(help="sweep .toml file (e.g. configs/sweeps/app_recipe.toml)")],
+    out: Annotated[Path, typer.Option(help="output directory: one run per variant, sweep.md/.csv")],
+    only: Annotated[Optional[str], typer.Option(help="glob over variant keys")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Train every variant of a sweep and score it on the validation split (never on test data)."""
+    from .experiments.sweep import load_sweep, run_sweep
+
+    spec = load_sweep(config, data_dir=str(data_dir) if data_dir else None)
+    rows = run_sweep(spec, out, only=only, progress=not quiet)
+    typer.echo(json.dumps({"out": str(out), "table": str(out / "sweep.md"),
+                           "scored": [r["key"] for r in rows if r["scores"]]}))
 
 
 @app.command()

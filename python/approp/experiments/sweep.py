@@ -1,0 +1,158 @@
+"""Hyperparameter sweeps scored on the validation split, never on test data.
+
+    approp sweep configs/sweeps/app_recipe.toml --out runs/sweep
+
+A sweep file::
+
+    [sweep]            name, description, eval_eps (label such as "2/255": every variant is
+                       scored at this ε, whatever it trained with), val_n, pgd_steps
+    [run.SECTION]      the RunConfig every variant starts from; data.val_split must be > 0
+    [variants.KEY]     label, note, and RunConfig sections to override (train = {...}, ...)
+
+Each variant trains into OUT/KEY (resuming per epoch like any run), then
+OUT/KEY/val.json records clean, PGD and verified accuracy on the first `val_n`
+held-out training images; a finished variant is skipped on the next call.
+OUT/sweep.md and OUT/sweep.csv tabulate every variant with 95 % Wilson intervals.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import stats
+from ..attacks import pgd_correct
+from ..config import ConfigError, RunConfig
+from ..data import load_validation
+from ..metrics import clean_accuracy, verified_accuracy
+from .preset import AlgoSpec, _algo, parse_eps
+from .tables import write_table
+
+VAL = "val.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One setting of the sweep: its key (folder), label, note and full training config."""
+
+    key: str
+    label: str
+    note: str
+    config: RunConfig
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep: variants scored at one ε on the first val_n validation images."""
+
+    name: str
+    description: str
+    eval_eps_label: str
+    val_n: int
+    pgd_steps: int
+    variants: tuple[Variant, ...]
+
+    @property
+    def eval_eps(self) -> float:
+        return parse_eps(self.eval_eps_label)
+
+
+def load_sweep(path: Path | str, data_dir: str | None = None) -> Sweep:
+    """Returns the Sweep in a TOML file; ConfigError on anything invalid (checked before any training)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"sweep file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    head = raw.get("sweep", {})
+    base = RunConfig.from_dict(raw.get("run", {}))
+    if data_dir is not None:
+        base = base.replace(data={"data_dir": str(data_dir)})
+    if base.data.val_split <= 0:
+        raise ConfigError(f"{path}: a sweep is scored on held-out data; set [run.data] val_split > 0")
+    table = raw.get("variants", {})
+    variants = []
+    for key in table:
+        notes = {k: table[key].pop(k) for k in ("note",) if k in table[key]}
+        spec: AlgoSpec = _algo(key, table, path)
+        variants.append(Variant(key, spec.label, notes.get("note", ""), spec.apply(base)))
+    if not variants:
+        raise ConfigError(f"{path}: a sweep needs at least one [variants.KEY]")
+    sweep = Sweep(head.get("name", path.stem), head.get("description", ""), str(head.get("eval_eps", "2/255")),
+                  int(head.get("val_n", 2000)), int(head.get("pgd_steps", 20)), tuple(variants))
+    sweep.eval_eps  # validates the label
+    return sweep
+
+
+def score_variant(model: torch.nn.Module, cfg: RunConfig, sweep: Sweep) -> dict[str, Any]:
+    """Returns clean, PGD and verified accuracy of a trained model on the first val_n validation images."""
+    val = load_validation(cfg.data, cfg.train.device).take(sweep.val_n)
+    bs = cfg.data.eval_batch_size
+    eps = sweep.eval_eps
+    return {
+        "n": len(val),
+        "eps": eps,
+        "clean_acc": clean_accuracy(model, val, bs),
+        "pgd_acc": pgd_correct(model, val, eps, steps=sweep.pgd_steps, batch_size=bs).float().mean().item(),
+        "verified_acc": verified_accuracy(model, val, eps, cfg.radius, batch_size=bs),
+    }
+
+
+def run_sweep(sweep: Sweep, out: Path, only: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Returns each variant's row after training and scoring it (finished variants are read back)."""
+    from ..train import fit
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for v in sweep.variants:
+        if only is not None and not fnmatch.fnmatch(v.key, only):
+            continue
+        folder = out / v.key
+        done = folder / VAL
+        if done.is_file() and json.loads(done.read_text()).get("config") == v.config.to_dict():
+            continue
+        result = fit(v.config, folder, progress=progress)
+        scores = score_variant(result.model, v.config, sweep)
+        done.write_text(json.dumps({"config": v.config.to_dict(), **scores}, indent=2))
+    rows = [_row(v, out / v.key) for v in sweep.variants]
+    write_sweep_table(sweep, rows, out)
+    return rows
+
+
+def _row(v: Variant, folder: Path) -> dict[str, Any]:
+    path = folder / VAL
+    scores = json.loads(path.read_text()) if path.is_file() else {}
+    history = folder / "metrics.jsonl"
+    epochs = [json.loads(line) for line in history.read_text().splitlines() if line.strip()] if history.is_file() else []
+    return {"key": v.key, "label": v.label, "note": v.note, "scores": scores, "epochs": epochs}
+
+
+def write_sweep_table(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
+    """Returns the (md, csv) paths of the sweep's table: validation accuracies with 95 % intervals."""
+    table = []
+    for r in rows:
+        s, ep = r["scores"], r["epochs"]
+        n = s.get("n", 0)
+        cell = lambda key: str(stats.from_share(s[key], n)) if key in s else "–"  # noqa: E731
+        table.append({
+            "variant": r["key"], "what changed": r["label"],
+            "val clean": cell("clean_acc"), "val PGD": cell("pgd_acc"), "val verified": cell("verified_acc"),
+            "clean by epoch": " ".join(f"{100 * e['clean_acc']:.0f}" for e in ep) or "–",
+            "train s": f"{sum(e['train_seconds'] for e in ep):.0f}" if ep else "–",
+        })
+    n = next((r["scores"]["n"] for r in rows if r["scores"]), sweep.val_n)
+    caption = (f"{sweep.description}\n\nAccuracy in % with 95 % Wilson intervals on the first {n} validation "
+               f"images (held-out training images, never test data), at ε = {sweep.eval_eps_label} on the pixel "
+               "scale whatever ε the variant trained with; PGD-"
+               f"{sweep.pgd_steps}; verified: interval bounds over the variant's own parameter box. "
+               "'clean by epoch': clean accuracy (%) on all validation images after each epoch.")
+    return write_table(table, Path(out) / "sweep", caption)
+
