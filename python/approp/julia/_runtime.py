@@ -96,12 +96,14 @@ def find_julia() -> str | None:
     """Returns the path of the julia executable to use, or None.
 
     Order: PYTHON_JULIACALL_EXE, JULIA, PYTHON_JULIAPKG_EXE, `julia` on PATH,
-    juliaup's default link. Nothing is downloaded.
+    juliaup's default link; a variable that is set but names no executable is
+    skipped, so the next candidate is tried. Nothing is downloaded.
     """
     for var in ("PYTHON_JULIACALL_EXE", "JULIA", "PYTHON_JULIAPKG_EXE"):
         value = os.environ.get(var)
-        if value:
-            return shutil.which(value) or (value if Path(value).is_file() else None)
+        found = shutil.which(value) if value else None
+        if found:
+            return found
     found = shutil.which("julia")
     if found:
         return found
