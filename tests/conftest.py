@@ -8,9 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from approp.data import FOLDER
+from approp.julia import preload
+
+# Where the Julia engine can start, juliacall must be imported before torch
+# (juliacall warns that the other order may segfault); elsewhere a no-op.
+preload()
+
+import torch  # noqa: E402
+
+from approp.data import FOLDER  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

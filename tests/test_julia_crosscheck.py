@@ -3,6 +3,8 @@
 Identical weights and inputs through both engines must give the same bounds,
 worst-case loss, gradients (to 1e-5 relative) and the same weights after one
 APP step. Skipped, with the reason, where no Julia runtime is set up.
+juliacall is imported before torch by conftest.py (`approp.julia.preload()`),
+which pytest imports before this module.
 """
 
 from __future__ import annotations

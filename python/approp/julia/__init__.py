@@ -1,9 +1,11 @@
 """The Julia engine: APProp (the Julia package in julia/) called through juliacall.
 
-Importing this package starts nothing: juliacall is imported, and Julia
-started, on the first `get_engine()`. Where no Julia runtime exists that call
-raises `JuliaUnavailableError`, whose message says what is missing and how to
-install it; nothing is downloaded on its own.
+Importing this package starts nothing (and imports no torch): juliacall is
+imported, and Julia started, on the first `get_engine()`, or earlier by
+`preload()`, which a program using the Julia engine calls before importing
+torch (juliacall warns that the other order may segfault). Where no Julia
+runtime exists `get_engine()` raises `JuliaUnavailableError`, whose message
+says what is missing and how to install it; nothing is downloaded on its own.
 
     from approp import julia
     julia.setup()                  # once: Pkg.instantiate() of the pinned environment
@@ -20,6 +22,7 @@ from ._runtime import (
     SetupReport,
     availability,
     find_julia,
+    preload,
     project_dir,
     setup,
 )
@@ -33,6 +36,7 @@ __all__ = [
     "availability",
     "find_julia",
     "get_engine",
+    "preload",
     "project_dir",
     "setup",
 ]

@@ -20,6 +20,9 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,18 +235,83 @@ def julia_main() -> Any:
     global _MAIN
     if _MAIN is not None:
         return _MAIN
+    main = _import_juliacall().Main
+    main.seval("using APProp")
+    _MAIN = main
+    return main
+
+
+TORCH_FIRST = (
+    "torch was imported before juliacall, which juliacall warns may segfault (both load "
+    "their own libstdc++/OpenMP). Call approp.julia.preload() before importing torch; "
+    "the approp command does so when --engine julia is given."
+)
+
+
+def _import_juliacall() -> Any:
+    """Returns the juliacall module (Julia started), pointed at the pinned environment first.
+
+    Raises JuliaUnavailableError where juliacall, Julia or the one-time setup is missing.
+    """
     ok, reason = availability()
     if not ok:
         raise JuliaUnavailableError(reason)
     exe, _ = _require_julia()
-    project = project_dir()
-    configure(exe, project)
+    configure(exe, project_dir())
+    if "juliacall" not in sys.modules and "torch" in sys.modules:
+        warnings.warn(TORCH_FIRST, RuntimeWarning, stacklevel=3)
     import juliacall
 
-    main = juliacall.Main
-    main.seval("using APProp")
-    _MAIN = main
-    return main
+    return juliacall
+
+
+def preload() -> bool:
+    """Returns whether juliacall is imported now, importing it (Julia started) where it can be.
+
+    Call it before `import torch` in a process that will use the Julia
+    engine: juliacall 0.9.3x warns that importing torch first may segfault.
+    Where the engine cannot start it does nothing and returns False; the
+    engine's own JuliaUnavailableError says why when it is asked for.
+    """
+    if "juliacall" in sys.modules:
+        return True
+    try:
+        _import_juliacall()
+    except JuliaUnavailableError:
+        return False
+    return True
+
+
+def engine_requested(argv: Sequence[str]) -> bool:
+    """Returns whether the command line `argv` selects the Julia engine.
+
+    `--engine julia` or `--engine=julia` (the last --engine wins, as for the
+    CLI), else a `--config` TOML file whose [train] engine is "julia".
+    """
+    given: dict[str, str] = {}
+    for i, arg in enumerate(argv):
+        for name in ("--engine", "--config"):
+            if arg == name and i + 1 < len(argv):
+                given[name] = argv[i + 1]
+            elif arg.startswith(name + "="):
+                given[name] = arg[len(name) + 1 :]
+    if "--engine" in given:
+        return given["--engine"] == "julia"
+    return "--config" in given and _config_engine(Path(given["--config"])) == "julia"
+
+
+def _config_engine(path: Path) -> Any:
+    """Returns the [train] engine of the TOML config at `path`, or None (unreadable: the CLI reports it)."""
+    try:
+        train = tomllib.loads(path.read_text()).get("train")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    return train.get("engine") if isinstance(train, dict) else None
+
+
+def preload_for_argv(argv: Sequence[str]) -> bool:
+    """Returns whether juliacall was imported: `preload()` when `argv` selects the Julia engine."""
+    return engine_requested(argv) and preload()
 
 
 def load_cuda() -> None:

@@ -6,6 +6,13 @@ the same data order and schedule. After each epoch the parameters are copied
 back into the PyTorch model, which the loop evaluates and checkpoints in the
 shared format. On resume the Julia optimiser restarts from the checkpointed
 weights with fresh momentum (its state is not part of the checkpoint).
+
+Import order: torch is already imported here, so juliacall has to have been
+imported earlier, by `approp.julia.preload()` (the approp command calls it
+for --engine julia); otherwise juliacall warns that the process may segfault.
+A non-finite batch loss comes back from Julia with the model unchanged and
+ends the epoch early, so the loop raises TrainingDiverged and the last good
+checkpoint stays.
 """
 
 from __future__ import annotations

@@ -1,0 +1,227 @@
+"""The Python half of the Julia bridge, checked without Julia: finding Julia, import order, divergence.
+
+A fake `juliacall` package (tmp folder on PYTHONPATH) and a fake `julia`
+script that answers `--version` stand in for the runtime; the fake records
+whether torch was already imported when it was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from approp import julia
+from approp.checkpoint import load_model
+from approp.config import RunConfig
+from approp.julia import _runtime
+from approp.train import TrainingDiverged, fit
+
+REPO = Path(__file__).resolve().parents[1]
+JULIA_VARS = ("PYTHON_JULIACALL_EXE", "JULIA", "PYTHON_JULIAPKG_EXE")
+
+FAKE_JULIACALL = '''
+import os, sys
+with open(os.environ["FAKE_JULIACALL_RECORD"], "w") as fh:
+    fh.write("torch-first" if "torch" in sys.modules else "juliacall-first")
+
+class _Main:
+    def seval(self, code):
+        raise RuntimeError("fake juliacall: no Julia here")
+
+Main = _Main()
+'''
+
+
+def _fake_julia(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\necho 'julia version 1.10.4'\n")
+    path.chmod(0o755)
+    return path
+
+
+class TestFindJulia:
+    @pytest.fixture(autouse=True)
+    def _clean_env(self, tmp_path, monkeypatch):
+        for var in JULIA_VARS:
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    def test_a_set_but_invalid_variable_is_skipped(self, tmp_path, monkeypatch):
+        good = _fake_julia(tmp_path / "bin" / "julia-1.10")
+        monkeypatch.setenv("PYTHON_JULIACALL_EXE", str(tmp_path / "missing" / "julia"))
+        monkeypatch.setenv("JULIA", str(good))
+        assert _runtime.find_julia() == str(good)
+
+    def test_all_variables_invalid_falls_through_to_path(self, tmp_path, monkeypatch):
+        on_path = _fake_julia(tmp_path / "path" / "julia")
+        for var in JULIA_VARS:
+            monkeypatch.setenv(var, str(tmp_path / "missing" / var))
+        monkeypatch.setenv("PATH", str(on_path.parent))
+        assert _runtime.find_julia() == str(on_path)
+
+    def test_variables_keep_their_order(self, tmp_path, monkeypatch):
+        first = _fake_julia(tmp_path / "a" / "julia")
+        monkeypatch.setenv("PYTHON_JULIAPKG_EXE", str(_fake_julia(tmp_path / "c" / "julia")))
+        monkeypatch.setenv("PYTHON_JULIACALL_EXE", str(first))
+        assert _runtime.find_julia() == str(first)
+
+    def test_none_when_nothing_is_found(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("JULIA", str(tmp_path / "missing" / "julia"))
+        assert _runtime.find_julia() is None
+
+
+class TestEngineRequested:
+    @pytest.mark.parametrize(
+        ("argv", "expected"),
+        [
+            (["train", "--engine", "julia", "--out", "r"], True),
+            (["bounds", "r", "--engine=julia"], True),
+            (["train", "--engine", "torch"], False),
+            (["train", "--engine", "julia", "--engine", "torch"], False),
+            (["train", "--out", "julia"], False),
+            (["train", "--engine"], False),
+            ([], False),
+        ],
+    )
+    def test_command_line(self, argv, expected):
+        assert _runtime.engine_requested(argv) is expected
+
+    def test_config_file(self, tmp_path):
+        cfg = tmp_path / "cfg.toml"
+        cfg.write_text('[train]\nengine = "julia"\n')
+        assert _runtime.engine_requested(["train", "--config", str(cfg)])
+        assert _runtime.engine_requested([f"--config={cfg}"])
+        assert not _runtime.engine_requested(["--config", str(cfg), "--engine", "torch"])
+        cfg.write_text("[train]\nepochs = 2\n")
+        assert not _runtime.engine_requested(["--config", str(cfg)])
+        assert not _runtime.engine_requested(["--config", str(tmp_path / "missing.toml")])
+
+
+def _fake_runtime_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """Returns (environment, record file) in which the Julia engine looks available, juliacall being fake."""
+    pkg = tmp_path / "site" / "juliacall"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(FAKE_JULIACALL)
+    exe = _fake_julia(tmp_path / "bin" / "julia")
+    cache = tmp_path / "cache"
+    stamp = cache / "approp" / "julia-setup.json"
+    stamp.parent.mkdir(parents=True)
+    project = _runtime.project_dir()
+    digest = _runtime._manifest_digest(project)
+    stamp.write_text(json.dumps({"project": str(project), "manifest_sha256": digest}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON_JULIA", "JULIA"))}
+    record = tmp_path / "record.txt"
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(pkg.parent), env.get("PYTHONPATH", "")]),
+        JULIA=str(exe),
+        XDG_CACHE_HOME=str(cache),
+        FAKE_JULIACALL_RECORD=str(record),
+    )
+    return env, record
+
+
+def _run(code: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+        cwd=REPO, timeout=120, check=False,
+    )
+
+
+CLI = "from approp.cli import app; app()"
+
+
+class TestImportOrder:
+    def test_cli_with_julia_engine_imports_juliacall_before_torch(self, tmp_path):
+        env, record = _fake_runtime_env(tmp_path)
+        proc = _run(CLI, ["train", "--engine", "julia", "--help"], env)
+        assert proc.returncode == 0, proc.stderr
+        assert record.read_text() == "juliacall-first"
+
+    def test_config_selecting_julia_imports_juliacall_before_torch(self, tmp_path):
+        env, record = _fake_runtime_env(tmp_path)
+        cfg = tmp_path / "cfg.toml"
+        cfg.write_text('[train]\nengine = "julia"\n')
+        proc = _run(CLI, ["train", "--config", str(cfg), "--help"], env)
+        assert proc.returncode == 0, proc.stderr
+        assert record.read_text() == "juliacall-first"
+
+    def test_default_engine_never_imports_juliacall(self, tmp_path):
+        env, record = _fake_runtime_env(tmp_path)
+        code = "import sys\nimport approp.cli\nassert 'juliacall' not in sys.modules, 'imported'"
+        proc = _run(code, ["train", "--out", "r"], env)
+        assert proc.returncode == 0, proc.stderr
+        assert not record.exists()
+
+    def test_test_suite_imports_juliacall_before_torch(self, tmp_path):
+        env, record = _fake_runtime_env(tmp_path)
+        proc = _run(f"import runpy; runpy.run_path({str(REPO / 'tests' / 'conftest.py')!r})", [], env)
+        assert proc.returncode == 0, proc.stderr
+        assert record.read_text() == "juliacall-first"
+
+    def test_late_start_warns_with_the_fix(self, tmp_path):
+        env, record = _fake_runtime_env(tmp_path)
+        proc = _run("import torch\nfrom approp import julia\nassert julia.preload()", [], env)
+        assert proc.returncode == 0, proc.stderr
+        assert record.read_text() == "torch-first"
+        assert "approp.julia.preload() before importing torch" in proc.stderr
+
+
+class FakeTrainer:
+    """Returns losses like JuliaTrainer.step: finite until step `nan_at` (1-based), then NaN."""
+
+    def __init__(self, params: dict[str, np.ndarray], nan_at: int) -> None:
+        self.start = {k: v.copy() for k, v in params.items()}
+        self.steps, self.nan_at, self.applied = 0, nan_at, 0
+
+    def step(self, x, y, eps, lam=None, lr=None, kappa=None) -> float:
+        assert isinstance(x, np.ndarray) and x.dtype == np.float32 and x.shape[1:] == (3, 32, 32)
+        assert y.shape == (x.shape[0],) and 0 <= y.min() and y.max() < 10
+        assert all(isinstance(v, numbers.Real) for v in (eps, lam, lr, kappa))
+        self.steps += 1
+        if self.steps == self.nan_at:
+            return math.nan
+        self.applied += 1
+        return 1.0
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {k: v + 0.01 * self.applied for k, v in self.start.items()}
+
+
+class FakeEngine:
+    def __init__(self, nan_at: int) -> None:
+        self.nan_at, self.trainers = nan_at, []
+
+    def trainer(self, params, radius, **kw):
+        self.trainers.append(FakeTrainer(params, self.nan_at))
+        return self.trainers[-1]
+
+
+def test_nan_from_julia_stops_the_run_and_keeps_the_last_good_checkpoint(
+    cifar_dir, tmp_path, monkeypatch
+):
+    cfg = RunConfig().replace(
+        data={"data_dir": str(cifar_dir), "subset": 128, "test_subset": 64, "batch_size": 32},
+        train={"epochs": 3, "engine": "julia", "algo": "app", "warmup_epochs": 0, "ramp_epochs": 1},
+    )
+    steps = 128 // 32
+    engine = FakeEngine(nan_at=steps + 2)
+    monkeypatch.setattr(julia, "get_engine", lambda device: engine)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, batch 2.*checkpoint after epoch 1 is kept"):
+        fit(cfg, tmp_path, progress=False)
+    model, meta = load_model(tmp_path)
+    assert meta["epoch"] == 0 and meta["engine"] == "julia"
+    good = engine.trainers[0].start
+    for name, value in model.state_dict().items():
+        expected = torch.from_numpy(good[name] + 0.01 * steps)
+        torch.testing.assert_close(value, expected, rtol=0, atol=1e-6, msg=name)
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
