@@ -93,10 +93,11 @@ class TestTables:
         preset = load_preset(write_preset(tmp_path / "tiny.toml"))
         results = [
             CellResult("0.001", "app_tanh", "APP(tanh)", clean=0.5, autoattack=0.25, verified=0.125,
-                       flipped={0.02: 0.1, 0.1: 0.3}),
-            CellResult("0.001", "awp", "AWP", clean=0.4, autoattack=0.2, flipped={0.02: 0.2, 0.1: 0.5}),
-            CellResult("2/255", "app_tanh", "APP(tanh)", clean=0.3),
-            CellResult("2/255", "awp", "AWP", clean=0.6, autoattack=0.35, autoattack_clean=0.5),
+                       flipped={0.02: 0.1, 0.1: 0.3}, n=1000),
+            CellResult("0.001", "awp", "AWP", clean=0.4, autoattack=0.2, flipped={0.02: 0.2, 0.1: 0.5}, n=1000),
+            CellResult("2/255", "app_tanh", "APP(tanh)", clean=0.3, n=1000),
+            CellResult("2/255", "awp", "AWP", clean=0.6, autoattack=0.35, autoattack_clean=0.5, n=1000,
+                       autoattack_n=200),
         ]
         files = write_tables(preset, results, tmp_path)
         t1 = {(r["ε"], r["algorithm"]): r for r in read_csv(files["table1.csv"])}
@@ -108,16 +109,42 @@ class TestTables:
         assert t1[("2/255", "AWP")]["clean on AA points"] == "50.00"
         assert t1[("2/255", "AWP")]["AutoAttack (thesis)"] == "44.16"
         assert t1[("2/255", "APP(tanh)")]["clean (thesis)"] == "63.8"
-        assert t1[("2/255", "APP(tanh)")]["AutoAttack"] == "–"
+        assert t1[("2/255", "APP(tanh)")]["AutoAttack"] == ""
         t2 = {(r["ε"], r["algorithm"]): r for r in read_csv(files["table2.csv"])}
         assert t2[("0.001", "APP(tanh)")]["λ=0.02"] == "10.00"
         assert t2[("0.001", "APP(tanh)")]["λ=0.02 (thesis)"] == "27"
         assert t2[("0.001", "APP(tanh)")]["λ=0.1 (thesis)"] == "41"
         assert t2[("0.001", "AWP")]["λ=0.1"] == "50.00"
         assert t2[("0.001", "AWP")]["λ=0.1 (thesis)"] == "45"
-        assert t2[("2/255", "AWP")]["λ=0.02 (thesis)"] == "–"  # the thesis gives table 2 for ε=0.001 only
+        assert t2[("2/255", "AWP")]["λ=0.02 (thesis)"] == "6"  # DESIGN.md lists all four ε rows
+
+    def test_every_share_carries_its_wilson_interval(self, tmp_path):
+        preset = load_preset(write_preset(tmp_path / "tiny.toml"))
+        results = [
+            CellResult("0.001", "app_tanh", "APP(tanh)", clean=0.5, autoattack=0.25, verified=0.125,
+                       flipped={0.02: 0.1, 0.1: 0.3}, n=1000, autoattack_n=500,
+                       correct_before={0.02: 0.5, 0.1: 0.5}),
+            CellResult("0.001", "awp", "AWP", clean=0.4, autoattack=0.22, flipped={0.02: 0.2, 0.1: 0.5}, n=1000,
+                       correct_before={0.02: 0.4, 0.1: 0.4}),
+        ]
+        files = write_tables(preset, results, tmp_path)
+        t1 = {r["algorithm"]: r for r in read_csv(files["table1.csv"])}
+        # Wilson 95 % for 500/1000: [46.91, 53.09]; AutoAttack 125/500: [21.41, 28.97];
+        # verified 125/1000: [10.59, 14.70].
+        assert (t1["APP(tanh)"]["clean low"], t1["APP(tanh)"]["clean high"]) == ("46.91", "53.09")
+        assert (t1["APP(tanh)"]["AutoAttack low"], t1["APP(tanh)"]["AutoAttack high"]) == ("21.40", "28.98")
+        assert (t1["APP(tanh)"]["verified low"], t1["APP(tanh)"]["verified high"]) == ("10.59", "14.69")
         md = files["table1.md"].read_text()
-        assert "| 0.001 | APP(tanh) | 50.00 | 68.15 | 25.00 | 42.75 | 12.50 |" in md
+        assert "| 0.001 | APP(tanh) | 50.0 [46.9, 53.1] | 68.15 | 25.0 [21.4, 29.0] | 42.75 | 12.5 [10.6, 14.7] |" in md
+        # The flipped share's denominator is the points correct before the attack (500 and 400).
+        t2 = {r["algorithm"]: r for r in read_csv(files["table2.csv"])}
+        assert (t2["APP(tanh)"]["λ=0.02 low"], t2["APP(tanh)"]["λ=0.02 high"]) == ("7.67", "12.94")
+        assert (t2["AWP"]["λ=0.02 low"], t2["AWP"]["λ=0.02 high"]) == ("16.37", "24.20")
+        verdicts = {(r["measure"], r["A"], r["B"]): r["verdict"] for r in read_csv(files["comparisons.csv"])}
+        # 50 % vs 40 % of 1000 is decided; the parameter attack at λ = 0.02 flips fewer for APP (lower is better).
+        assert verdicts[("clean", "APP(tanh)", "AWP")] == "APP(tanh) better"
+        assert verdicts[("param. attack λ=0.02", "APP(tanh)", "AWP")] == "APP(tanh) better"
+        assert verdicts[("AutoAttack", "APP(tanh)", "AWP")] == "undecided"  # 25 % of 500 vs 22 % of 1000
 
 
 def _reproduce_cmd(preset: Path, out: Path) -> list[str]:
@@ -148,8 +175,9 @@ def test_killed_reproduce_finishes_without_redoing_finished_cells(cifar_dir, tmp
     assert weights.stat().st_mtime_ns == stamp
     rows = read_csv(out / "table1.csv")
     assert [r["ε"] for r in rows] == ["0.001", "0.01"]
-    assert all(r["clean"] != "–" and r["verified"] != "–" and r["flatness"] != "–" for r in rows)
-    assert all(r["λ=0.1"] != "–" for r in read_csv(out / "table2.csv"))
+    assert all(r["clean"] != "" and r["clean low"] != "" and r["verified"] != "" and r["flatness"] != "–"
+               for r in rows)
+    assert all(r["λ=0.1"] != "" for r in read_csv(out / "table2.csv"))
     report = (out / "report.md").read_text()
     assert "![accuracy vs ε](accuracy_vs_eps.png)" in report and (out / "landscape_eps0.001.png").is_file()
 
@@ -160,5 +188,5 @@ def test_quick_preset_runs_the_whole_grid(cifar_dir, tmp_path):
     assert len(summary.outcomes) == 12
     rows = read_csv(tmp_path / "quick" / "table1.csv")
     assert len(rows) == 12
-    assert all(r[c] != "–" for r in rows for c in ("clean", "AutoAttack", "verified", "flatness"))
-    assert all(r["λ=0.1"] != "–" for r in read_csv(tmp_path / "quick" / "table2.csv"))
+    assert all(r[c] not in ("", "–") for r in rows for c in ("clean", "AutoAttack", "verified", "flatness"))
+    assert all(r["λ=0.1"] != "" for r in read_csv(tmp_path / "quick" / "table2.csv"))

@@ -1,10 +1,14 @@
-"""Plots of the grid: accuracy vs ε per algorithm, and the parameter attack vs λ per algorithm."""
+"""Plots of the grid: accuracy vs ε per algorithm, and the parameter attack vs λ per algorithm.
+
+Every point carries its 95 % Wilson interval as an error bar (see approp.stats).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from .preset import parse_eps
+from ..stats import Proportion
 from .tables import CellResult
 
 ACCURACY = "accuracy_vs_eps.png"
@@ -27,16 +31,25 @@ def _by_algo(results: list[CellResult]) -> dict[str, list[CellResult]]:
     return out
 
 
+def _errorbar(ax, xs: list[float], shares: list[Proportion], label: str) -> None:
+    """Draws shares (in %) at xs with their 95 % intervals as error bars."""
+    ys = [100 * p.value for p in shares]
+    below = [100 * (p.value - p.lower) for p in shares]
+    above = [100 * (p.upper - p.value) for p in shares]
+    ax.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=3, label=label)
+
+
 def plot_accuracy(results: list[CellResult], path: Path) -> Path:
-    """Returns `path` after plotting clean, AutoAttack and verified accuracy (%) against ε, one colour per algorithm."""
+    """Returns `path` after plotting clean, AutoAttack and verified accuracy (%) with 95 % intervals
+    against ε, one colour per algorithm."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharex=True)
     metrics = (("clean", "clean accuracy"), ("autoattack", "AutoAttack accuracy"), ("verified", "verified accuracy"))
     for ax, (attr, title) in zip(axes, metrics):
         for label, rows in _by_algo(results).items():
-            pts = sorted((parse_eps(r.eps_label), getattr(r, attr)) for r in rows if getattr(r, attr) is not None)
+            pts = sorted((parse_eps(r.eps_label), r.share(attr)) for r in rows if r.share(attr) is not None)
             if pts:
-                ax.plot([255 * e for e, _ in pts], [100 * v for _, v in pts], marker="o", label=label)
+                _errorbar(ax, [255 * e for e, _ in pts], [p for _, p in pts], label)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("ε × 255")
         ax.grid(alpha=0.3)
@@ -49,14 +62,15 @@ def plot_accuracy(results: list[CellResult], path: Path) -> Path:
 
 
 def plot_param_attack(results: list[CellResult], path: Path) -> Path:
-    """Returns `path` after plotting the flipped share (%) against λ, one panel per ε, one line per algorithm."""
+    """Returns `path` after plotting the flipped share (%) with 95 % intervals against λ, one panel per ε,
+    one line per algorithm."""
     plt = _pyplot()
     labels = list(dict.fromkeys(r.eps_label for r in results))
     fig, axes = plt.subplots(1, len(labels), figsize=(3.6 * len(labels), 3.2), sharey=True, squeeze=False)
     for ax, eps in zip(axes[0], labels):
         for r in (r for r in results if r.eps_label == eps and r.flipped):
-            lams = sorted(r.flipped)
-            ax.plot(lams, [100 * r.flipped[lam] for lam in lams], marker="o", label=r.algo_label)
+            lams = [lam for lam in sorted(r.flipped) if r.share("flipped", lam) is not None]
+            _errorbar(ax, lams, [r.share("flipped", lam) for lam in lams], r.algo_label)
         ax.set_title(f"ε = {eps}", fontsize=10)
         ax.set_xlabel("λ")
         ax.grid(alpha=0.3)

@@ -54,8 +54,10 @@ def write_report(preset: Preset, out: Path, results: list[CellResult], files: di
     """Returns OUT/report.md after writing it: tables, embedded plots, links to every cell's report."""
     t1 = (out / "table1.md").read_text()
     t2 = (out / "table2.md").read_text()
+    t3 = (out / "comparisons.md").read_text()
     lines = [f"# Reproduction: preset `{preset.name}`", "", preset.description, "",
-             "Tables as CSV: [table1.csv](table1.csv), [table2.csv](table2.csv).", "", t1, "", t2, "",
+             "Tables as CSV: [table1.csv](table1.csv), [table2.csv](table2.csv), "
+             "[comparisons.csv](comparisons.csv).", "", t1, "", t2, "", "## Which differences are decided", "", t3, "",
              "## Plots", "", f"![accuracy vs ε]({ACCURACY})", "", f"![parameter attack vs λ]({PARAM_ATTACK})", ""]
     lines += [f"![{name}]({name})\n" for name in files if name.startswith("landscape")]
     lines += ["## Cells", ""]

@@ -2,7 +2,10 @@
 
 table1: clean, AutoAttack and verified accuracy (and PGD, and the landscape's flatness);
 table2: share of correct points the adversarial parameter attack flips, per λ.
-Both are written as Markdown and CSV; accuracies and shares are in %.
+Both are written as Markdown and CSV; accuracies and shares are in %, each with its
+95 % Wilson interval (Markdown: "v [lo, hi]"; CSV: the value and two more columns
+"… low" and "… high"). `comparisons` says which differences between algorithms
+are larger than their uncertainty (see approp.stats).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import stats
+from ..stats import Proportion
 from .preset import Cell, Preset
 
 
@@ -53,6 +58,25 @@ class CellResult:
     flatness: float | None = None
     n: int | None = None
     autoattack_clean: float | None = None  # clean accuracy on the points AutoAttack ran on
+    autoattack_n: int | None = None  # the points AutoAttack ran on (None: all n)
+    correct_before: dict[float, float] = field(default_factory=dict)  # accuracy before the parameter attack, by λ
+
+    def share(self, name: str, lam: float | None = None) -> Proportion | None:
+        """Returns a measured share with its 95 % interval (None where not measured).
+
+        name: clean, pgd, verified (on n points), autoattack, autoattack_clean (on the
+        AutoAttack points) or flipped (at λ, on the points correct before the attack).
+        """
+        if name == "flipped":
+            value = self.flipped.get(round(lam, 6))
+            base = self.correct_before.get(round(lam, 6), self.clean)
+            count = None if base is None or self.n is None else int(round(base * self.n))
+        else:
+            value = getattr(self, name)
+            count = self.autoattack_n if name.startswith("autoattack") and self.autoattack_n else self.n
+        if value is None or count is None:
+            return None
+        return stats.from_share(value, count)
 
 
 def result_from_eval(cell: Cell, results: dict[str, Any] | None, flatness: float | None = None) -> CellResult:
@@ -63,7 +87,8 @@ def result_from_eval(cell: Cell, results: dict[str, Any] | None, flatness: float
         cell.eps_label, cell.algo.key, cell.algo.label, r.get("clean_acc"), r.get("pgd_acc"),
         aa.get("robust_acc"), r.get("verified_acc"),
         {round(row["lam"], 6): row["flipped"] for row in r.get("param_attack", [])}, flatness, r.get("n"),
-        aa.get("cascade", {}).get("clean"),
+        aa.get("cascade", {}).get("clean"), aa.get("n"),
+        {round(row["lam"], 6): row["acc_before"] for row in r.get("param_attack", [])},
     )
 
 
@@ -73,62 +98,92 @@ def read_eval(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.2f}"
+Value = str | Proportion | None  # a table cell: text, a share with its interval, or not measured
 
 
 def _ref(v: float | None) -> str:
     return "–" if v is None else f"{v:g}"
 
 
-def table1_rows(results: list[CellResult], ref: Reference) -> list[dict[str, str]]:
+def table1_rows(results: list[CellResult], ref: Reference) -> list[dict[str, Value]]:
     """Returns table 1's rows: our clean/AutoAttack beside the thesis's, then verified, PGD, flatness."""
     rows = []
     for r in results:
         theirs = ref.table1.get((r.eps_label, r.algo_key), {})
         rows.append({
             "ε": r.eps_label, "algorithm": r.algo_label,
-            "clean": _pct(r.clean), "clean (thesis)": _ref(theirs.get("clean")),
-            "AutoAttack": _pct(r.autoattack), "AutoAttack (thesis)": _ref(theirs.get("autoattack")),
-            "verified": _pct(r.verified), "PGD": _pct(r.pgd),
+            "clean": r.share("clean"), "clean (thesis)": _ref(theirs.get("clean")),
+            "AutoAttack": r.share("autoattack"), "AutoAttack (thesis)": _ref(theirs.get("autoattack")),
+            "verified": r.share("verified"), "PGD": r.share("pgd"),
             "flatness": "–" if r.flatness is None else f"{r.flatness:.4f}",
             # AutoAttack may run on fewer points than the rest: their clean accuracy, to compare with.
-            "clean on AA points": _pct(r.autoattack_clean),
+            "clean on AA points": r.share("autoattack_clean"),
         })
     return rows
 
 
-def table2_rows(results: list[CellResult], lams: tuple[float, ...], ref: Reference) -> list[dict[str, str]]:
+def table2_rows(results: list[CellResult], lams: tuple[float, ...], ref: Reference) -> list[dict[str, Value]]:
     """Returns table 2's rows: for each λ our flipped share beside the thesis's (where it gives one)."""
     rows = []
     for r in results:
         theirs = dict(zip((round(x, 6) for x in ref.lams), ref.table2.get((r.eps_label, r.algo_key), ())))
-        row = {"ε": r.eps_label, "algorithm": r.algo_label}
+        row: dict[str, Value] = {"ε": r.eps_label, "algorithm": r.algo_label}
         for lam in lams:
-            row[f"λ={lam:g}"] = _pct(r.flipped.get(round(lam, 6)))
+            row[f"λ={lam:g}"] = r.share("flipped", lam)
             row[f"λ={lam:g} (thesis)"] = _ref(theirs.get(round(lam, 6)))
         rows.append(row)
     return rows
 
 
-def markdown(rows: list[dict[str, str]]) -> str:
-    """Returns rows (same keys) as a Markdown table."""
+def _text(v: Value) -> str:
+    return "–" if v is None else str(v)
+
+
+def markdown(rows: list[dict[str, Value]]) -> str:
+    """Returns rows (same keys) as a Markdown table; shares show as 'v [lo, hi]' in %."""
     if not rows:
         return ""
     cols = list(rows[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(row[c] for c in cols) + " |" for row in rows]
+    lines += ["| " + " | ".join(_text(row[c]) for c in cols) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def write_table(rows: list[dict[str, str]], stem: Path, caption: str) -> tuple[Path, Path]:
+def _is_share_column(rows: list[dict[str, Value]], col: str) -> bool:
+    return any(isinstance(r[col], Proportion) for r in rows)
+
+
+def csv_rows(rows: list[dict[str, Value]]) -> tuple[list[str], list[dict[str, str]]]:
+    """Returns (columns, rows) for CSV: a share column becomes value, 'low' and 'high' columns in %."""
+    if not rows:
+        return [], []
+    cols: list[str] = []
+    for c in rows[0]:
+        cols += [c, f"{c} low", f"{c} high"] if _is_share_column(rows, c) else [c]
+    out = []
+    for row in rows:
+        flat: dict[str, str] = {}
+        for c, v in row.items():
+            if isinstance(v, Proportion):
+                flat.update({c: f"{100 * v.value:.2f}", f"{c} low": f"{100 * v.lower:.2f}",
+                             f"{c} high": f"{100 * v.upper:.2f}"})
+            elif _is_share_column(rows, c):
+                flat.update({c: "", f"{c} low": "", f"{c} high": ""})
+            else:
+                flat[c] = "" if v is None else str(v)
+        out.append(flat)
+    return cols, out
+
+
+def write_table(rows: list[dict[str, Value]], stem: Path, caption: str) -> tuple[Path, Path]:
     """Returns the (md, csv) paths after writing the rows to STEM.md (with a caption) and STEM.csv."""
     md, cs = stem.with_suffix(".md"), stem.with_suffix(".csv")
     md.write_text(f"{caption}\n\n{markdown(rows)}")
+    cols, flat = csv_rows(rows)
     with open(cs, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else [])
+        writer = csv.DictWriter(fh, fieldnames=cols)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(flat)
     return md, cs
 
 
@@ -138,12 +193,53 @@ def write_tables(preset: Preset, results: list[CellResult], out: Path) -> dict[s
     n = next((r.n for r in results if r.n), preset.eval.n)
     aa_n = preset.eval.autoattack_n
     aa_on = f"on the first {aa_n} of them, " if aa_n and aa_n < n else ""
-    cap1 = (f"Table 1 — accuracy in % on the first {n} CIFAR-10 test images: clean, AutoAttack (standard, L∞, "
+    cap1 = (f"Table 1 — accuracy in % with 95 % Wilson intervals on the first {n} CIFAR-10 test images: clean, AutoAttack (standard, L∞, "
             f"{aa_on}at the cell's ε), verified (interval bounds over the training box and ball), PGD-20; "
             "thesis numbers beside ours; flatness = mean test-loss increase at a relative weight step "
             f"of ±{preset.landscape.step:g} along a filter-normalised direction (lower is flatter).")
     cap2 = ("Table 2 — adversarial parameter attack in [θ − λ|θ|, θ + λ|θ|]: share (%) of correctly "
-            "classified test points it flips, lower is better; thesis numbers beside ours where given.")
+            "classified test points it flips, with its 95 % Wilson interval over those points, lower is "
+            "better; thesis numbers beside ours where given.")
+    cap3 = ("Which differences between algorithms exceed their uncertainty: A − B in percentage points "
+            "with its 95 % interval (Newcombe's hybrid score interval from the two Wilson intervals); "
+            "'undecided' where the interval contains 0. For the parameter attack lower is better.")
     md1, csv1 = write_table(table1_rows(results, ref), out / "table1", cap1)
     md2, csv2 = write_table(table2_rows(results, preset.eval.param_attack, ref), out / "table2", cap2)
-    return {"table1.md": md1, "table1.csv": csv1, "table2.md": md2, "table2.csv": csv2}
+    md3, csv3 = write_table(comparisons(results, preset.eval.param_attack), out / "comparisons", cap3)
+    return {"table1.md": md1, "table1.csv": csv1, "table2.md": md2, "table2.csv": csv2,
+            "comparisons.md": md3, "comparisons.csv": csv3}
+
+
+# (table column, CellResult.share name, higher is better) of every measure the comparison covers.
+COMPARED = (("clean", "clean", True), ("AutoAttack", "autoattack", True), ("verified", "verified", True),
+            ("PGD", "pgd", True))
+
+
+def comparisons(results: list[CellResult], lams: tuple[float, ...]) -> list[dict[str, Value]]:
+    """Returns one row per (ε, measure, pair of algorithms): the difference with its 95 % interval
+    (Newcombe) and whether it is decided, i.e. larger than its uncertainty.
+
+    Measures: clean, AutoAttack, verified and PGD accuracy, and the parameter attack's flipped
+    share at each λ (where lower is better).
+    """
+    measures = [(col, name, None, True) for col, name, _ in COMPARED]
+    measures += [(f"param. attack λ={lam:g}", "flipped", lam, False) for lam in lams]
+    rows: list[dict[str, Value]] = []
+    for eps in dict.fromkeys(r.eps_label for r in results):
+        group = [r for r in results if r.eps_label == eps]
+        for col, name, lam, higher_better in measures:
+            for i, a in enumerate(group):
+                for b in group[i + 1:]:
+                    pa, pb = a.share(name, lam), b.share(name, lam)
+                    if pa is None or pb is None:
+                        continue
+                    d, lo, hi = stats.difference(pa, pb)
+                    if lo > 0 or hi < 0:
+                        better = a if (d > 0) == higher_better else b
+                        verdict = f"{better.algo_label} better"
+                    else:
+                        verdict = "undecided"
+                    rows.append({"ε": eps, "measure": col, "A": a.algo_label, "B": b.algo_label,
+                                 "A − B (pp)": f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                                 "verdict": verdict})
+    return rows
