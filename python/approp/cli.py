@@ -157,20 +157,26 @@ def evaluate(
     neighbourhood: Annotated[int, typer.Option(help="networks sampled per mode in the box (0: skip)")] = 0,
     param_attack: Annotated[str, typer.Option(help="comma-separated λ of the parameter attack ('' skips)")]
     = "0.02,0.04,0.06,0.08,0.1",
+    statistical: Annotated[int, typer.Option(help="most draws per point of the statistical certificates (0: skip)")]
+    = 0,
+    delta: Annotated[float, typer.Option(help="statistical: confidence 1 - DELTA, jointly over the points")] = 1e-3,
+    p0: Annotated[float, typer.Option(help="statistical: the misclassification probability certified")] = 0.01,
     n: Annotated[int, typer.Option(help="first N test points")] = 1000,
     data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
-    """Evaluate a trained run (clean, PGD, AutoAttack, verified, neighbourhood, parameter attack)."""
+    """Evaluate a trained run (clean, PGD, AutoAttack, verified, neighbourhood, parameter attack, statistical)."""
     from .evaluate import EvalConfig, Evaluator, parse_lams
 
     cfg = EvalConfig(eps=eps, n=n, autoattack=autoattack, autoattack_n=autoattack_n, neighbourhood=neighbourhood,
-                     param_attack=parse_lams(param_attack))
+                     param_attack=parse_lams(param_attack), statistical=statistical, delta=delta, p0=p0)
     results = Evaluator(run_dir, cfg, data_dir=data_dir, device=device, progress=not quiet).run()
     keys = ("clean_acc", "pgd_acc", "verified_acc")
     summary = {k: results.get(k) for k in keys}
     summary["autoattack_acc"] = results.get("autoattack", {}).get("robust_acc")
+    if "statistical" in results:
+        summary["statistical_certified"] = results["statistical"]["summary"]["certified"]
     typer.echo(json.dumps({"run_dir": str(run_dir), **summary}))
 
 

@@ -34,13 +34,18 @@ from .data import Split, load_cifar10
 from .metrics import clean_accuracy, verified_accuracy
 from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
 from .progress import Progress
+from .experiments.statistical_plot import STATISTICAL as STATISTICAL_PLOT
+from .experiments.statistical_plot import plot_statistical
+from .statistical import StatisticalConfig, max_rounds
+from .statistical_views import run_statistical, statistical_markdown
 
 STATE = "eval_state.json"
 RESULTS = "eval.json"
 REPORT = "report.md"
 SECTION = "## Evaluation"
 PARAM_STATE = "eval_param_attack.safetensors"
-STAGES = ("clean", "pgd", "autoattack", "verified", "neighbourhood", "param_attack")
+STAGES = ("clean", "pgd", "autoattack", "verified", "neighbourhood", "param_attack", "statistical")
+STATISTICAL_KEYS = ("statistical", "delta", "p0")  # left out of the resume key while the stage is off
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,9 @@ class EvalConfig:
     verified: bound-based accuracy [True];
     neighbourhood: K sampled networks per mode, 0 skips [0];
     param_attack: the λ of the parameter attack, empty skips [0.02 … 0.1];
-    param_attack_steps: ascent steps per λ [20]; batch_size [500]; seed [0].
+    param_attack_steps: ascent steps per λ [20]; batch_size [500]; seed [0];
+    statistical: most draws per point of the statistical certificates (approp.statistical), 0 skips [0];
+    delta / p0: they certify p ≤ p0 with confidence 1 − delta jointly over the n points [1e-3 / 0.01].
     """
 
     eps: float | None = None
@@ -69,6 +76,9 @@ class EvalConfig:
     param_attack_steps: int = 20
     batch_size: int = 500
     seed: int = 0
+    statistical: int = 0
+    delta: float = 1e-3
+    p0: float = 0.01
 
     def __post_init__(self) -> None:
         if self.eps is not None:
@@ -83,6 +93,12 @@ class EvalConfig:
             raise ConfigError(f"eval.autoattack_n must be a positive integer or unset; got {self.autoattack_n!r}")
         if not isinstance(self.neighbourhood, int) or self.neighbourhood < 0:
             raise ConfigError(f"eval.neighbourhood must be an integer >= 0; got {self.neighbourhood!r}")
+        if not isinstance(self.statistical, int) or isinstance(self.statistical, bool) or self.statistical < 0:
+            raise ConfigError(f"eval.statistical must be an integer >= 0; got {self.statistical!r}")
+        for name in ("delta", "p0"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value < 1:
+                raise ConfigError(f"eval.{name} must be in (0, 1); got {value!r}")
         object.__setattr__(self, "param_attack", tuple(self.param_attack))
         for lam in self.param_attack:
             if not isinstance(lam, (int, float)) or not math.isfinite(lam) or not 0 <= lam < 1:
@@ -91,7 +107,7 @@ class EvalConfig:
     def stages(self) -> tuple[str, ...]:
         """Returns the names of the stages these options run, in order."""
         off = {"autoattack": not self.autoattack, "verified": not self.verified,
-               "neighbourhood": self.neighbourhood == 0, "param_attack": not self.param_attack}
+               "neighbourhood": self.neighbourhood == 0, "param_attack": not self.param_attack, "statistical": self.statistical == 0}
         return tuple(s for s in STAGES if not off.get(s, False))
 
 
@@ -139,6 +155,9 @@ class Evaluator:
         self.key = {"sha256": self.meta.get("sha256"), "eps": self.eps, "n": len(self.test),
                     "config": asdict(self.cfg)}
         self.key["config"]["param_attack"] = list(self.cfg.param_attack)
+        if not self.cfg.statistical:  # states saved before the stage existed stay valid
+            for name in STATISTICAL_KEYS:
+                self.key["config"].pop(name)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -263,6 +282,19 @@ class Evaluator:
         params_path.unlink(missing_ok=True)
         return {"param_attack": [r.to_json() for r in rows]}
 
+    def _stage_statistical(self, state, bar) -> dict[str, Any]:
+        c = self.cfg
+        scfg = StatisticalConfig(samples=c.statistical, delta=c.delta, p0=c.p0, attack_steps=c.pgd_steps,
+                                 seed=c.seed)
+        rounds = max_rounds(scfg)
+        partial = state["partial"].setdefault("statistical", {})
+        done = max((p["rounds"] for p in partial.get("points", [])), default=0)
+        task = bar.add("statistical", total=rounds, completed=done)
+        result = run_statistical(self.model, self.test, self.radius, self.eps, scfg, partial,
+                                 lambda: self.save_state(state), lambda: bar.advance(task))
+        plot_statistical(result, self.run_dir / STATISTICAL_PLOT, f"{self.meta.get('algo')}:")
+        return {"statistical": result}
+
 
 class _StageBar(Progress):
     """The shared progress display with one bar per long stage; does nothing when disabled."""
@@ -298,6 +330,8 @@ def evaluation_markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {mode} | {_pct(c['mean'])} | {_pct(c['min'])} | {_pct(c['spread'])} | "
                          f"{_pct(p['mean'])} | {_pct(p['min'])} | {_pct(p['spread'])} |")
         lines.append("")
+    if "statistical" in r:
+        lines += statistical_markdown(r["statistical"])
     if "param_attack" in r:
         lines += ["Parameter attack in [θ − λ|θ|, θ + λ|θ|]:", "",
                   "| λ | acc before | acc after | flipped |", "|---|---|---|---|"]

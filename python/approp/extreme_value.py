@@ -11,7 +11,9 @@ case over the box, and it says nothing about margins the sampler never comes
 near (an attack can find lower ones). The fit is maximum likelihood with the
 shape held at c ≥ 1 (below 1 the likelihood is unbounded at μ = max), μ
 profiled on a grid above the largest maximum and (c, σ) solved exactly for
-each μ.
+each μ. Where the likelihood keeps rising towards the largest shape or
+location tried, the maxima look Gumbel-like (no endpoint in sight) and the fit
+is flagged `endpoint=False`: its location is then no estimate at all.
 """
 
 from __future__ import annotations
@@ -22,24 +24,29 @@ from dataclasses import dataclass
 import torch
 
 MIN_BLOCKS = 5  # fewer block maxima than this give no estimate
+SHAPE_MAX = 100.0  # a fit pushed to this shape (or to the grid's top) shows no finite endpoint
 _GRID = torch.cat([torch.zeros(1), torch.logspace(-6, 3, 241)]).double()  # μ offsets / spread of the maxima
 
 
 @dataclass(frozen=True)
 class ReverseWeibull:
-    """A fitted reverse Weibull: location μ (the estimated supremum), scale σ, shape c; KS distance of the fit."""
+    """A fitted reverse Weibull: location μ (the estimated supremum), scale σ, shape c; KS distance of the fit.
+
+    endpoint: False where the fit ran to SHAPE_MAX or to the top of the location grid.
+    """
 
     location: float
     scale: float
     shape: float
     ks: float
+    endpoint: bool = True
 
 
 def _shape_mle(y: torch.Tensor) -> torch.Tensor:
     """Returns the Weibull shape MLE c ≥ 1 per row of y (G, K) > 0, solved by bisection on log c."""
     logy = y.log()
     lo = torch.zeros(len(y), dtype=y.dtype)  # log c, c = 1
-    hi = torch.full((len(y),), math.log(1e3), dtype=y.dtype)
+    hi = torch.full((len(y),), math.log(SHAPE_MAX), dtype=y.dtype)
 
     def score(log_c: torch.Tensor) -> torch.Tensor:  # increasing in c; 0 at the MLE
         w = torch.softmax(log_c.exp().unsqueeze(1) * logy, dim=1)  # y^c / Σ y^c, stable
@@ -69,8 +76,9 @@ def fit_reverse_weibull(maxima: torch.Tensor) -> ReverseWeibull:
     k = len(m)
     loglik = k * c.log() - k * c * sigma.log() + (c - 1) * y.log().sum(1) - k
     best = int(loglik.argmax())
+    endpoint = best < len(mu) - 1 and c[best].item() < SHAPE_MAX * (1 - 1e-6)
     return ReverseWeibull(mu[best].item(), sigma[best].item(), c[best].item(),
-                          _ks(m, mu[best], sigma[best], c[best]))
+                          _ks(m, mu[best], sigma[best], c[best]), endpoint)
 
 
 def _ks(m: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, c: torch.Tensor) -> float:

@@ -99,6 +99,15 @@ def round_size(cfg: StatisticalConfig, k: int) -> int:
     return cfg.first_round * 2 ** (k - 1)
 
 
+def max_rounds(cfg: StatisticalConfig) -> int:
+    """Returns the most rounds a point can take before its draws reach cfg.samples."""
+    k, drawn = 0, 0
+    while drawn < cfg.samples:
+        k += 1
+        drawn += round_size(cfg, k)
+    return k
+
+
 def decide(points: list[PointState], idx: list[int], k: int, delta_point: float, p0: float) -> None:
     """Updates bounds and decisions of points[idx] after their round k (bounds at δ_k of δ_pt)."""
     f = torch.tensor([points[i].failures for i in idx])

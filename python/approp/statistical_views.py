@@ -14,6 +14,8 @@ estimate against m*; `compare` counts where it falls.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
@@ -22,11 +24,11 @@ from torch import nn
 from .attacks.joint import joint_attack_margins
 from .bounds import margin_lower_bounds
 from .config import RadiusConfig
-from .data import Split, batches
+from .data import Split, batches, to_float
 from .extreme_value import MIN_BLOCKS, fit_reverse_weibull
 from .radius import parameter_box
 from .sampling import class_margin
-from .statistical import PointState
+from .statistical import PointState, StatisticalConfig, certify, dataset_statement, points_from_json, points_to_json
 
 
 def margin_views(
@@ -52,13 +54,19 @@ def margin_views(
 
 
 def estimates(points: list[PointState]) -> list[dict[str, float] | None]:
-    """Returns per point the extreme-value fit {"estimate": −μ, "shape", "scale", "ks"} (None: too few blocks)."""
+    """Returns per point the extreme-value fit {"estimate": −μ, "shape", "scale", "ks"}.
+
+    None where there are too few blocks or the fit finds no finite endpoint (Gumbel-like maxima).
+    """
     out = []
     for pt in points:
         if len(pt.maxima) < MIN_BLOCKS:
             out.append(None)
             continue
         fit = fit_reverse_weibull(torch.tensor(pt.maxima))
+        if not fit.endpoint:
+            out.append(None)
+            continue
         out.append({"estimate": -fit.location, "shape": fit.shape, "scale": fit.scale, "ks": fit.ks})
     return out
 
@@ -77,3 +85,80 @@ def compare(views: dict[str, list[float]], points: list[PointState],
         "estimate_below_bound": sum(e < b for b, _, e, _ in rows) / n,
         "estimate_le_sampled_min": sum(e <= s for _, _, e, s in rows) / n,
     }
+
+
+def per_point(views: dict[str, list[float]], points: list[PointState],
+              fits: list[dict[str, float] | None]) -> dict[str, list]:
+    """Returns column lists per test point: decision, draws, failures, bounds on p and the three margin views."""
+    def col(f):
+        return [f(i) for i in range(len(points))]
+
+    return {
+        "decision": col(lambda i: points[i].decision), "samples": col(lambda i: points[i].samples),
+        "failures": col(lambda i: points[i].failures), "p_upper": col(lambda i: points[i].upper),
+        "p_lower": col(lambda i: points[i].lower), "clean": views["clean"], "bound": views["bound"],
+        "attack": views["attack"],
+        "sampled_min": col(lambda i: None if math.isinf(points[i].min_margin) else points[i].min_margin),
+        "estimate": col(lambda i: None if fits[i] is None else fits[i]["estimate"]),
+        "shape": col(lambda i: None if fits[i] is None else fits[i]["shape"]),
+        "ks": col(lambda i: None if fits[i] is None else fits[i]["ks"]),
+    }
+
+
+def pct(v: float) -> str:
+    """Returns a share as a percentage with two decimals."""
+    return f"{100 * v:.2f}"
+
+
+def _median(values: list[float]) -> str:
+    vals = sorted(v for v in values if v is not None)
+    return "–" if not vals else f"{vals[len(vals) // 2]:.3g}"
+
+
+def statistical_markdown(stat: dict) -> list[str]:
+    """Returns the report lines of the statistical stage's results (as written to eval.json)."""
+    s, c, pts = stat["summary"], stat["compare"], stat["points"]
+    lines = [f"Statistical certificates ({s['points']} points, at most {stat['config']['samples']} draws each, "
+             f"network uniform in the box and input uniform in the ball): with confidence ≥ 1 − {s['delta']:g} "
+             f"jointly over the points, p ≤ {s['p0']:g} for {pct(s['certified'])} % of them, p > {s['p0']:g} "
+             f"for {pct(s['refuted'])} %, undecided {pct(s['undecided'])} % "
+             f"({s['samples_mean']:.0f} draws per point on average).", "",
+             "| margin view | median over points | meaning |", "|---|---|---|",
+             f"| interval bound | {_median(pts['bound'])} | ≤ every network in the box on every input in the ball |",
+             f"| joint attack | {_median(pts['attack'])} | reached by one network and input: worst case ≤ this |",
+             f"| extreme-value estimate | {_median(pts['estimate'])} | estimate of the sampler's lowest margin "
+             "(median over the points with a fit), not a bound |",
+             f"| lowest sampled | {_median(pts['sampled_min'])} | seen among the draws |",
+             f"| clean | {_median(pts['clean'])} | the midpoint network on x |", "",
+             f"Where the estimate falls ({c['points_with_estimate']} points with a fit): between bound and attack "
+             f"{pct(c['estimate_between'])} %, above the attack {pct(c['estimate_above_attack'])} %, below the "
+             f"bound {pct(c['estimate_below_bound'])} %.", ""]
+    return lines
+
+
+def run_statistical(
+    model: nn.Module, split: Split, radius: RadiusConfig, eps: float, cfg: StatisticalConfig,
+    partial: dict, save: Callable[[], None], on_round: Callable[[], None] | None = None,
+) -> dict:
+    """Returns the statistical results (config, summary, compare, per-point columns) for the split.
+
+    `partial` holds the resumable state (the margin views, then the point states after each
+    round); `save()` is called whenever it changed, so a resumed run repeats at most one round.
+    """
+    if "views" not in partial:
+        partial["views"] = margin_views(model, split, radius, eps, cfg.attack_steps, cfg.seed)
+        save()
+    points = points_from_json(partial["points"]) if "points" in partial else None
+
+    def done_round(k: int, pts: list[PointState]) -> None:
+        partial["points"] = points_to_json(pts)
+        save()
+        if on_round is not None:
+            on_round()
+
+    x = to_float(split.x.clone())  # (N, 3, 32, 32) in [0, 1]
+    pts = certify(model, parameter_box(model, radius), x, split.y, eps, cfg, points, done_round)
+    fits = estimates(pts)
+    views = partial["views"]
+    return {"config": asdict(cfg), "summary": dataset_statement(pts, cfg), "compare": compare(views, pts, fits),
+            "points": per_point(views, pts, fits)}
