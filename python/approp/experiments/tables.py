@@ -60,11 +60,12 @@ class CellResult:
     autoattack_clean: float | None = None  # clean accuracy on the points AutoAttack ran on
     autoattack_n: int | None = None  # the points AutoAttack ran on (None: all n)
     correct_before: dict[float, float] = field(default_factory=dict)  # accuracy before the parameter attack, by λ
+    statistical: float | None = None  # share certified p ≤ p0 at 1 − δ, jointly (approp.statistical)
 
     def share(self, name: str, lam: float | None = None) -> Proportion | None:
         """Returns a measured share with its 95 % interval (None where not measured).
 
-        name: clean, pgd, verified (on n points), autoattack, autoattack_clean (on the
+        name: clean, pgd, verified, statistical (on n points), autoattack, autoattack_clean (on the
         AutoAttack points) or flipped (at λ, on the points correct before the attack).
         """
         if name == "flipped":
@@ -89,6 +90,7 @@ def result_from_eval(cell: Cell, results: dict[str, Any] | None, flatness: float
         {round(row["lam"], 6): row["flipped"] for row in r.get("param_attack", [])}, flatness, r.get("n"),
         aa.get("cascade", {}).get("clean"), aa.get("n"),
         {round(row["lam"], 6): row["acc_before"] for row in r.get("param_attack", [])},
+        statistical=r.get("statistical", {}).get("summary", {}).get("certified"),
     )
 
 
@@ -114,7 +116,7 @@ def table1_rows(results: list[CellResult], ref: Reference) -> list[dict[str, Val
             "ε": r.eps_label, "algorithm": r.algo_label,
             "clean": r.share("clean"), "clean (thesis)": _ref(theirs.get("clean")),
             "AutoAttack": r.share("autoattack"), "AutoAttack (thesis)": _ref(theirs.get("autoattack")),
-            "verified": r.share("verified"), "PGD": r.share("pgd"),
+            "verified": r.share("verified"), "p ≤ p₀ at 1 − δ": r.share("statistical"), "PGD": r.share("pgd"),
             "flatness": "–" if r.flatness is None else f"{r.flatness:.4f}",
             # AutoAttack may run on fewer points than the rest: their clean accuracy, to compare with.
             "clean on AA points": r.share("autoattack_clean"),
@@ -197,6 +199,10 @@ def write_tables(preset: Preset, results: list[CellResult], out: Path) -> dict[s
             f"{aa_on}at the cell's ε), verified (interval bounds over the training box and ball), PGD-20; "
             "thesis numbers beside ours; flatness = mean test-loss increase at a relative weight step "
             f"of ±{preset.landscape.step:g} along a filter-normalised direction (lower is flatter).")
+    if any(r.statistical is not None for r in results):
+        cap1 += (" p ≤ p₀ at 1 − δ = share of the points certified to be misclassified with probability ≤ p₀ by "
+                 "a network uniform in the box on an input uniform in the ball, all points jointly at confidence "
+                 "1 − δ (p₀, δ: the run's eval.json; the Wilson interval is over the choice of test points).")
     cap2 = ("Table 2 — adversarial parameter attack in [θ − λ|θ|, θ + λ|θ|]: share (%) of correctly "
             "classified test points it flips, with its 95 % Wilson interval over those points, lower is "
             "better; thesis numbers beside ours where given.")
