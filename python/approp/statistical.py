@@ -49,7 +49,7 @@ class StatisticalConfig:
     samples: most draws per test point [2000]; delta: the confidence is 1 − δ for all points
     jointly [1e-3]; p0: the misclassification probability certified against [0.01];
     first_round: draws in round 1, doubling each round [128]; block: size of the blocks whose
-    maxima the extreme-value fit uses (divides first_round) [32]; attack_steps: steps of the joint
+    maxima the extreme-value fit uses (divides first_round) [16]; attack_steps: steps of the joint
     attack [20]; chunk_images: network × input pairs per batched call [512]; seed [0].
     """
 
@@ -57,7 +57,7 @@ class StatisticalConfig:
     delta: float = 1e-3
     p0: float = 0.01
     first_round: int = 128
-    block: int = 32
+    block: int = 16
     attack_steps: int = 20
     chunk_images: int = 512
     seed: int = 0
