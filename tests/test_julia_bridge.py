@@ -225,3 +225,55 @@ def test_nan_from_julia_stops_the_run_and_keeps_the_last_good_checkpoint(
         expected = torch.from_numpy(good[name] + 0.01 * steps)
         torch.testing.assert_close(value, expected, rtol=0, atol=1e-6, msg=name)
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+SHAPES = {  # CNN4 width 1, PyTorch layout
+    "layers.1.weight": (32, 3, 3, 3), "layers.1.bias": (32,),
+    "layers.3.weight": (32, 32, 3, 3), "layers.3.bias": (32,),
+    "layers.6.weight": (64, 32, 3, 3), "layers.6.bias": (64,),
+    "layers.8.weight": (64, 64, 3, 3), "layers.8.bias": (64,),
+    "layers.12.weight": (256, 4096), "layers.12.bias": (256,),
+    "layers.14.weight": (10, 256), "layers.14.bias": (10,),
+}
+
+
+class FakeAPProp:
+    """Returns what APProp's api_* entry points would, checking the arrays Python hands over."""
+
+    def api_model(self, *ps, backend):
+        assert backend == "cpu" and [p.shape[-1] for p in ps[:8:2]] == [32, 32, 64, 64]
+        assert ps[0].shape == (3, 3, 3, 32) and ps[8].shape == (256, 4096)  # Flux layout
+        return ps
+
+    def api_bounds(self, model, x, eps, spec, *, lam, backend):
+        assert x.shape == (32, 32, 3, 2) and x.dtype == model[0].dtype  # WHCN, params' dtype
+        lo = np.arange(20.0).reshape(10, 2)  # (K, B): lo[k, b] = 2k + b
+        return lo, lo + 1
+
+    def api_margin_lower_bounds(self, model, x, y, eps, spec, *, lam, backend):
+        assert y.dtype == np.int64 and list(y) == [1, 10]  # 1-based labels
+        return np.arange(20.0).reshape(10, 2)
+
+    def api_loss_and_gradients(self, model, x, y, eps, spec, *, lam, backend, kappa, margin):
+        return 0.5, tuple(p * 2 for p in model)
+
+    def RadiusSpec(self, kind, **kw):
+        return (kind, kw)
+
+
+def test_engine_passes_flux_layouts_and_returns_pytorch_layouts(monkeypatch):
+    from approp.config import RadiusConfig
+    from approp.julia.engine import JuliaEngine
+
+    monkeypatch.setattr(_runtime, "to_julia_array", lambda a: np.asarray(a))
+    engine = JuliaEngine.__new__(JuliaEngine)
+    engine.device, engine.ap = "cpu", FakeAPProp()
+    rng = np.random.default_rng(0)
+    params = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
+    x, y, radius = rng.random((2, 3, 32, 32)), np.array([0, 9]), RadiusConfig("abs", lam=0.01)
+    lo, hi = engine.bounds(params, x, 0.01, radius)
+    assert lo.shape == (2, 10) and lo[1, 3] == 2 * 3 + 1 and np.array_equal(hi, lo + 1)
+    assert engine.margin_lower_bounds(params, x, y, 0.01, radius)[0, 9] == 18.0
+    loss, grads = engine.loss_and_gradients(params, x, y, 0.01, radius, kappa=0.5)
+    assert loss == 0.5 and set(grads) == set(SHAPES)
+    assert all(np.array_equal(grads[k], 2 * params[k]) for k in SHAPES)  # back in PyTorch layout
