@@ -2,7 +2,8 @@
 # labels 1-based), plain CPU arrays out. Python's convert.py does the layouts.
 
 _backend(b) = Symbol(b)
-_dev(x::AbstractArray, backend) = to_device(x, _backend(backend))
+# Untyped: models (a Flux.Chain is no AbstractArray) go through it as well as arrays.
+_dev(x, backend) = to_device(x, _backend(backend))
 
 """
     api_model(w1, b1, …, w14, b14; backend="cpu") -> Flux.Chain

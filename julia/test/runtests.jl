@@ -284,6 +284,42 @@ end
         end
     end
 
+    @testset "bridge entry points (what Python calls)" begin
+        params = random_params()
+        x = random_images(RNG, 2)
+        y = [3, 7]
+        spec = RadiusSpec("abs"; lam = 0.01)
+        model = APProp.api_model(params...; backend = "cpu")
+        @test model isa Flux.Chain
+        lo, hi = APProp.api_bounds(model, x, 0.01, spec; lam = 0.01, backend = "cpu")
+        @test size(lo) == (10, 2) && all(lo .<= hi)
+        loss, grads = APProp.api_loss_and_gradients(
+            model,
+            x,
+            y,
+            0.01,
+            spec;
+            lam = 0.01,
+            kappa = 0.5,
+            margin = false,
+            backend = "cpu",
+        )
+        @test loss isa Float64 && isfinite(loss)
+        @test map(size, grads) == map(size, params)
+        @test APProp.api_verified(model, x, y, 0.0, spec; lam = 0.0) isa Vector{Bool}
+        t = APProp.api_trainer(
+            model,
+            spec;
+            optimiser = "sgd",
+            lr = 0.1,
+            weight_decay = 5.0e-4,
+        )
+        @test isfinite(APProp.api_step!(t, x, y, 0.01; lam = 0.01, lr = 0.05))
+        @test t.opt_state.layers[13].weight.rule.opts[2].eta ==
+            0.05 # the lr reached the rule
+        @test map(size, APProp.api_parameters(t)) == map(size, params)
+    end
+
     @testset "devices" begin
         @test backend_available(:cpu)
         @test to_device([1.0], :cpu) == [1.0]
