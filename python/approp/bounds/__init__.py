@@ -6,6 +6,7 @@
 """
 
 from .interval import Interval, ParamInterval, input_ball
+from .linear import linear_margin_bounds
 from .propagate import interval_bounds, layer_params, layers_of, propagate
 from .rules import RULES, UnsupportedLayerError, affine, register, rule_for
 from .spec import margin_lower_bounds, verified, worst_case_logits, worst_case_loss
@@ -20,6 +21,7 @@ __all__ = [
     "interval_bounds",
     "layer_params",
     "layers_of",
+    "linear_margin_bounds",
     "margin_lower_bounds",
     "propagate",
     "register",

@@ -1,0 +1,257 @@
+"""One backward (linear-bound) rule per layer kind, behind one contract.
+
+A backward rule is ``rule(layer, coef, ctx) -> Step`` with coef (B, S, *out):
+S linear functionals per point on the layer's output. It must be sound: for
+every parameter in the box and every input a of the layer in ctx.inp,
+
+    Σ coef · layer(a)  ≥  Σ step.coef · a + step.const          (per point and functional)
+
+so that chaining rules from the last layer to the first keeps a valid lower
+bound of the specification. ctx.inp is the interval of the layer's input from
+interval propagation; ctx.cache keeps per-batch quantities (relaxations, the
+perturbation bound d) across the calls of one bound computation.
+
+step.rounding (B, S) is a first-order magnitude of the float rounding the step
+commits: Σ fan × |terms summed|, used by the verified decision's allowance
+(see approp.bounds.verify).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import Normalize
+from .interval import Interval, ParamInterval
+from .rules import UnsupportedLayerError
+
+
+@dataclass
+class Context:
+    """What a backward rule may use: the layer's input interval, its parameter boxes, a cache."""
+
+    inp: Interval
+    params: dict[str, ParamInterval]
+    cache: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Step:
+    """coef (B, S, *in) on the layer's input, const (B, S), rounding magnitude (B, S)."""
+
+    coef: torch.Tensor
+    const: torch.Tensor
+    rounding: torch.Tensor
+
+
+BackwardRule = Callable[[nn.Module, torch.Tensor, Context], Step]
+BACKWARD_RULES: dict[type, BackwardRule] = {}
+
+
+def register_backward(*kinds: type) -> Callable[[BackwardRule], BackwardRule]:
+    """Returns a decorator registering a backward rule for the given layer classes."""
+
+    def deco(rule: BackwardRule) -> BackwardRule:
+        for kind in kinds:
+            BACKWARD_RULES[kind] = rule
+        return rule
+
+    return deco
+
+
+def backward_rule_for(layer: nn.Module, index: int | str = "?") -> BackwardRule:
+    """Returns the backward rule for `layer`'s class, or raises UnsupportedLayerError naming it."""
+    rule = BACKWARD_RULES.get(type(layer))
+    if rule is None:
+        supported = ", ".join(sorted(k.__name__ for k in BACKWARD_RULES))
+        raise UnsupportedLayerError(
+            f"no linear-bound rule for layer {index} ({type(layer).__name__}); supported: {supported}"
+        )
+    return rule
+
+
+def _sum_tail(t: torch.Tensor) -> torch.Tensor:
+    """Returns t (B, S, ...) summed over everything after the first two dims: (B, S)."""
+    return t.flatten(2).sum(2)
+
+
+def _log_fan(shape: torch.Size) -> float:
+    """Returns the rounding depth of a pairwise reduction over a (B, S, *shape) tail."""
+    return math.log2(max(2, math.prod(shape)))
+
+
+def _affine_cache(ctx: Context, op: Callable) -> dict[str, torch.Tensor]:
+    """Returns (cached) d = W_r·m + b_r and the magnitude |W_c|·m + |b_c| + d, m = max(|l|, |u|).
+
+    |δ| = |(W − W_c)·a + (b − b_c)| ≤ W_r·|a| + b_r ≤ W_r·m + b_r = d for every W, b in
+    their box and a in [l, u]: the layer is its center layer plus δ with |δ| ≤ d.
+    """
+    if "d" not in ctx.cache:
+        w, b = ctx.params["weight"], ctx.params.get("bias")
+        m = torch.maximum(ctx.inp.lower.abs(), ctx.inp.upper.abs())  # (B, *in)
+        mag = op(m, w.center.abs(), None if b is None else b.center.abs())
+        d = torch.zeros_like(mag) if w.radius is None else op(m, w.radius, None)
+        if b is not None and b.radius is not None:
+            d = d + b.radius.view(1, -1, *([1] * (d.dim() - 2)))
+        ctx.cache["d"], ctx.cache["mag"] = d, mag + d
+    return ctx.cache
+
+
+def _affine_step(coef: torch.Tensor, coef_in: torch.Tensor, ctx: Context, cache, fan: int) -> Step:
+    """Returns the step of an affine layer given its transposed coefficients coef_in.
+
+    Σ coef·(W_c a + b_c + δ) = Σ coef_in·a + Σ coef·b_c + Σ coef·δ and Σ coef·δ ≥ −Σ |coef|·d.
+    """
+    b = ctx.params.get("bias")
+    expand = [1] * (coef.dim() - 3)
+    const = -_sum_tail(coef.abs() * cache["d"].unsqueeze(1))
+    if b is not None:
+        const = const + _sum_tail(coef * b.center.view(1, 1, -1, *expand))
+    scale = fan + _log_fan(coef.shape[2:])
+    rounding = scale * _sum_tail(coef.abs() * cache["mag"].unsqueeze(1))
+    return Step(coef_in, const, rounding)
+
+
+@register_backward(nn.Linear)
+def linear_backward(layer: nn.Linear, coef: torch.Tensor, ctx: Context) -> Step:
+    """coef (B, S, out) → coef·W_c (B, S, in)."""
+    w = ctx.params["weight"]
+    fan = 2 * max(w.center.shape)  # the interval pass stacks two products: twice the fan-in
+    cache = _affine_cache(ctx, F.linear)
+    return _affine_step(coef, coef @ w.center, ctx, cache, fan)
+
+
+@register_backward(nn.Conv2d)
+def conv2d_backward(layer: nn.Conv2d, coef: torch.Tensor, ctx: Context) -> Step:
+    """coef (B, S, C_out, H', W') → conv_transpose2d(coef, W_c) (B, S, C_in, H, W), exactly the transpose.
+
+    output_padding restores the rows/columns a strided convolution drops, so the
+    transpose maps onto the full input shape (dropped positions get coefficient 0).
+    """
+    if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+        raise UnsupportedLayerError(
+            f"Conv2d with groups={layer.groups}, padding={layer.padding!r}, padding_mode="
+            f"{layer.padding_mode!r} has no linear-bound rule (only groups=1, numeric zero padding)"
+        )
+    w = ctx.params["weight"]
+
+    def op(inp: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(inp, weight, bias, layer.stride, layer.padding, layer.dilation)
+
+    c_out, c_in, kh, kw = w.center.shape
+    fan = 2 * max(c_in, c_out) * kh * kw
+    cache = _affine_cache(ctx, op)
+    bsz, s = coef.shape[:2]
+    in_shape = ctx.inp.lower.shape[1:]  # (C_in, H, W)
+    out_pad = []
+    for dim in range(2):
+        full = (coef.shape[3 + dim] - 1) * layer.stride[dim] - 2 * layer.padding[dim]
+        full += layer.dilation[dim] * (w.center.shape[2 + dim] - 1) + 1
+        out_pad.append(in_shape[1 + dim] - full)
+    flat = coef.reshape(bsz * s, *coef.shape[2:])
+    coef_in = F.conv_transpose2d(flat, w.center, None, layer.stride, layer.padding, tuple(out_pad),
+                                 1, layer.dilation)
+    return _affine_step(coef, coef_in.view(bsz, s, *in_shape), ctx, cache, fan)
+
+
+def _relu_relaxation(inp: Interval, cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Returns (cached) slopes of the lower relaxation α·h and the chord s·h + t, given h ∈ [l, u].
+
+    Stable (l ≥ 0): relu = h, α = s = 1, t = 0. Stable (u ≤ 0): relu = 0, α = s = t = 0.
+    Unstable (l < 0 < u): relu(h) ≥ α·h for any α ∈ [0, 1] (CROWN's adaptive choice: α = 1
+    where u ≥ −l, else 0), and relu(h) ≤ s·(h − l) with s = u/(u − l) on [l, u] (the chord:
+    relu is convex, so it lies below the line through (l, 0) and (u, u)).
+    """
+    if "alpha" not in cache:
+        l, u = inp.lower, inp.upper
+        active, unstable = l >= 0, (l < 0) & (u > 0)
+        width = torch.where(unstable, u - l, torch.ones_like(u))
+        chord = torch.where(unstable, u / width, torch.zeros_like(u))
+        cache["slope"] = torch.where(active, torch.ones_like(u), chord)
+        cache["offset"] = -chord * l.clamp(max=0)  # t = −s·l for unstable, 0 elsewhere
+        adaptive = (u >= -l).to(u.dtype)
+        cache["alpha"] = torch.where(active, torch.ones_like(u), torch.where(unstable, adaptive, 0 * u))
+    return cache
+
+
+@register_backward(nn.ReLU)
+def relu_backward(layer: nn.ReLU, coef: torch.Tensor, ctx: Context) -> Step:
+    """coef ≥ 0 takes the lower relaxation α·h, coef < 0 the upper s·h + t: both bound coef·relu(h) below."""
+    r = _relu_relaxation(ctx.inp, ctx.cache)
+    pos, neg = coef.clamp(min=0), coef.clamp(max=0)
+    coef_in = pos * r["alpha"].unsqueeze(1) + neg * r["slope"].unsqueeze(1)
+    offset = neg * r["offset"].unsqueeze(1)  # ≤ 0
+    const = _sum_tail(offset)
+    return Step(coef_in, const, _log_fan(coef.shape[2:]) * -const)
+
+
+def _windows(t: torch.Tensor) -> torch.Tensor:
+    """Returns the 2×2 windows of t (B, C, H, W) as (B, C, H//2, W//2, 4) (odd edges dropped, as pooling does)."""
+    b, c, h, w = t.shape
+    t = t[:, :, : h // 2 * 2, : w // 2 * 2]
+    return t.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h // 2, w // 2, 4)
+
+
+def _pool_relaxation(inp: Interval, cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Returns (cached) one-hot picks (B, C, h, w, 4) of the lower and upper relaxation of max-pooling.
+
+    lower: out = max_i x_i ≥ x_i* for i* = argmax_i l_i (any i is sound; this one is tightest at l).
+    upper: with i* = argmax_i u_i and u₂ the second largest u, if l_i* ≥ u₂ then x_i* ≥ x_j for
+    all j and out = x_i* exactly (the input dominates); otherwise out ≤ u_i* (a constant).
+    """
+    if "low_pick" not in cache:
+        lw, uw = _windows(inp.lower), _windows(inp.upper)
+        low_idx = lw.argmax(-1, keepdim=True)
+        top, top_idx = uw.topk(2, dim=-1)  # (..., 2)
+        up_idx = top_idx[..., :1]
+        dominant = lw.gather(-1, up_idx).squeeze(-1) >= top[..., 1]
+        cache["low_pick"] = torch.zeros_like(lw).scatter_(-1, low_idx, 1.0)
+        up_pick = torch.zeros_like(uw).scatter_(-1, up_idx, 1.0)
+        cache["up_pick"] = up_pick * dominant.unsqueeze(-1).to(uw.dtype)
+        cache["up_const"] = torch.where(dominant, torch.zeros_like(top[..., 0]), top[..., 0])
+    return cache
+
+
+@register_backward(nn.MaxPool2d)
+def maxpool_backward(layer: nn.MaxPool2d, coef: torch.Tensor, ctx: Context) -> Step:
+    """coef (B, S, C, h, w) → (B, S, C, H, W): each output's coefficient moves onto the picked input."""
+    ks, st = layer.kernel_size, layer.stride
+    if ks not in (2, (2, 2)) or st not in (2, (2, 2)) or layer.padding not in (0, (0, 0)) \
+            or layer.dilation not in (1, (1, 1)) or layer.ceil_mode:
+        raise UnsupportedLayerError(
+            "MaxPool2d has a linear-bound rule only for kernel 2, stride 2, no padding, "
+            f"dilation 1, floor mode; got kernel {ks}, stride {st}, padding {layer.padding}"
+        )
+    r = _pool_relaxation(ctx.inp, ctx.cache)
+    pos, neg = coef.clamp(min=0), coef.clamp(max=0)
+    win = pos.unsqueeze(-1) * r["low_pick"].unsqueeze(1) + neg.unsqueeze(-1) * r["up_pick"].unsqueeze(1)
+    bsz, s, c, h, w = coef.shape
+    full = win.view(bsz, s, c, h, w, 2, 2).permute(0, 1, 2, 3, 5, 4, 6).reshape(bsz, s, c, 2 * h, 2 * w)
+    height, width = ctx.inp.lower.shape[-2:]
+    full = F.pad(full, (0, width - 2 * w, 0, height - 2 * h))
+    const = _sum_tail(neg * r["up_const"].unsqueeze(1))
+    return Step(full, const, _log_fan(coef.shape[2:]) * -const)
+
+
+@register_backward(nn.Flatten)
+def flatten_backward(layer: nn.Flatten, coef: torch.Tensor, ctx: Context) -> Step:
+    """coef (B, S, n) → (B, S, *in): flattening only renames coordinates."""
+    if layer.start_dim != 1 or layer.end_dim != -1:
+        raise UnsupportedLayerError("Flatten has a linear-bound rule only for start_dim=1, end_dim=-1")
+    zero = coef.new_zeros(coef.shape[:2])
+    return Step(coef.reshape(*coef.shape[:2], *ctx.inp.lower.shape[1:]), zero, zero)
+
+
+@register_backward(Normalize)
+def normalize_backward(layer: Normalize, coef: torch.Tensor, ctx: Context) -> Step:
+    """coef·(x − μ)/σ = (coef/σ)·x − coef·μ/σ, exactly."""
+    std, mean = layer.std.unsqueeze(1), layer.mean.unsqueeze(1)  # (1, 1, C, 1, 1)
+    coef_in = coef / std
+    shifted = coef_in * mean
+    const = -_sum_tail(shifted)
+    return Step(coef_in, const, _log_fan(coef.shape[2:]) * _sum_tail(shifted.abs()))
