@@ -85,6 +85,16 @@ def _log_fan(shape: torch.Size) -> float:
     return math.log2(max(2, math.prod(shape)))
 
 
+def affine_fan(weight: torch.Tensor) -> int:
+    """Returns the rounding depth of one affine layer's products: twice its larger fan (in or out).
+
+    The interval pass stacks two products along the input axis (twice the fan-in);
+    the transpose sums over the fan-out.
+    """
+    c_out, c_in = weight.shape[:2]
+    return 2 * max(c_in, c_out) * math.prod(weight.shape[2:])
+
+
 def _affine_cache(ctx: Context, op: Callable) -> dict[str, torch.Tensor]:
     """Returns (cached) d = W_r·m + b_r and the magnitude |W_c|·m + |b_c| + d, m = max(|l|, |u|).
 
@@ -121,7 +131,7 @@ def _affine_step(coef: torch.Tensor, coef_in: torch.Tensor, ctx: Context, cache,
 def linear_backward(layer: nn.Linear, coef: torch.Tensor, ctx: Context) -> Step:
     """coef (B, S, out) → coef·W_c (B, S, in)."""
     w = ctx.params["weight"]
-    fan = 2 * max(w.center.shape)  # the interval pass stacks two products: twice the fan-in
+    fan = affine_fan(w.center)
     cache = _affine_cache(ctx, F.linear)
     return _affine_step(coef, coef @ w.center, ctx, cache, fan)
 
@@ -143,8 +153,7 @@ def conv2d_backward(layer: nn.Conv2d, coef: torch.Tensor, ctx: Context) -> Step:
     def op(inp: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return F.conv2d(inp, weight, bias, layer.stride, layer.padding, layer.dilation)
 
-    c_out, c_in, kh, kw = w.center.shape
-    fan = 2 * max(c_in, c_out) * kh * kw
+    fan = affine_fan(w.center)
     cache = _affine_cache(ctx, op)
     bsz, s = coef.shape[:2]
     in_shape = ctx.inp.lower.shape[1:]  # (C_in, H, W)

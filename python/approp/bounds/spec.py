@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import RadiusConfig
-from .interval import input_ball
+from .interval import Interval, ParamInterval, input_ball
 from .propagate import interval_bounds, layer_params, layers_of, propagate
 
 
@@ -32,7 +32,13 @@ def margin_lower_bounds(
         raise TypeError(f"margin bounds need a final nn.Linear layer; got {type(last).__name__}")
     h = propagate(layers[:-1], input_ball(x, eps), radius, lam)  # (B, d)
     p = layer_params(last, radius, lam)
-    w, b = p["weight"], p.get("bias")
+    return margin_from_features(h, p["weight"], p.get("bias"), y)
+
+
+def margin_from_features(
+    h: Interval, w: ParamInterval, b: ParamInterval | None, y: torch.Tensor
+) -> torch.Tensor:
+    """Returns lower bounds of z_y - z_j (B, K), 0 at j = y, for z = W·h + b with h (B, d) in its interval."""
     # Row differences W[y] - W[j] for every j: (B, K, d).
     d_center = w.center[y].unsqueeze(1) - w.center.unsqueeze(0)
     center = torch.einsum("bkd,bd->bk", d_center, h.center)

@@ -1,0 +1,141 @@
+"""The verified decision: interval, linear or best-of-both margin bounds, with a rounding allowance.
+
+Both bounds are sound in exact arithmetic, and neither is always tighter (on
+interval-trained nets the linear bound can be looser), so "best" takes per
+margin whichever clears its allowance; it computes the linear bound only for
+the points the interval bound did not verify.
+
+Rounding allowance. The bounds are computed in the model's dtype (float32) and
+are not outward-rounded, so a margin counts as verified only when its lower
+bound exceeds κ·u·R, u the unit roundoff (2⁻²⁴ in float32), κ = SAFETY and R a
+first-order magnitude of the rounding committed:
+
+- A sum of n products s = Σ a_i b_i computed in floating point is off by at most
+  γ_n·Σ|a_i b_i| with γ_n = n·u/(1 − n·u) ≈ n·u (Higham, Accuracy and Stability of
+  Numerical Algorithms, §3.1); a pairwise sum of n terms by ⌈log₂ n⌉·u·Σ|terms|.
+- Linear bound: every step of the backward pass sums, per functional, the terms
+  coef·(W_c a), coef·b_c, |coef|·d (affine), the relaxation offsets (ReLU,
+  max-pool) and coef·x at the input. Each rule reports Σ fan × |terms| with
+  |a| ≤ max(|l|, |u|) and fan its depth of rounding (twice the larger of fan-in
+  and fan-out of an affine layer, since the interval pass stacks two products,
+  plus log₂ of the reduction). Their sum over layers is R.
+- Interval bound: the margin is formed at the last layer from the penultimate
+  interval ⟨h_c, h_r⟩; R = F·M with M the same sum taken absolutely
+  (|ΔW_c|·(|h_c| + h_r) + W_r-terms + biases) and F the sum of every affine
+  layer's fan: an error made at an earlier layer reaches the margin scaled like
+  the magnitudes it is part of, so the total is bounded to first order by the
+  deepest chain of roundings times the final magnitude.
+- The interval bounds that the relaxations rest on carry the same kind of error
+  e; each relaxation is then violated by at most e per unit (the chord and
+  constants move by at most e; the lower relaxations α·h hold everywhere), of
+  the same order as the step's own term: κ = 2 covers both.
+
+This is a first-order (not a rigorous) bound: products of error terms (u²) are
+dropped. tests/test_linear_bounds.py checks it against a float64 recomputation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import RadiusConfig
+from .linear import MarginBounds, Prepared, linear_margins, prepare
+from .linear_rules import affine_fan
+from .spec import margin_from_features
+
+Method = Literal["ibp", "crown", "best"]
+SAFETY = 2.0
+# Points per linear pass: its coefficients are (points, 9, C, H, W) at every layer.
+POINTS_PER_PASS = 64
+
+
+def check_method(method: str) -> None:
+    """Raises ValueError naming `method` unless it is 'ibp', 'crown' or 'best'."""
+    if method not in get_args(Method):
+        raise ValueError(f"method must be one of {get_args(Method)}; got {method!r}")
+
+
+def allowance(bounds: MarginBounds) -> torch.Tensor:
+    """Returns the rounding allowance κ·u·R (B, K) of the bounds, in their dtype."""
+    return SAFETY * torch.finfo(bounds.lower.dtype).eps / 2 * bounds.rounding
+
+
+def interval_margins(prep: Prepared, y: torch.Tensor) -> MarginBounds:
+    """Returns the interval margin bounds (last layer merged with the specification) and their rounding."""
+    last = prep.layers[-1]
+    if not isinstance(last, nn.Linear):
+        raise TypeError(f"margin bounds need a final nn.Linear layer; got {type(last).__name__}")
+    h, box = prep.inputs[-2], prep.boxes[-1]
+    w, b = box["weight"], box.get("bias")
+    lower = margin_from_features(h, w, b, y)
+    size = h.center.abs() + h.radius  # (B, d)
+    w_abs = w.center.abs() if w.radius is None else w.center.abs() + w.radius
+    mag = (w_abs[y] * size).sum(1, keepdim=True) + size @ w_abs.T  # (B, K): |row y| + |row j|
+    if b is not None:
+        b_abs = b.center.abs() if b.radius is None else b.center.abs() + b.radius
+        mag = mag + b_abs[y].unsqueeze(1) + b_abs.unsqueeze(0)
+    fan = sum(affine_fan(layer.weight) for layer in prep.layers if isinstance(layer, (nn.Linear, nn.Conv2d)))
+    own = F.one_hot(y, lower.shape[1]).bool()
+    return MarginBounds(lower, (fan * mag).masked_fill(own, 0.0))
+
+
+def clears(bounds: MarginBounds, y: torch.Tensor) -> torch.Tensor:
+    """Returns (B, K) bool: margin lower bound above its allowance (True at j = y)."""
+    ok = bounds.lower > allowance(bounds)
+    return ok | F.one_hot(y, ok.shape[1]).bool()
+
+
+def best_of(a: MarginBounds, b: MarginBounds) -> MarginBounds:
+    """Returns per margin the bound (with its rounding) that exceeds its allowance by more."""
+    take_b = b.lower - allowance(b) > a.lower - allowance(a)
+    return MarginBounds(torch.where(take_b, b.lower, a.lower), torch.where(take_b, b.rounding, a.rounding))
+
+
+def margin_bounds(prep: Prepared, y: torch.Tensor, method: Method = "best") -> MarginBounds:
+    """Returns the margin bounds of every point in `prep` by `method` (no skipping: for tightness studies)."""
+    check_method(method)
+    if method == "ibp":
+        return interval_margins(prep, y)
+    linear = _linear_in_passes(prep, y, torch.arange(len(y), device=y.device))
+    return linear if method == "crown" else best_of(interval_margins(prep, y), linear)
+
+
+def _linear_in_passes(prep: Prepared, y: torch.Tensor, rows: torch.Tensor) -> MarginBounds:
+    """Returns the linear margin bounds of the points `rows`, POINTS_PER_PASS at a time."""
+    parts = [linear_margins(prep.select(rows[i: i + POINTS_PER_PASS]), y[rows[i: i + POINTS_PER_PASS]])
+             for i in range(0, len(rows), POINTS_PER_PASS)]
+    return MarginBounds(torch.cat([p.lower for p in parts]), torch.cat([p.rounding for p in parts]))
+
+
+@torch.no_grad()
+def verified_by(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    radius: RadiusConfig | None = None,
+    lam: float | None = None,
+    method: Method = "best",
+    intermediate: str = "ibp",
+) -> torch.Tensor:
+    """Returns a bool mask (B,): every margin's bound by `method` clears its rounding allowance.
+
+    "best" decides per margin by whichever of the interval and linear bound clears,
+    and runs the linear bound only on the points the interval bound left unverified.
+    """
+    check_method(method)
+    prep = prepare(model, x, eps, radius, lam, intermediate)
+    if method == "crown":
+        ok = F.one_hot(y, prep.inputs[-1].lower.shape[1]).bool()
+    else:
+        ok = clears(interval_margins(prep, y), y)
+        if method == "ibp":
+            return ok.all(1)
+    rows = (~ok.all(1)).nonzero().flatten()
+    if len(rows):
+        ok[rows] |= clears(_linear_in_passes(prep, y, rows), y[rows])
+    return ok.all(1)
