@@ -151,7 +151,7 @@ def test_reverse_weibull_recovers_a_known_endpoint():
 # -- a trained CNN4 ---------------------------------------------------------------------------
 
 
-def test_estimate_between_attack_and_bound_on_trained_cnn4(trained_run, eval_points):
+def test_estimate_lies_above_the_attack_and_the_bound_on_trained_cnn4(trained_run, eval_points):
     model, meta = load_model(trained_run)
     radius, eps = radius_from_meta(meta), float(meta["eps"])
     points = eval_points.take(16)
