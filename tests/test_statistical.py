@@ -220,3 +220,13 @@ def test_statistical_stage_writes_results_resumes_and_fills_table(trained_run, c
     cell = SimpleNamespace(eps_label="4/255", algo=SimpleNamespace(key="standard", label="Standard"))
     row = table1_rows([result_from_eval(cell, res)], Reference())[0]
     assert row["p ≤ p₀ at 1 − δ"].value == pytest.approx(s["certified"])
+
+
+def test_cli_rejects_a_bad_delta_naming_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from approp.cli import app
+
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path), "--statistical", "100", "--delta", "2"])
+    assert res.exit_code == 1 and "eval.delta" in res.output
+    assert list(tmp_path.iterdir()) == []

@@ -113,7 +113,9 @@ def decide(points: list[PointState], idx: list[int], k: int, delta_point: float,
     f = torch.tensor([points[i].failures for i in idx])
     n = torch.tensor([points[i].samples for i in idx])
     dk = round_delta(delta_point, k)
-    upper, lower = clopper_pearson_upper(f, n, dk), clopper_pearson_lower(f, n, dk)
+    # The exact sums take (points × failures) memory: 64 points at a time.
+    upper = torch.cat([clopper_pearson_upper(fc, nc, dk) for fc, nc in zip(f.split(64), n.split(64))])
+    lower = torch.cat([clopper_pearson_lower(fc, nc, dk) for fc, nc in zip(f.split(64), n.split(64))])
     for j, i in enumerate(idx):
         pt = points[i]
         pt.upper, pt.lower, pt.rounds = upper[j].item(), lower[j].item(), k
