@@ -10,9 +10,9 @@ STATISTICAL = "statistical.png"
 
 
 def plot_statistical(stat: dict, path: Path, title: str = "") -> Path:
-    """Returns `path` after plotting, per test point, attack, estimate and sampled margins against the bound.
+    """Returns `path` after plotting, per test point, attack, estimate and sampled margins against the sound bound.
 
-    Left: each view's margin against the interval bound (x), with the diagonal
+    Left: each view's margin against the bound (x), with the diagonal
     y = x below which no sound view may fall. Right: the points sorted by the
     attack's margin, with the bound, attack, extreme-value estimate, lowest
     sampled and clean margins stacked on one axis (symlog, as bounds run far below 0).
@@ -31,12 +31,12 @@ def plot_statistical(stat: dict, path: Path, title: str = "") -> Path:
     left.plot([lo, 0], [lo, 0], "k--", lw=0.8, label="y = bound")
     left.set_xscale("symlog")
     left.set_yscale("symlog")
-    left.set_xlabel("interval bound on the worst margin")
+    left.set_xlabel("bound on the worst margin (best of interval and linear)")
     left.set_ylabel("margin")
     left.legend(fontsize=7)
     left.grid(alpha=0.3)
     order = sorted(idx, key=lambda i: pts["attack"][i])
-    for key, label, colour, marker in (("bound", "interval bound", "black", "_"),) + views:
+    for key, label, colour, marker in (("bound", "bound (interval, linear)", "black", "_"),) + views:
         ys = [(r, pts[key][i]) for r, i in enumerate(order) if pts[key][i] is not None]
         if ys:
             right.scatter(*zip(*ys), s=10, c=colour, marker=marker, label=label)
