@@ -63,8 +63,8 @@ def sampled_margins(
     """Returns margins (m, B): m networks uniform in the box, each on its own uniform input per point.
 
     Networks run `chunk_images // B` at a time (at least one) to bound the
-    activation memory; the draws are the same whatever the chunk size only if
-    it is unchanged, so keep it fixed for reproducible results.
+    activation memory; which numbers are drawn depends on the chunk size, so
+    keep it fixed for reproducible results.
     """
     per_call = max(1, chunk_images // max(len(x), 1))
     out = []
