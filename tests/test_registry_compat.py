@@ -176,3 +176,18 @@ def test_check_passes_on_the_new_inline_strings_pin_from_the_same_files():
 def test_committed_data_rejects_a_changed_pin():
     problems = TOOL.check(_inline_strings_pinned_at(*OLD_PIN), DATA)
     assert any("InlineStrings: recorded version 1.4.6" in p for p in problems)
+
+
+def test_registry_tables_covering_one_version_are_merged(tmp_path):
+    compat = tmp_path / "Compat.toml"
+    compat.write_text(
+        '[1]\nA = "2"\n\n["1.2-1"]\njulia = "1.6.0-1"\n\n'
+        '["1.4.2 - 1.4.5"]\nB = "0.3"\n\n["1.4.6 - 2"]\nB = "0.3-0.4"\n'
+    )
+    covered, merged, conflicts = TOOL._tables_for(compat, "1.4.6")
+    assert covered and not conflicts
+    assert merged == {"A": "2", "julia": "1.6.0-1", "B": "0.3-0.4"}
+    assert TOOL._tables_for(compat, "1.4.3")[1]["B"] == "0.3"
+    assert TOOL._tables_for(compat, "3.0.0")[0] is False
+    compat.write_text('["0.5.4-0"]\nJ = "1.2.0-1"\n\n["0.5.5-0"]\nJ = "1.7.0-1"\n')
+    assert TOOL._tables_for(compat, "0.5.5+0")[2] == ["J"]
