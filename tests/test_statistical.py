@@ -60,6 +60,12 @@ def test_zero_failures_and_sample_counts():
     assert clopper_pearson_upper(1, n1, 1e-3).item() <= 0.01 < clopper_pearson_upper(1, n1 - 1, 1e-3).item()
     # The binomial sum itself: P(X ≤ 1 | 10, 0.3) = 0.7^10 + 10·0.3·0.7^9.
     assert binomial_cdf(1, 10, 0.3).item() == pytest.approx(0.7 ** 10 + 3 * 0.7 ** 9, rel=1e-12)
+    # Rounds of 128, 256, 512, 1024 draws: zero failures certify p ≤ 1 % for 1000 points at δ = 1e-3
+    # only after the fourth (1920 draws), at that round's share of δ/1000.
+    cfg = StatisticalConfig(samples=2000, delta=1e-3, p0=0.01)
+    assert st.draws_to_certify(cfg, 1000) == 1920
+    assert clopper_pearson_upper(0, 1920, round_delta(1e-6, 4)).item() <= 0.01
+    assert clopper_pearson_upper(0, 896, round_delta(1e-6, 3)).item() > 0.01
     # The rounds' shares of δ sum to δ and never exceed it.
     partial = sum(round_delta(0.1, k) for k in range(1, 10_000))
     assert 0.0999 < partial < 0.1

@@ -108,6 +108,19 @@ def max_rounds(cfg: StatisticalConfig) -> int:
     return k
 
 
+def draws_to_certify(cfg: StatisticalConfig, points: int) -> int:
+    """Returns the fewest draws (a round boundary, budget ignored) at which zero failures certify p ≤ p0.
+
+    Below it — e.g. when cfg.samples is smaller — no point can be certified, whatever the model.
+    """
+    delta_point, k, drawn = cfg.delta / max(points, 1), 0, 0
+    while True:
+        k += 1
+        drawn += round_size(cfg, k)
+        if 1 - round_delta(delta_point, k) ** (1 / drawn) <= cfg.p0:  # U(0, n, δ_k) = 1 − δ_k^(1/n)
+            return drawn
+
+
 def decide(points: list[PointState], idx: list[int], k: int, delta_point: float, p0: float) -> None:
     """Updates bounds and decisions of points[idx] after their round k (bounds at δ_k of δ_pt)."""
     f = torch.tensor([points[i].failures for i in idx])
@@ -187,6 +200,7 @@ def dataset_statement(points: list[PointState], cfg: StatisticalConfig) -> dict[
         "points": len(points), "delta": cfg.delta, "p0": cfg.p0, "delta_point": cfg.delta / n,
         "certified": count[CERTIFIED] / n, "refuted": count[REFUTED] / n, "undecided": count[UNDECIDED] / n,
         "samples_total": sum(drawn), "samples_mean": sum(drawn) / n, "samples_max": max(drawn, default=0),
+        "draws_to_certify": draws_to_certify(cfg, len(points)),
         "statement": (f"with confidence >= 1 - {cfg.delta:g} (Bonferroni: {cfg.delta / n:.3g} per point, "
                       f"spent over rounds as 6/(pi^2 k^2)), every certified point has p <= {cfg.p0:g} and every "
                       f"refuted point has p > {cfg.p0:g}, where p is the probability that a network uniform in "

@@ -129,7 +129,10 @@ def statistical_markdown(stat: dict) -> list[str]:
              f"network uniform in the box and input uniform in the ball): with confidence ≥ 1 − {s['delta']:g} "
              f"jointly over the points, p ≤ {s['p0']:g} for {pct(s['certified'])} % of them, p > {s['p0']:g} "
              f"for {pct(s['refuted'])} %, undecided {pct(s['undecided'])} % "
-             f"({s['samples_mean']:.0f} draws per point on average).", "",
+             f"({s['samples_mean']:.0f} draws per point on average)."
+             + ("" if s["draws_to_certify"] <= stat["config"]["samples"] else
+                f" No point can be certified with {stat['config']['samples']} draws: zero failures certify only "
+                f"after {s['draws_to_certify']}."), "",
              "| margin view | median over points | meaning |", "|---|---|---|",
              f"| bound (best of interval and linear) | {_median(pts['bound'])} | ≤ every network in the box on "
              "every input in the ball |",
