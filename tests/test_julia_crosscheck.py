@@ -45,7 +45,9 @@ def case():
     torch.manual_seed(0)
     model = CNN4().double()
     x = torch.rand(6, 3, 32, 32, dtype=torch.float64)
-    y = torch.tensor([0, 1, 2, 3, 8, 9])
+    # Repeated labels, as in every real batch: the gradient of W[y, :] and b[y] must add up
+    # the contributions of the samples that share a class.
+    y = torch.tensor([0, 1, 1, 3, 8, 8])
     params = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     return model, x, y, params
 
@@ -98,13 +100,16 @@ def _torch_app_loss(model, x, y, eps, radius, kappa, margin=False):
     return (1 - kappa) * worst + kappa * F.cross_entropy(model(x), y)
 
 
+@pytest.mark.parametrize("margin", [False, True])
 @pytest.mark.parametrize("radius", RADII, ids=lambda r: r.kind)
-def test_gradients_agree(engine, case, radius):
+def test_gradients_agree(engine, case, radius, margin):
     model, x, y, params = case
     model.zero_grad()
-    loss = _torch_app_loss(model, x, y, 0.01, radius, kappa=0.3)
+    loss = _torch_app_loss(model, x, y, 0.01, radius, kappa=0.3, margin=margin)
     loss.backward()
-    got_loss, grads = engine.loss_and_gradients(params, x.numpy(), y.numpy(), 0.01, radius, 0.3)
+    got_loss, grads = engine.loss_and_gradients(
+        params, x.numpy(), y.numpy(), 0.01, radius, 0.3, margin=margin
+    )
     assert got_loss == pytest.approx(loss.item(), rel=RTOL)
     for name, p in model.named_parameters():
         _close(grads[name], p.grad.numpy())

@@ -227,6 +227,33 @@ end
         @test worst_case_loss(model, x, y, 0.01, spec; margin = true) <= worst + 1.0e-9
         mix = training_loss(model, x, y, 0.01, spec; kappa = 0.25)
         @test mix ≈ 0.75 * worst + 0.25 * clean
+        @testset "margin loss gradient adds up repeated labels (finite differences)" begin
+            # W[y, :] and b[y] with y repeating, as in every real batch: the pullback of
+            # getindex must sum the duplicates' contributions.
+            rng = Random.MersenneTwister(3)
+            net = Flux.Chain(
+                Flux.Dense(randn(rng, 6, 5), randn(rng, 6)),
+                NNlib.relu,
+                Flux.Dense(randn(rng, 4, 6), randn(rng, 4)),
+            )
+            xs, ys = rand(rng, 5, 5), [2, 2, 4, 1, 2]
+            s = RadiusSpec(:abs; lam = 0.05)
+            f(m) = worst_case_loss(m, xs, ys, 0.01, s; margin = true)
+            g = Flux.gradient(f, net)[1]
+            for (k, p) in ((3, :weight), (3, :bias), (1, :weight))
+                θ = getfield(net.layers[k], p)
+                fd = map(eachindex(θ)) do i
+                    old = θ[i]
+                    θ[i] = old + 1.0e-6
+                    up = f(net)
+                    θ[i] = old - 1.0e-6
+                    down = f(net)
+                    θ[i] = old
+                    (up - down) / 2.0e-6
+                end
+                @test vec(getfield(g.layers[k], p)) ≈ fd rtol = 1.0e-5 atol = 1.0e-8
+            end
+        end
         pred = vec(map(c -> c[1], argmax(model(x); dims = 1)))
         v0 = verified(model, x, y, 0.0, RadiusSpec(:abs; lam = 0.0))
         @test v0 == (pred .== y)
