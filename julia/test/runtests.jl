@@ -334,6 +334,29 @@ end
         @test loss isa Float64 && isfinite(loss)
         @test map(size, grads) == map(size, params)
         @test APProp.api_verified(model, x, y, 0.0, spec; lam = 0.0) isa Vector{Bool}
+        # engine.py's _labelled passes lam, backend and (for the loss) margin.
+        wl = APProp.api_worst_case_loss(
+            model,
+            x,
+            y,
+            0.01,
+            spec;
+            lam = 0.01,
+            margin = true,
+            backend = "cpu",
+        )
+        @test wl isa Float64 && wl ≈ worst_case_loss(model, x, y, 0.01, spec; margin = true)
+        mlo = APProp.api_margin_lower_bounds(
+            model,
+            x,
+            y,
+            0.01,
+            spec;
+            lam = 0.01,
+            backend = "cpu",
+        )
+        @test mlo isa Matrix{Float64} && size(mlo) == (10, 2)
+        @test mlo[3, 1] == 0 && mlo[7, 2] == 0 # 0 at the true class
         t = APProp.api_trainer(
             model,
             spec;
