@@ -254,6 +254,19 @@ end
                 @test vec(getfield(g.layers[k], p)) ≈ fd rtol = 1.0e-5 atol = 1.0e-8
             end
         end
+        @testset "warm-up (eps = lam = 0) runs only the forward pass" begin
+            # softplus has no interval rule: the loss can only come from the plain forward pass.
+            rng = Random.MersenneTwister(4)
+            net = Flux.Chain(Flux.Dense(randn(rng, 4, 5), randn(rng, 4)), NNlib.softplus)
+            xs, ys = rand(rng, 5, 3), [1, 4, 4]
+            point = RadiusSpec(:abs; lam = 0.0)
+            ce = Flux.logitcrossentropy(net(xs), Flux.onehotbatch(ys, 1:4))
+            for margin in (false, true)
+                @test training_loss(net, xs, ys, 0.0, point; margin = margin) ≈ ce
+            end
+            @test training_loss(model, x, y, 0.0, point; kappa = 0.3) ≈ clean
+            @test_throws UnsupportedLayerError training_loss(net, xs, ys, 0.01, point)
+        end
         pred = vec(map(c -> c[1], argmax(model(x); dims = 1)))
         v0 = verified(model, x, y, 0.0, RadiusSpec(:abs; lam = 0.0))
         @test v0 == (pred .== y)
