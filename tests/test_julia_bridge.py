@@ -193,6 +193,10 @@ class FakeTrainer:
         self.applied += 1
         return 1.0
 
+    def step_logs(self, x, y, eps, lam=None, lr=None, kappa=None) -> dict[str, float]:
+        loss = self.step(x, y, eps, lam=lam, lr=lr, kappa=kappa)
+        return {"loss": loss, "worst_loss": loss + 0.5, "clean_loss": loss - 0.5}
+
     def params(self) -> dict[str, np.ndarray]:
         return {k: v + 0.01 * self.applied for k, v in self.start.items()}
 
@@ -224,7 +228,12 @@ def test_nan_from_julia_stops_the_run_and_keeps_the_last_good_checkpoint(
     for name, value in model.state_dict().items():
         expected = torch.from_numpy(good[name] + 0.01 * steps)
         torch.testing.assert_close(value, expected, rtol=0, atol=1e-6, msg=name)
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+    rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 1
+    # The same columns as a PyTorch APP epoch: the two loss terms and the ramp.
+    row = json.loads(rows[0])
+    assert (row["loss"], row["worst_loss"], row["clean_loss"]) == (1.0, 1.5, 0.5)
+    assert row["ramp"] == 1.0  # ramp_epochs = 1: full at the end of the first epoch
 
 
 SHAPES = {  # CNN4 width 1, PyTorch layout
@@ -257,6 +266,10 @@ class FakeAPProp:
     def api_loss_and_gradients(self, model, x, y, eps, spec, *, lam, backend, kappa, margin):
         return 0.5, tuple(p * 2 for p in model)
 
+    def api_step_b(self, handle, x, y, eps, *, lam, lr, backend, **kw):
+        assert x.shape == (32, 32, 3, 2) and list(y) == [1, 10]
+        return (0.75, 1.0, None) if kw.get("kappa") == 0.0 else (0.75, 1.0, 0.5)
+
     def RadiusSpec(self, kind, **kw):
         return (kind, kw)
 
@@ -277,3 +290,17 @@ def test_engine_passes_flux_layouts_and_returns_pytorch_layouts(monkeypatch):
     loss, grads = engine.loss_and_gradients(params, x, y, 0.01, radius, kappa=0.5)
     assert loss == 0.5 and set(grads) == set(SHAPES)
     assert all(np.array_equal(grads[k], 2 * params[k]) for k in SHAPES)  # back in PyTorch layout
+
+
+def test_trainer_step_logs_have_pytorchs_keys(monkeypatch):
+    from approp.config import RadiusConfig
+    from approp.julia.engine import JuliaEngine, JuliaTrainer
+
+    monkeypatch.setattr(_runtime, "to_julia_array", lambda a: np.asarray(a))
+    engine = JuliaEngine.__new__(JuliaEngine)
+    engine.device, engine.ap = "cpu", FakeAPProp()
+    trainer = JuliaTrainer(engine, "handle", RadiusConfig("abs", lam=0.01), np.dtype(np.float32))
+    x, y = np.random.default_rng(0).random((2, 3, 32, 32)), np.array([0, 9])
+    assert trainer.step_logs(x, y, 0.01) == {"loss": 0.75, "worst_loss": 1.0, "clean_loss": 0.5}
+    assert trainer.step_logs(x, y, 0.01, kappa=0.0) == {"loss": 0.75, "worst_loss": 1.0}
+    assert trainer.step(x, y, 0.01) == 0.75

@@ -20,7 +20,8 @@ export RadiusSpec, param_radius, clamp_params!
 export Normalize, propagate, interval_bounds, UnsupportedLayerError
 export cnn4, cnn4_parameters, CIFAR10_MEAN, CIFAR10_STD
 export worst_case_logits, worst_case_loss, margin_lower_bounds, verified, training_loss
-export make_optimiser, TorchMomentum, app_step!, app_epoch!, APPTrainer
+export training_loss_parts
+export make_optimiser, TorchMomentum, app_step!, app_step_parts!, app_epoch!, APPTrainer
 export backend_available, to_device
 
 include("intervals.jl")

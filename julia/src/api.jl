@@ -132,11 +132,14 @@ function api_trainer(
 end
 
 """
-    api_step!(t::APPTrainer, x, y, eps; lam=t.spec.lam, kappa=t.kappa, lr=nothing, backend="cpu") -> Float64
+    api_step!(t::APPTrainer, x, y, eps; lam=t.spec.lam, kappa=t.kappa, lr=nothing, backend="cpu")
+        -> (loss, worst, clean)
 
-Returns the loss of one APP step; `lr`, when given, sets the learning rate
-first (the Python side owns the schedule, and the ramp of `lam` and `kappa`).
-A non-finite loss comes back as it is, with the trainer unchanged.
+Returns the loss of one APP step and its two terms as Float64 (`clean` is
+`nothing` where κ = 0 left it uncomputed), the values PyTorch's epoch logs;
+`lr`, when given, sets the learning rate first (the Python side owns the
+schedule, and the ramp of `lam` and `kappa`). A non-finite loss comes back as
+it is, with the trainer unchanged.
 """
 function api_step!(
     t::APPTrainer,
@@ -149,15 +152,19 @@ function api_step!(
     backend = "cpu",
 )
     lr === nothing || Optimisers.adjust!(t.opt_state, lr)
-    return Float64(app_step!(
+    parts = app_step_parts!(
         t,
         _dev(x, backend),
         _dev(y, backend),
         eps;
         lam = lam,
         kappa = kappa,
-    ))
+    )
+    return _float(parts.loss), _float(parts.worst), _float(parts.clean)
 end
+
+_float(v::Real) = Float64(v)
+_float(::Nothing) = nothing
 
 """
     api_parameters(t) -> NTuple{12,Array}

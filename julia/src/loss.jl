@@ -116,13 +116,23 @@ end
     training_loss(model, x, y, eps, spec; lam=spec.lam, kappa=0.5, margin=false) -> Real
 
 Returns APP's training loss `(1 - κ)·L_worst + κ·L_clean`, where `L_clean` is
-the cross-entropy of the midpoint network's plain forward pass on `x`. At
+the cross-entropy of the midpoint network's plain forward pass on `x`; see
+`training_loss_parts`.
+"""
+training_loss(args...; kw...) = training_loss_parts(args...; kw...).loss
+
+"""
+    training_loss_parts(model, x, y, eps, spec; lam=spec.lam, kappa=0.5, margin=false)
+        -> (loss, worst, clean)
+
+Returns the training loss with its two terms, the values PyTorch's APP
+strategy logs: `clean` is `nothing` where it is not computed (κ = 0). At
 `eps = lam = 0` (warm-up) the box and ball are points, `L_worst = L_clean`
 (cross-entropy is shift-invariant, so with `margin` too), and only the
 forward pass runs, as in PyTorch's APP strategy: the interval pass would cost
 about three forward passes for the same loss and gradient.
 """
-function training_loss(
+function training_loss_parts(
     model,
     x,
     y,
@@ -132,11 +142,15 @@ function training_loss(
     kappa::Real = 0.5,
     margin::Bool = false,
 )
-    iszero(eps) && iszero(lam) && return cross_entropy(model(x), y)
+    if iszero(eps) && iszero(lam)
+        clean = cross_entropy(model(x), y)
+        return (loss = clean, worst = clean, clean = clean)
+    end
     worst = worst_case_loss(model, x, y, eps, spec; lam = lam, margin = margin)
-    iszero(kappa) && return worst
+    iszero(kappa) && return (loss = worst, worst = worst, clean = nothing)
     k = oftype(worst, kappa)
-    return (1 - k) * worst + k * cross_entropy(model(x), y)
+    clean = cross_entropy(model(x), y)
+    return (loss = (1 - k) * worst + k * clean, worst = worst, clean = clean)
 end
 
 """

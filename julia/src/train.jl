@@ -52,8 +52,22 @@ Returns the training loss and its Zygote gradient with respect to the
 midpoint parameters (the gradient flows through the radius r(θ) too).
 """
 function loss_and_gradient(model, x, y, eps::Real, spec::RadiusSpec; kw...)
-    loss, grads = Zygote.withgradient(m -> training_loss(m, x, y, eps, spec; kw...), model)
-    return loss, grads[1]
+    parts, grad = parts_and_gradient(model, x, y, eps, spec; kw...)
+    return parts.loss, grad
+end
+
+"""
+    parts_and_gradient(model, x, y, eps, spec; lam, kappa, margin) -> ((loss, worst, clean), grad)
+
+Returns `training_loss_parts` and the gradient of its `loss` (Zygote
+differentiates the first field of a returned NamedTuple and passes the rest).
+"""
+function parts_and_gradient(model, x, y, eps::Real, spec::RadiusSpec; kw...)
+    parts, grads = Zygote.withgradient(
+        m -> training_loss_parts(m, x, y, eps, spec; kw...),
+        model,
+    )
+    return parts, grads[1]
 end
 
 """
@@ -66,12 +80,27 @@ they were: the caller stops the run (Python raises `TrainingDiverged` and
 keeps the last good checkpoint); an exception would reach Python as a bare
 `JuliaError` instead.
 """
-function app_step!(model, opt_state, x, y, eps::Real, spec::RadiusSpec; kw...)
-    loss, grad = loss_and_gradient(model, x, y, eps, spec; kw...)
-    isfinite(loss) || return loss
+app_step!(model, opt_state, x, y, eps::Real, spec::RadiusSpec; kw...) = app_step_parts!(
+    model,
+    opt_state,
+    x,
+    y,
+    eps,
+    spec;
+    kw...,
+).loss
+
+"""
+    app_step_parts!(model, opt_state, x, y, eps, spec; lam, kappa, margin) -> (loss, worst, clean)
+
+Returns what `app_step!` does, with the loss's two terms (`training_loss_parts`).
+"""
+function app_step_parts!(model, opt_state, x, y, eps::Real, spec::RadiusSpec; kw...)
+    parts, grad = parts_and_gradient(model, x, y, eps, spec; kw...)
+    isfinite(parts.loss) || return parts
     Optimisers.update!(opt_state, model, grad)
     spec.clamp === nothing || clamp_params!(model, spec.clamp)
-    return loss
+    return parts
 end
 
 """
@@ -100,8 +129,15 @@ Returns the loss of one APP step on the batch `(x, y)` with the trainer's settin
 `lam` and `kappa` override them for this step (the Python side ramps both).
 `t.steps` counts the steps applied: a non-finite loss applies none.
 """
-function app_step!(t::APPTrainer, x, y, eps::Real; lam = t.spec.lam, kappa = t.kappa)
-    loss = app_step!(
+app_step!(t::APPTrainer, x, y, eps::Real; kw...) = app_step_parts!(t, x, y, eps; kw...).loss
+
+"""
+    app_step_parts!(t::APPTrainer, x, y, eps; lam=t.spec.lam, kappa=t.kappa) -> (loss, worst, clean)
+
+Returns what `app_step!(t, …)` does, with the loss's two terms.
+"""
+function app_step_parts!(t::APPTrainer, x, y, eps::Real; lam = t.spec.lam, kappa = t.kappa)
+    parts = app_step_parts!(
         t.model,
         t.opt_state,
         x,
@@ -112,8 +148,8 @@ function app_step!(t::APPTrainer, x, y, eps::Real; lam = t.spec.lam, kappa = t.k
         kappa = kappa,
         margin = t.margin,
     )
-    isfinite(loss) && (t.steps += 1)
-    return loss
+    isfinite(parts.loss) && (t.steps += 1)
+    return parts
 end
 
 """

@@ -227,6 +227,14 @@ end
         @test worst_case_loss(model, x, y, 0.01, spec; margin = true) <= worst + 1.0e-9
         mix = training_loss(model, x, y, 0.01, spec; kappa = 0.25)
         @test mix ≈ 0.75 * worst + 0.25 * clean
+        @testset "training_loss_parts gives the terms PyTorch's epoch logs" begin
+            parts = training_loss_parts(model, x, y, 0.01, spec; kappa = 0.25)
+            @test parts.loss ≈ mix && parts.worst ≈ worst && parts.clean ≈ clean
+            @test training_loss_parts(model, x, y, 0.01, spec; kappa = 0.0).clean ===
+                nothing
+            warm = training_loss_parts(model, x, y, 0.0, RadiusSpec(:abs; lam = 0.0))
+            @test warm.loss == warm.worst == warm.clean && warm.clean ≈ clean
+        end
         @testset "margin loss gradient adds up repeated labels (finite differences)" begin
             # W[y, :] and b[y] with y repeating, as in every real batch: the pullback of
             # getindex must sum the duplicates' contributions.
@@ -377,7 +385,10 @@ end
             lr = 0.1,
             weight_decay = 5.0e-4,
         )
-        @test isfinite(APProp.api_step!(t, x, y, 0.01; lam = 0.01, lr = 0.05))
+        loss, worst, clean = APProp.api_step!(t, x, y, 0.01; lam = 0.01, lr = 0.05)
+        @test isfinite(loss) && worst isa Float64 && clean isa Float64
+        @test loss ≈ 0.5 * worst + 0.5 * clean # the trainer's kappa
+        @test APProp.api_step!(t, x, y, 0.01; lam = 0.01, kappa = 0.0)[3] === nothing
         @test t.opt_state.layers[13].weight.rule.opts[2].eta ==
             0.05 # the lr reached the rule
         @test map(size, APProp.api_parameters(t)) == map(size, params)

@@ -213,22 +213,39 @@ class JuliaTrainer:
         kappa: float | None = None,
     ) -> float:
         """Returns the batch loss after one step; `lam`/`lr`/`kappa` override the trainer's."""
+        return self.step_logs(x, y, eps, lam=lam, lr=lr, kappa=kappa)["loss"]
+
+    def step_logs(
+        self,
+        x: Any,
+        y: Any,
+        eps: float,
+        lam: float | None = None,
+        lr: float | None = None,
+        kappa: float | None = None,
+    ) -> dict[str, float]:
+        """Returns {"loss", "worst_loss"[, "clean_loss"]} of one step, the keys PyTorch's APP logs.
+
+        "clean_loss" is absent where κ = 0 left it uncomputed, as in PyTorch.
+        """
         e = self.engine
         xj = e._arr(images_to_julia(x, self.dtype))
         yj = e._arr(labels_to_julia(y))
         extra = {} if kappa is None else {"kappa": float(kappa)}
-        return float(
-            e.ap.api_step_b(
-                self.handle,
-                xj,
-                yj,
-                float(eps),
-                lam=e._lam(self.radius, lam),
-                lr=None if lr is None else float(lr),
-                backend=e.device,
-                **extra,
-            )
+        loss, worst, clean = e.ap.api_step_b(
+            self.handle,
+            xj,
+            yj,
+            float(eps),
+            lam=e._lam(self.radius, lam),
+            lr=None if lr is None else float(lr),
+            backend=e.device,
+            **extra,
         )
+        logs = {"loss": float(loss), "worst_loss": float(worst)}
+        if clean is not None:
+            logs["clean_loss"] = float(clean)
+        return logs
 
     def epoch(
         self, batches: Iterable[tuple[Any, Any]], schedule: Callable[[int], tuple[float, float]]

@@ -48,7 +48,10 @@ class JuliaEpochs:
         return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
 
     def run_epoch(self, train: Split, sched, gen: torch.Generator, epoch: int, bar) -> dict[str, float]:
-        """Runs one epoch in Julia; returns the mean loss. The PyTorch model is updated after it."""
+        """Returns the epoch's logs, keyed as PyTorch's (mean loss, worst_loss, clean_loss, ramp).
+
+        The PyTorch model holds the new weights afterwards.
+        """
         cfg, o = self.cfg, self.cfg.optim
         if self.trainer is None:
             self.trainer = self.engine.trainer(
@@ -57,17 +60,21 @@ class JuliaEpochs:
             )
         steps = math.ceil(len(train) / cfg.data.batch_size)
         task = bar.start_batches(epoch, steps)
-        total = 0.0
+        sums: dict[str, float] = {}
+        t = cfg.train
         for i, (x, y) in enumerate(batches(train, cfg.data.batch_size, True, gen, cfg.data.augment)):
-            ctx = step_context(cfg, ramp(epoch * steps + i, steps, cfg.train.ramp_epochs, cfg.train.warmup_epochs))
-            loss = self.trainer.step(
+            ctx = step_context(cfg, ramp(epoch * steps + i, steps, t.ramp_epochs, t.warmup_epochs))
+            logs = self.trainer.step_logs(
                 x.cpu().numpy(), y.cpu().numpy(), ctx.eps, lam=ctx.lam, lr=sched.get_last_lr()[0], kappa=ctx.kappa,
             )
-            if not math.isfinite(loss):
-                return {"loss": loss, "diverged_batch": i + 1}
+            if not math.isfinite(logs["loss"]):
+                return {"loss": logs["loss"], "diverged_batch": i + 1}
             sched.step()
-            total += loss
+            for k, v in logs.items():  # as loop._train_epoch: a key absent from a step adds 0
+                sums[k] = sums.get(k, 0.0) + v
             bar.advance(task)
         state = {k: torch.from_numpy(v) for k, v in self.trainer.params().items()}
         self.model.load_state_dict(state)
-        return {"loss": total / steps}
+        out = {k: v / steps for k, v in sums.items()}
+        out["ramp"] = ramp((epoch + 1) * steps - 1, steps, t.ramp_epochs, t.warmup_epochs)
+        return out
