@@ -16,7 +16,9 @@ struct Normalize{V <: AbstractVector}
     std::V
 end
 
-Flux.@functor Normalize
+# `@layer`, not `@functor`: Flux 0.14.13+ calls `depwarn` for `@functor` types on
+# every `Flux.params` walk and `show`. Neither mean nor std is trained.
+Flux.@layer Normalize
 Optimisers.trainable(::Normalize) = (;)
 
 _channel(v::AbstractVector) = reshape(v, 1, 1, :, 1)

@@ -107,10 +107,12 @@ end
 """
     clamp_params!(model, c) -> model
 
-Returns `model` after clamping every trainable array to [-c, c] in place.
+Returns `model` after clamping every trainable array to [-c, c] in place
+(`Optimisers.trainables`: the explicit walk, where `Flux.params` is the
+implicit-parameter API that Flux 0.15 removes).
 """
 function clamp_params!(model, c::Real)
-    for θ in Flux.params(model)
+    for θ in Optimisers.trainables(model)
         T = eltype(θ)
         clamp!(θ, -T(c), T(c))
     end

@@ -80,6 +80,16 @@ end
             clamp_params!(m, 1.0)
             @test m.layers[1].weight == [1.0 -1.0]
         end
+        @testset "Normalize is a Flux.@layer, and the clamp leaves its constants" begin
+            norm = Normalize([0.5, 0.5], [0.25, 0.25])
+            # @layer defines this method in APProp; with @functor, Flux's generic one
+            # runs and calls depwarn on every walk.
+            @test which(Flux._check_new_macro, Tuple{typeof(norm)}).module === APProp
+            m = Flux.Chain(norm, Flux.Dense([3.0 -4.0], [0.5]))
+            clamp_params!(m, 0.1)
+            @test norm.mean == [0.5, 0.5] && norm.std == [0.25, 0.25]
+            @test m.layers[2].weight == [0.1 -0.1] && m.layers[2].bias == [0.1]
+        end
     end
 
     @testset "rules" begin
