@@ -170,6 +170,24 @@ def test_pins_satisfy_compat():
                 assert _compat_allows(spec, ENTRIES[name]["version"]), f"{name} {spec}"
 
 
+# The oldest version of each package that has what APProp calls (read from their sources).
+APPROP_NEEDS = {
+    "Flux": ("0.14.13", "0.14.12"),  # Flux.@layer
+    "Zygote": ("0.6.67", "0.6.62"),  # withgradient with aux outputs (0.6.63); Flux 0.14.20 needs 0.6.67
+    "Optimisers": ("0.3.3", "0.3.2"),  # Optimisers.trainables
+    "ChainRulesCore": ("1.12.0", "1.7.0"),  # ignore_derivatives (1.8); Flux 0.14.20 needs 1.12
+    "NNlib": ("0.9.22", "0.9.21"),  # Flux 0.14.20's floor
+}
+
+
+@pytest.mark.parametrize("name", sorted(APPROP_NEEDS))
+def test_approp_compat_floors_are_what_the_code_needs(name):
+    oldest, too_old = APPROP_NEEDS[name]
+    spec = APPROP["compat"][name]
+    assert _compat_allows(spec, oldest) and not _compat_allows(spec, too_old), f"{name} {spec}"
+    assert _compat_allows(spec, ENTRIES[name]["version"])
+
+
 def test_compat_checker_itself():
     assert _compat_allows("0.14", "0.14.20") and not _compat_allows("0.14", "0.15.0")
     assert _compat_allows("5", "5.4.3") and not _compat_allows("5", "4.9.0")
