@@ -320,3 +320,18 @@ def test_param_roundtrip_and_layout():
     with pytest.raises(KeyError, match="layers.14.bias"):
         convert.params_to_julia({k: v for k, v in params.items() if k != "layers.14.bias"})
     assert np.array_equal(convert.labels_to_julia(np.array([0, 9])), [1, 10])
+
+
+def test_arrays_from_julia_are_owned_copies():
+    # A Julia (K, B) matrix reaches numpy F-ordered; its transpose is C-contiguous, so
+    # ascontiguousarray would return a view of Julia's memory.
+    z = np.asfortranarray(np.arange(20.0).reshape(10, 2))
+    out = convert.logits_from_julia(z)
+    assert out.shape == (2, 10) and out[1, 3] == z[3, 1]
+    assert out.flags.owndata and out.flags.c_contiguous and not np.shares_memory(out, z)
+    w = np.asfortranarray(np.zeros((3, 3, 3, 32), np.float32))  # Flux layout, reversed: C-order
+    b = np.zeros(32, np.float32)
+    for name, arr in (("layers.1.weight", w), ("layers.1.bias", b)):
+        back = convert.param_from_julia(name, arr)
+        assert back.flags.owndata and back.flags.c_contiguous and not np.shares_memory(back, arr)
+    assert convert.param_from_julia("layers.1.weight", w).shape == (32, 3, 3, 3)

@@ -50,7 +50,9 @@ def param_from_julia(name: str, value: Any) -> np.ndarray:
     arr = np.asarray(value)
     if name.endswith(".weight") and arr.ndim == 4:
         arr = _reverse_axes(arr)
-    return np.ascontiguousarray(arr)
+    # A copy even where arr is already C-contiguous (reversed conv weights, vectors): numpy
+    # then views Julia memory, which ascontiguousarray would hand back as it is.
+    return np.array(arr, order="C", copy=True)
 
 
 def params_to_julia(params: Mapping[str, Any]) -> list[np.ndarray]:
@@ -92,5 +94,5 @@ def labels_to_julia(y: Any) -> np.ndarray:
 
 
 def logits_from_julia(z: Any) -> np.ndarray:
-    """Returns a Julia (K, B) matrix as an owned numpy (B, K) array."""
-    return np.ascontiguousarray(np.asarray(z).T)
+    """Returns a Julia (K, B) matrix as an owned numpy (B, K) array (never a view of Julia memory)."""
+    return np.array(np.asarray(z).T, order="C", copy=True)
