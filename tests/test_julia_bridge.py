@@ -304,3 +304,26 @@ def test_trainer_step_logs_have_pytorchs_keys(monkeypatch):
     assert trainer.step_logs(x, y, 0.01) == {"loss": 0.75, "worst_loss": 1.0, "clean_loss": 0.5}
     assert trainer.step_logs(x, y, 0.01, kappa=0.0) == {"loss": 0.75, "worst_loss": 1.0}
     assert trainer.step(x, y, 0.01) == 0.75
+
+
+def test_to_julia_array_starts_julia_before_importing_juliacall(monkeypatch):
+    order = []
+
+    class FakeMain:
+        def seval(self, code):
+            return f"type {code}"
+
+    def fake_main():
+        order.append("julia_main")  # where configure() sets PYTHON_JULIACALL_EXE/PROJECT
+        fake = type(sys)("juliacall")
+        fake.convert = lambda t, a: (t, a.shape)
+        monkeypatch.setitem(sys.modules, "juliacall", fake)
+        return FakeMain()
+
+    monkeypatch.delitem(sys.modules, "juliacall", raising=False)
+    monkeypatch.setattr(_runtime, "julia_main", fake_main)
+    monkeypatch.setattr(_runtime, "_ARRAY_TYPES", {})
+    assert _runtime.to_julia_array(np.zeros((2, 3))) == ("type Array{Float64,2}", (2, 3))
+    assert order == ["julia_main"]
+    with pytest.raises(TypeError, match="int32"):
+        _runtime.to_julia_array(np.zeros(2, np.int32))

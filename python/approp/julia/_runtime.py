@@ -328,14 +328,17 @@ _JULIA_ELTYPES = {"float32": "Float32", "float64": "Float64", "int64": "Int64"}
 
 def to_julia_array(arr: Any) -> Any:
     """Returns a Julia Array with the same element type, shape and indexing as numpy `arr`."""
-    import juliacall
-
     eltype = _JULIA_ELTYPES.get(str(arr.dtype))
     if eltype is None:
         raise TypeError(
             f"arrays for the Julia engine must be float32, float64 or int64; got {arr.dtype}"
         )
+    # julia_main() first: it points juliacall at the pinned environment before the first
+    # `import juliacall`, which would otherwise let juliapkg resolve its own one online.
+    main = julia_main()
+    import juliacall
+
     key = (eltype, arr.ndim)
     if key not in _ARRAY_TYPES:
-        _ARRAY_TYPES[key] = julia_main().seval(f"Array{{{eltype},{arr.ndim}}}")
+        _ARRAY_TYPES[key] = main.seval(f"Array{{{eltype},{arr.ndim}}}")
     return juliacall.convert(_ARRAY_TYPES[key], arr)
