@@ -263,6 +263,9 @@ class FakeAPProp:
         assert y.dtype == np.int64 and list(y) == [1, 10]  # 1-based labels
         return np.arange(20.0).reshape(10, 2)
 
+    def api_verified(self, model, x, y, eps, spec, *, lam, backend):
+        return np.array([True, False])
+
     def api_loss_and_gradients(self, model, x, y, eps, spec, *, lam, backend, kappa, margin):
         return 0.5, tuple(p * 2 for p in model)
 
@@ -327,3 +330,33 @@ def test_to_julia_array_starts_julia_before_importing_juliacall(monkeypatch):
     assert order == ["julia_main"]
     with pytest.raises(TypeError, match="int32"):
         _runtime.to_julia_array(np.zeros(2, np.int32))
+
+
+def test_engine_builds_the_julia_model_once_per_weights(monkeypatch):
+    from approp.config import RadiusConfig
+    from approp.julia.engine import JuliaEngine
+
+    built = []
+
+    class Counting(FakeAPProp):
+        def api_model(self, *ps, backend):
+            built.append(ps)
+            return super().api_model(*ps, backend=backend)
+
+    monkeypatch.setattr(_runtime, "to_julia_array", lambda a: np.array(a))
+    engine = JuliaEngine.__new__(JuliaEngine)
+    engine.device, engine.ap = "cpu", Counting()
+    rng = np.random.default_rng(0)
+    params = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
+    x, y, radius = rng.random((2, 3, 32, 32)), np.array([0, 9]), RadiusConfig("abs", lam=0.01)
+    for _ in range(2):  # what metrics._julia_bounds does per batch
+        engine.bounds(params, x, 0.01, radius)
+        engine.verified(params, x, y, 0.01, radius)
+    assert len(built) == 1
+    engine.bounds({k: v.copy() for k, v in params.items()}, x, 0.01, radius)  # equal weights
+    assert len(built) == 1
+    params["layers.14.bias"][3] += 1.0  # changed in place: a new model
+    engine.bounds(params, x, 0.01, radius)
+    assert len(built) == 2 and built[1][11][3] == params["layers.14.bias"][3]
+    engine.bounds({k: v.astype(np.float64) for k, v in params.items()}, x, 0.01, radius)
+    assert len(built) == 3 and built[2][0].dtype == np.float64

@@ -29,6 +29,9 @@ Params = Mapping[str, Any]
 class JuliaEngine:
     """Returns results of APProp (Julia) computed on numpy arrays; `device` is "cpu" or "cuda"."""
 
+    # (snapshot of the Flux-layout weights, the Julia model built from them): see _model_for.
+    _cache: tuple[list[np.ndarray], Any] | None = None
+
     def __init__(self, device: str = "cpu") -> None:
         self.jl = _runtime.julia_main()
         self.device = "cuda" if device.startswith("cuda") else "cpu"
@@ -41,15 +44,33 @@ class JuliaEngine:
         return _runtime.to_julia_array(arr)
 
     def model(self, params: Params) -> Any:
-        """Returns a Julia CNN4 (Flux Chain) holding `params`, on the engine's device."""
+        """Returns a new Julia CNN4 (Flux Chain) holding `params`, on the engine's device."""
         arrays = [self._arr(a) for a in params_to_julia(params)]
         return self.ap.api_model(*arrays, backend=self.device)
 
+    def _model_for(self, arrays: list[np.ndarray]) -> Any:
+        """Returns a Julia model of the Flux-layout `arrays`, reusing the last one built while they are equal.
+
+        Evaluation calls bounds and verified on the same weights batch after batch; comparing
+        with a snapshot (one pass over the weights) costs less than converting them again and
+        rebuilding the Chain, and, unlike a key by id, sees weights changed in place. Only
+        read-only calls use it: a trainer changes its model, so it gets a fresh one.
+        """
+        cached = self._cache
+        if cached is not None and all(
+            a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+            for a, b in zip(cached[0], arrays, strict=True)
+        ):
+            return cached[1]
+        model = self.ap.api_model(*[self._arr(a) for a in arrays], backend=self.device)
+        self._cache = ([np.array(a, copy=True) for a in arrays], model)
+        return model
+
     def _xy(self, params: Params, x: Any, y: Any | None = None) -> tuple[Any, Any, Any]:
-        dtype = params_to_julia(params)[0].dtype
-        xj = self._arr(images_to_julia(x, dtype))
+        arrays = params_to_julia(params)
+        xj = self._arr(images_to_julia(x, arrays[0].dtype))
         yj = None if y is None else self._arr(labels_to_julia(y))
-        return self.model(params), xj, yj
+        return self._model_for(arrays), xj, yj
 
     def spec(self, radius: Any) -> Any:
         """Returns APProp.RadiusSpec for an approp.config.RadiusConfig (or any object with its fields)."""
