@@ -360,3 +360,15 @@ def test_engine_builds_the_julia_model_once_per_weights(monkeypatch):
     assert len(built) == 2 and built[1][11][3] == params["layers.14.bias"][3]
     engine.bounds({k: v.astype(np.float64) for k, v in params.items()}, x, 0.01, radius)
     assert len(built) == 3 and built[2][0].dtype == np.float64
+
+
+def test_julia_engine_refuses_data_parallel_runs(monkeypatch):
+    from approp.config import ConfigError
+    from approp.models import CNN4
+    from approp.train.julia_runner import JuliaEpochs
+
+    monkeypatch.setattr(julia, "get_engine", lambda device: FakeEngine(nan_at=0))
+    cfg = RunConfig().replace(train={"engine": "julia", "algo": "app"})
+    with pytest.raises(ConfigError, match=r"train.engine 'julia' runs in one process; got a torchrun world size of 2"):
+        JuliaEpochs(cfg, CNN4(), world_size=2)
+    assert JuliaEpochs(cfg, CNN4(), world_size=1).trainer is None

@@ -32,9 +32,14 @@ from .strategies import step_context
 class JuliaEpochs:
     """Returns per-epoch logs of APP training run in Julia (see module docstring)."""
 
-    def __init__(self, cfg: RunConfig, model: nn.Module) -> None:
+    def __init__(self, cfg: RunConfig, model: nn.Module, world_size: int = 1) -> None:
         if cfg.train.algo != "app":
             raise ConfigError(f"the Julia engine trains only algo 'app'; got {cfg.train.algo!r}")
+        if world_size > 1:  # every rank would train the whole batch, the same steps
+            raise ConfigError(
+                f"train.engine 'julia' runs in one process; got a torchrun world size of {world_size}: "
+                "use engine 'torch' for data-parallel training"
+            )
         from .. import julia  # imported only when the Julia engine is asked for
 
         self.cfg, self.model = cfg, model
