@@ -369,6 +369,6 @@ def test_julia_engine_refuses_data_parallel_runs(monkeypatch):
 
     monkeypatch.setattr(julia, "get_engine", lambda device: FakeEngine(nan_at=0))
     cfg = RunConfig().replace(train={"engine": "julia", "algo": "app"})
-    with pytest.raises(ConfigError, match=r"train.engine 'julia' runs in one process; got a torchrun world size of 2"):
+    with pytest.raises(ConfigError, match=r"'julia' runs in one process; got a torchrun world size of 2"):
         JuliaEpochs(cfg, CNN4(), world_size=2)
     assert JuliaEpochs(cfg, CNN4(), world_size=1).trainer is None

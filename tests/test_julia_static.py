@@ -173,7 +173,7 @@ def test_pins_satisfy_compat():
 # The oldest version of each package that has what APProp calls (read from their sources).
 APPROP_NEEDS = {
     "Flux": ("0.14.13", "0.14.12"),  # Flux.@layer
-    "Zygote": ("0.6.67", "0.6.62"),  # withgradient with aux outputs (0.6.63); Flux 0.14.20 needs 0.6.67
+    "Zygote": ("0.6.67", "0.6.62"),  # aux-output withgradient (0.6.63); Flux 0.14.20 needs 0.6.67
     "Optimisers": ("0.3.3", "0.3.2"),  # Optimisers.trainables
     "ChainRulesCore": ("1.12.0", "1.7.0"),  # ignore_derivatives (1.8); Flux 0.14.20 needs 1.12
     "NNlib": ("0.9.22", "0.9.21"),  # Flux 0.14.20's floor

@@ -94,5 +94,5 @@ def labels_to_julia(y: Any) -> np.ndarray:
 
 
 def logits_from_julia(z: Any) -> np.ndarray:
-    """Returns a Julia (K, B) matrix as an owned numpy (B, K) array (never a view of Julia memory)."""
+    """Returns a Julia (K, B) matrix as an owned numpy (B, K) array, never a view of Julia's."""
     return np.array(np.asarray(z).T, order="C", copy=True)

@@ -49,7 +49,7 @@ class JuliaEngine:
         return self.ap.api_model(*arrays, backend=self.device)
 
     def _model_for(self, arrays: list[np.ndarray]) -> Any:
-        """Returns a Julia model of the Flux-layout `arrays`, reusing the last one built while they are equal.
+        """Returns a Julia model of the Flux-layout `arrays`, the last one built while they are equal.
 
         Evaluation calls bounds and verified on the same weights batch after batch; comparing
         with a snapshot (one pass over the weights) costs less than converting them again and

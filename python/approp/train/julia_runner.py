@@ -37,8 +37,8 @@ class JuliaEpochs:
             raise ConfigError(f"the Julia engine trains only algo 'app'; got {cfg.train.algo!r}")
         if world_size > 1:  # every rank would train the whole batch, the same steps
             raise ConfigError(
-                f"train.engine 'julia' runs in one process; got a torchrun world size of {world_size}: "
-                "use engine 'torch' for data-parallel training"
+                "train.engine 'julia' runs in one process; got a torchrun world size of "
+                f"{world_size}: use engine 'torch' for data-parallel training"
             )
         from .. import julia  # imported only when the Julia engine is asked for
 
