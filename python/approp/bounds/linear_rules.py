@@ -80,6 +80,16 @@ def _sum_tail(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(2).sum(2)
 
 
+def _dot_tail(coef: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Returns Σ_tail coef·v per functional: coef (B, S, *shape), v (B, *shape, k) → (B, S, k).
+
+    One batched matrix product: no (B, S, *shape) temporary is formed (the pass is
+    bound by memory traffic, not arithmetic).
+    """
+    bsz, s = coef.shape[:2]
+    return torch.bmm(coef.reshape(bsz, s, -1), v.reshape(bsz, -1, v.shape[-1]))
+
+
 def _log_fan(shape: torch.Size) -> float:
     """Returns the rounding depth of a pairwise reduction over a (B, S, *shape) tail."""
     return math.log2(max(2, math.prod(shape)))
@@ -101,14 +111,22 @@ def _affine_cache(ctx: Context, op: Callable) -> dict[str, torch.Tensor]:
     |δ| = |(W − W_c)·a + (b − b_c)| ≤ W_r·|a| + b_r ≤ W_r·m + b_r = d for every W, b in
     their box and a in [l, u]: the layer is its center layer plus δ with |δ| ≤ d.
     """
-    if "d" not in ctx.cache:
+    if "d_mag" not in ctx.cache:
         w, b = ctx.params["weight"], ctx.params.get("bias")
         m = torch.maximum(ctx.inp.lower.abs(), ctx.inp.upper.abs())  # (B, *in)
-        mag = op(m, w.center.abs(), None if b is None else b.center.abs())
-        d = torch.zeros_like(mag) if w.radius is None else op(m, w.radius, None)
+        w_m = op(m, w.center.abs(), None)  # |W_c|·m
+        if w.radius is None:
+            d = torch.zeros_like(w_m)
+        elif w.rel is not None:  # W_r = rel·|W_c|: the same product, scaled
+            d = w_m * w.rel
+        else:
+            d = op(m, w.radius, None)
+        mag = w_m if b is None else w_m + b.center.abs().view(-1, *([1] * (d.dim() - 2)))
         if b is not None and b.radius is not None:
             d = d + b.radius.view(1, -1, *([1] * (d.dim() - 2)))
-        ctx.cache["d"], ctx.cache["mag"] = d, mag + d
+        ctx.cache["d_mag"] = torch.stack([d, mag + d], dim=-1)  # (B, *out, 2)
+        if b is not None:
+            ctx.cache["bias"] = b.center.view(-1, *([1] * (d.dim() - 2))).expand(d.shape[1:]).reshape(-1)
     return ctx.cache
 
 
@@ -117,14 +135,12 @@ def _affine_step(coef: torch.Tensor, coef_in: torch.Tensor, ctx: Context, cache,
 
     Σ coef·(W_c a + b_c + δ) = Σ coef_in·a + Σ coef·b_c + Σ coef·δ and Σ coef·δ ≥ −Σ |coef|·d.
     """
-    b = ctx.params.get("bias")
-    expand = [1] * (coef.dim() - 3)
-    const = -_sum_tail(coef.abs() * cache["d"].unsqueeze(1))
-    if b is not None:
-        const = const + _sum_tail(coef * b.center.view(1, 1, -1, *expand))
+    both = _dot_tail(coef.abs(), cache["d_mag"])  # (B, S, 2): Σ|coef|·d, Σ|coef|·magnitude
+    const = -both[..., 0]
+    if "bias" in cache:
+        const = const + coef.flatten(2) @ cache["bias"]
     scale = fan + _log_fan(coef.shape[2:])
-    rounding = scale * _sum_tail(coef.abs() * cache["mag"].unsqueeze(1))
-    return Step(coef_in, const, rounding)
+    return Step(coef_in, const, scale * both[..., 1])
 
 
 @register_backward(nn.Linear)
@@ -163,8 +179,15 @@ def conv2d_backward(layer: nn.Conv2d, coef: torch.Tensor, ctx: Context) -> Step:
         full += layer.dilation[dim] * (w.center.shape[2 + dim] - 1) + 1
         out_pad.append(in_shape[1 + dim] - full)
     flat = coef.reshape(bsz * s, *coef.shape[2:])
-    coef_in = F.conv_transpose2d(flat, w.center, None, layer.stride, layer.padding, tuple(out_pad),
-                                 1, layer.dilation)
+    if layer.stride == (1, 1) and layer.dilation == (1, 1) and out_pad == [0, 0]:
+        # The same map as a plain convolution with the kernel transposed and flipped, which
+        # takes the fast CPU path (the transposed convolution does not).
+        kh, kw = w.center.shape[2:]
+        pad = (kh - 1 - layer.padding[0], kw - 1 - layer.padding[1])
+        coef_in = F.conv2d(flat, w.center.transpose(0, 1).flip(2, 3), None, 1, pad)
+    else:
+        coef_in = F.conv_transpose2d(flat, w.center, None, layer.stride, layer.padding, tuple(out_pad),
+                                     1, layer.dilation)
     return _affine_step(coef, coef_in.view(bsz, s, *in_shape), ctx, cache, fan)
 
 
@@ -185,6 +208,7 @@ def _relu_relaxation(inp: Interval, cache: dict[str, torch.Tensor]) -> dict[str,
         cache["offset"] = -chord * l.clamp(max=0)  # t = −s·l for unstable, 0 elsewhere
         adaptive = (u >= -l).to(u.dtype)
         cache["alpha"] = torch.where(active, torch.ones_like(u), torch.where(unstable, adaptive, 0 * u))
+        cache["slope_minus_alpha"] = cache["slope"] - cache["alpha"]
     return cache
 
 
@@ -192,10 +216,10 @@ def _relu_relaxation(inp: Interval, cache: dict[str, torch.Tensor]) -> dict[str,
 def relu_backward(layer: nn.ReLU, coef: torch.Tensor, ctx: Context) -> Step:
     """coef ≥ 0 takes the lower relaxation α·h, coef < 0 the upper s·h + t: both bound coef·relu(h) below."""
     r = _relu_relaxation(ctx.inp, ctx.cache)
-    pos, neg = coef.clamp(min=0), coef.clamp(max=0)
-    coef_in = pos * r["alpha"].unsqueeze(1) + neg * r["slope"].unsqueeze(1)
-    offset = neg * r["offset"].unsqueeze(1)  # ≤ 0
-    const = _sum_tail(offset)
+    neg = coef.clamp(max=0)
+    # α·coef⁺ + s·coef⁻ = α·coef + (s − α)·coef⁻: three passes over coef, no comparison mask.
+    coef_in = torch.addcmul(coef * r["alpha"].unsqueeze(1), neg, r["slope_minus_alpha"].unsqueeze(1))
+    const = _dot_tail(neg, r["offset"].unsqueeze(-1)).squeeze(-1)  # ≤ 0
     return Step(coef_in, const, _log_fan(coef.shape[2:]) * -const)
 
 
@@ -206,29 +230,39 @@ def _windows(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h // 2, w // 2, 4)
 
 
+def _flat_position(pick: torch.Tensor, width: int) -> torch.Tensor:
+    """Returns the index in the flattened H·W plane of window entry `pick` (B, C, h, w) → (B, C, h·w)."""
+    h, w = pick.shape[-2:]
+    rows = torch.arange(h, device=pick.device).view(h, 1) * 2 + pick // 2
+    cols = torch.arange(w, device=pick.device).view(1, w) * 2 + pick % 2
+    return (rows * width + cols).flatten(2)
+
+
 def _pool_relaxation(inp: Interval, cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Returns (cached) one-hot picks (B, C, h, w, 4) of the lower and upper relaxation of max-pooling.
+    """Returns (cached) the inputs picked by the lower and upper relaxation of max-pooling.
 
     lower: out = max_i x_i ≥ x_i* for i* = argmax_i l_i (any i is sound; this one is tightest at l).
     upper: with i* = argmax_i u_i and u₂ the second largest u, if l_i* ≥ u₂ then x_i* ≥ x_j for
     all j and out = x_i* exactly (the input dominates); otherwise out ≤ u_i* (a constant).
     """
-    if "low_pick" not in cache:
-        lw, uw = _windows(inp.lower), _windows(inp.upper)
-        low_idx = lw.argmax(-1, keepdim=True)
-        top, top_idx = uw.topk(2, dim=-1)  # (..., 2)
-        up_idx = top_idx[..., :1]
-        dominant = lw.gather(-1, up_idx).squeeze(-1) >= top[..., 1]
-        cache["low_pick"] = torch.zeros_like(lw).scatter_(-1, low_idx, 1.0)
-        up_pick = torch.zeros_like(uw).scatter_(-1, up_idx, 1.0)
-        cache["up_pick"] = up_pick * dominant.unsqueeze(-1).to(uw.dtype)
-        cache["up_const"] = torch.where(dominant, torch.zeros_like(top[..., 0]), top[..., 0])
+    if "low" not in cache:
+        lw, uw = _windows(inp.lower), _windows(inp.upper)  # (B, C, h, w, 4)
+        top, top_idx = uw.topk(2, dim=-1)
+        dominant = lw.gather(-1, top_idx[..., :1]).squeeze(-1) >= top[..., 1]  # (B, C, h, w)
+        width = inp.lower.shape[-1]
+        cache["low"] = _flat_position(lw.argmax(-1), width)
+        cache["up"] = _flat_position(top_idx[..., 0], width)
+        cache["dominant"] = dominant.flatten(2).to(uw.dtype)
+        cache["up_const"] = torch.where(dominant, torch.zeros_like(top[..., 0]), top[..., 0]).unsqueeze(-1)
     return cache
 
 
 @register_backward(nn.MaxPool2d)
 def maxpool_backward(layer: nn.MaxPool2d, coef: torch.Tensor, ctx: Context) -> Step:
-    """coef (B, S, C, h, w) → (B, S, C, H, W): each output's coefficient moves onto the picked input."""
+    """coef (B, S, C, h, w) → (B, S, C, H, W): each output's coefficient moves onto the picked input.
+
+    coef ≥ 0 goes to the lower pick; coef < 0 to the dominating input, or into the constant u_i*.
+    """
     ks, st = layer.kernel_size, layer.stride
     if ks not in (2, (2, 2)) or st not in (2, (2, 2)) or layer.padding not in (0, (0, 0)) \
             or layer.dilation not in (1, (1, 1)) or layer.ceil_mode:
@@ -237,14 +271,16 @@ def maxpool_backward(layer: nn.MaxPool2d, coef: torch.Tensor, ctx: Context) -> S
             f"dilation 1, floor mode; got kernel {ks}, stride {st}, padding {layer.padding}"
         )
     r = _pool_relaxation(ctx.inp, ctx.cache)
-    pos, neg = coef.clamp(min=0), coef.clamp(max=0)
-    win = pos.unsqueeze(-1) * r["low_pick"].unsqueeze(1) + neg.unsqueeze(-1) * r["up_pick"].unsqueeze(1)
-    bsz, s, c, h, w = coef.shape
-    full = win.view(bsz, s, c, h, w, 2, 2).permute(0, 1, 2, 3, 5, 4, 6).reshape(bsz, s, c, 2 * h, 2 * w)
+    bsz, s, c = coef.shape[:3]
     height, width = ctx.inp.lower.shape[-2:]
-    full = F.pad(full, (0, width - 2 * w, 0, height - 2 * h))
-    const = _sum_tail(neg * r["up_const"].unsqueeze(1))
-    return Step(full, const, _log_fan(coef.shape[2:]) * -const)
+    flat = coef.reshape(bsz, s, c, -1)  # (B, S, C, h·w)
+    neg = flat.clamp(max=0)
+    full = coef.new_zeros(bsz, s, c, height * width)
+    # Windows are disjoint, so the lower picks are distinct positions: scatter, then add the upper ones.
+    full.scatter_(-1, r["low"].unsqueeze(1).expand_as(flat), flat.clamp(min=0))
+    full.scatter_add_(-1, r["up"].unsqueeze(1).expand_as(flat), neg * r["dominant"].unsqueeze(1))
+    const = _dot_tail(neg, r["up_const"]).squeeze(-1)
+    return Step(full.view(bsz, s, c, height, width), const, _log_fan(coef.shape[2:]) * -const)
 
 
 @register_backward(nn.Flatten)
