@@ -119,11 +119,14 @@ def bounds(
     data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
     device: Annotated[str, typer.Option()] = "cpu",
     engine: Annotated[str, typer.Option(help="torch | julia")] = "torch",
+    method: Annotated[str, typer.Option(help="ibp (interval) | crown (linear) | best (per margin the better)")]
+    = "ibp",
 ) -> None:
     """Print verified accuracy and mean logit-bound width of a trained model."""
     from .metrics import bound_summary
 
-    summary = bound_summary(run_dir, eps=eps, lam=lam, n=n, data_dir=data_dir, device=device, engine=engine)
+    summary = bound_summary(run_dir, eps=eps, lam=lam, n=n, data_dir=data_dir, device=device, engine=engine,
+                            method=method)
     typer.echo(json.dumps(summary))
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .bounds import verified
+from .bounds.verify import check_method, verified_by
 from .config import ConfigError, RadiusConfig
 from .data import Split, batches
 
@@ -28,23 +29,40 @@ def verified_accuracy(
     radius: RadiusConfig | None,
     lam: float | None = None,
     batch_size: int = 500,
+    method: str | None = None,
 ) -> float:
-    """Returns the share of points that every network in the box classifies correctly on the whole ball."""
+    """Returns the share of points that every network in the box classifies correctly on the whole ball.
+
+    method None: interval margin bounds as always; "ibp" | "crown" | "best": the verified
+    decision of approp.bounds.verify (with its rounding allowance; "crown" the linear bounds,
+    "best" per margin the better of interval and linear).
+    """
+    if method is not None:
+        check_method(method)
     model.eval()
     count = torch.zeros((), device=split.y.device)
     for x, y in batches(split, batch_size):
-        count += verified(model, x, y, eps, radius, lam).sum()
+        if method is None:
+            count += verified(model, x, y, eps, radius, lam).sum()
+        else:
+            count += verified_by(model, x, y, eps, radius, lam, method=method).sum()
     return count.item() / max(len(split), 1)
 
 
 def bound_summary(
     run_dir, eps: float | None = None, lam: float | None = None, n: int = 1000,
-    data_dir=None, device: str = "cpu", engine: str = "torch",
+    data_dir=None, device: str = "cpu", engine: str = "torch", method: str = "ibp",
 ) -> dict[str, float]:
     """Returns verified accuracy and mean logit-bound width of a run's model on n test points.
 
     engine "julia" computes the bounds with the Julia engine from the same weights.
+    method "ibp" (interval bounds, as always), "crown" (linear bounds) or "best" (per margin
+    the better of both) decides verified_acc; the width is always the interval width.
     """
+    if method not in ("ibp", "crown", "best"):
+        raise ConfigError(f"method must be 'ibp', 'crown' or 'best'; got {method!r}")
+    if engine == "julia" and method != "ibp":
+        raise ConfigError(f"method {method!r} needs engine 'torch' (the Julia engine has interval bounds only)")
     from .checkpoint import load_model, radius_from_meta
     from .config import check_eps
     from .data import load_cifar10
@@ -58,12 +76,12 @@ def bound_summary(
     if engine == "julia":
         verified_acc, width = _julia_bounds(model, test, eps, radius, lam, device)
     elif engine == "torch":
-        verified_acc = verified_accuracy(model, test, eps, radius, lam)
+        verified_acc = verified_accuracy(model, test, eps, radius, lam, method=None if method == "ibp" else method)
         width = _mean_width(model, test, eps, radius, lam)
     else:
         raise ConfigError(f"engine must be 'torch' or 'julia'; got {engine!r}")
     return {
-        "engine": engine, "eps": eps, "lam": lam, "radius": radius.kind, "n": len(test),
+        "engine": engine, "method": method, "eps": eps, "lam": lam, "radius": radius.kind, "n": len(test),
         "clean_acc": clean_accuracy(model, test),
         "verified_acc": verified_acc,
         "mean_bound_width": width,
