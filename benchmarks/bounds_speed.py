@@ -1,15 +1,20 @@
 """Speed of interval bounds and APP steps relative to plain forward passes and standard steps.
 
     python benchmarks/bounds_speed.py [--batch 128] [--repeats 20] [--device cpu] [--threads N]
+                                      [--channels-last]
 
 Everything is measured side by side in one run, interleaved round by round,
 so the ratios hold on a noisy machine even where absolute times do not.
 Prints a Markdown table of median milliseconds and ratios to the baseline.
+With --channels-last every case also runs on a channels_last copy of the
+model and batch (the `train.channels_last` path), marked "[cl]", with a
+second ratio column against the standard step of the same memory format.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -82,12 +87,33 @@ def step_cases(model, x, y, eps: float, lam: float, kappa: float) -> dict[str, C
     return cases
 
 
+CL = " [cl]"  # suffix of the channels_last cases
+
+
 def table(rows: dict[str, float], baseline: str) -> str:
-    """Returns a Markdown table of median ms and the ratio to `baseline`."""
-    out = ["| case | median ms | × " + baseline + " |", "|---|---:|---:|"]
+    """Returns a Markdown table of median ms and the ratio to `baseline`.
+
+    Where channels_last cases are present, a last column gives each case's ratio
+    to the baseline of its own memory format.
+    """
+    both = baseline + CL in rows
+    head = "| case | median ms | × " + baseline + (" | × same format |" if both else " |")
+    out = [head, "|---|---:|---:|" + ("---:|" if both else "")]
     for name, t in rows.items():
-        out.append(f"| {name} | {t * 1e3:.1f} | {t / rows[baseline]:.2f} |")
+        line = f"| {name} | {t * 1e3:.1f} | {t / rows[baseline]:.2f} |"
+        if both:
+            line += f" {t / rows[baseline + CL if name.endswith(CL) else baseline]:.2f} |"
+        out.append(line)
     return "\n".join(out)
+
+
+def with_channels_last(build, model, x, *args) -> dict[str, Callable[[], object]]:
+    """Returns build's cases on (model, x) followed by the same cases on channels_last copies."""
+    cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    cl_x = x.contiguous(memory_format=torch.channels_last)
+    cases = build(model, x, *args)
+    cases.update({name + CL: fn for name, fn in build(cl_model, cl_x, *args).items()})
+    return cases
 
 
 def main() -> None:
@@ -98,6 +124,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--eps", type=float, default=2 / 255)
     ap.add_argument("--lam", type=float, default=0.01)
+    ap.add_argument("--channels-last", action="store_true",
+                    help="also run every case in channels_last memory format, side by side")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -108,10 +136,13 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch,), device=device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"CNN4, batch {args.batch}, eps {args.eps:.4g}, lam {args.lam:g}, {name}, torch {torch.__version__}\n")
-    print(table(measure(forward_cases(model, x, args.eps, args.lam), args.repeats, device), "forward"))
+    def build(fn, *rest):
+        return with_channels_last(fn, model, x, *rest) if args.channels_last else fn(model, x, *rest)
+
+    print(table(measure(build(forward_cases, args.eps, args.lam), args.repeats, device), "forward"))
     print()
     for kappa in (0.0, 0.5):
-        cases = step_cases(model, x, y, args.eps, args.lam, kappa)
+        cases = build(lambda m, xs, *rest: step_cases(m, xs, y, *rest), args.eps, args.lam, kappa)
         print(table(measure(cases, args.repeats, device), "standard step"))
         print()
 

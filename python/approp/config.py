@@ -165,8 +165,11 @@ class TrainConfig:
         instead of (lower_y, upper_j).
     pgd_steps / awp_gamma: inner attack steps (step size eps/4) and AWP's relative size
         (γ follows the warm-up and ramp as eps does).
-    channels_last: on CUDA, keep the model and its inputs in channels_last memory
-        format (faster convolutions on tensor cores); ignored on the CPU. [True]
+    channels_last: keep the model and its inputs in channels_last memory format:
+        faster convolutions on tensor cores, and on the CPU oneDNN's native layout
+        (no reorder per call; an APP step ~15 % faster, a standard one ~10 %).
+        Bounds and gradients equal the contiguous path's to float rounding
+        (tests/test_bounds_channels_last.py). Ignored by the Julia engine. [True]
     compile: compile the model's forward with torch.compile (first epoch pays the
         compilation; worth it on a GPU for long runs). [False]
     """

@@ -8,8 +8,8 @@ report.md at the end. Calling fit again on the same run_dir with the same
 config resumes after the last completed epoch.
 
 Fast path: the splits stay resident on the training device, batches are cut
-and augmented there, on CUDA the model and its inputs are channels_last
-(`train.channels_last`), `train.compile` compiles the model's forward with
+and augmented there, the model and its inputs are channels_last
+(`train.channels_last`; not with the Julia engine), `train.compile` compiles the model's forward with
 torch.compile, and inside an epoch the host syncs with the device only for the
 NaN check (every batch on CPU, every `NAN_CHECK_EVERY` batches on GPU).
 
@@ -86,7 +86,8 @@ class _Step:
 def prepare_model(cfg: RunConfig, device: torch.device) -> tuple[nn.Module, bool]:
     """Returns (model on device, whether inputs go channels_last) per the fast-path flags."""
     model = build_model(cfg.model).to(device)
-    channels_last = cfg.train.channels_last and device.type == "cuda"
+    # Julia reads the weights' memory as C-contiguous arrays: no channels_last there.
+    channels_last = cfg.train.channels_last and cfg.train.engine == "torch"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.train.compile:
