@@ -167,7 +167,8 @@ class TrainConfig:
         (γ follows the warm-up and ramp as eps does).
     channels_last: keep the model and its inputs in channels_last memory format:
         faster convolutions on tensor cores, and on the CPU oneDNN's native layout
-        (no reorder per call; an APP step ~15 % faster, a standard one ~10 %).
+        (no reorder per call; measured at 1 thread: standard and APP steps 5–12 %
+        faster, so the ratio of the two barely moves; see benchmarks/bounds_speed.py).
         Bounds and gradients equal the contiguous path's to float rounding
         (tests/test_bounds_channels_last.py). Ignored by the Julia engine. [True]
     compile: compile the model's forward with torch.compile (first epoch pays the
