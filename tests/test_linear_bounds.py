@@ -239,7 +239,7 @@ class TestVerifiedDecision:
         low64 = margin_bounds(prepare(model64, x, 0.001, radius), y, "best").lower
         assert (low64[mask32].masked_fill(nn.functional.one_hot(y[mask32], 10).bool(), 1.0) > 0).all()
 
-    def test_unverified_points_only_get_the_linear_pass(self, monkeypatch):
+    def test_linear_pass_runs_only_on_margins_intervals_leave_open(self, monkeypatch):
         import approp.bounds.verify as verify
 
         model = make_model("tiny", trained=True)
@@ -247,13 +247,20 @@ class TestVerifiedDecision:
         scores = model(x)
         y = torch.cat([scores[:3].argmax(1), scores[3:].argmin(1)])  # three right, three wrong
         radius = RadiusConfig("abs", lam=0.001)
-        by_ibp = verified_by(model, x, y, 0.0005, radius, method="ibp")
+        prep = prepare(model, x, 0.0005, radius)
+        ok_ibp = clears(interval_margins(prep, y), y)
         seen = []
-        real = verify.linear_margins
-        monkeypatch.setattr(verify, "linear_margins", lambda prep, yy: seen.append(len(yy)) or real(prep, yy))
-        verified_by(model, x, y, 0.0005, radius, method="best")
-        assert sum(seen) == int((~by_ibp).sum())
-        assert 0 < by_ibp.sum() < len(y)  # the case exercises both paths
+        real = verify.backward
+        monkeypatch.setattr(verify, "backward", lambda p, coef: seen.append(coef.shape[:2]) or real(p, coef))
+        decided = verified_by(model, x, y, 0.0005, radius, method="best")
+        # Points: only those the intervals did not verify; functionals: at most their open margins.
+        assert sum(n for n, _ in seen) == int((~ok_ibp.all(1)).sum())
+        assert max(s for _, s in seen) == int((~ok_ibp).sum(1).max())
+        assert 0 < ok_ibp.all(1).sum() < len(y)  # the case exercises both paths
+        # The same decision as taking every margin's linear bound.
+        monkeypatch.setattr(verify, "backward", real)
+        full = (ok_ibp | clears(margin_bounds(prep, y, "crown"), y)).all(1)
+        assert torch.equal(decided, full)
 
 
 class TestErrors:
