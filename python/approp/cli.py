@@ -209,7 +209,7 @@ def reproduce(
 def sweep(
     config: Annotated[Path, typer.Argument(help="sweep .toml file (e.g. configs/sweeps/app_recipe.toml)")],
     out: Annotated[Path, typer.Option(help="output directory: one run per variant, sweep.md/.csv")],
-    only: Annotated[Optional[str], typer.Option(help="glob over variant keys")] = None,
+    only: Annotated[Optional[str], typer.Option(help="comma-separated globs over variant keys")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:

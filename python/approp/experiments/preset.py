@@ -6,7 +6,7 @@ A preset file::
                  reference = "thesis_reference.toml" (relative to the preset), device
     [algorithms.KEY]  label, and RunConfig sections to override (train = {...}, radius = {...})
     [run.SECTION]     the RunConfig every cell starts from (as in configs/main.toml)
-    [eval]       n, autoattack, autoattack_n, param_attack = [λ...], neighbourhood
+    [eval]       n, autoattack, autoattack_n, param_attack = [λ...], neighbourhood, statistical, delta, p0
     [landscape]  n, points, grid, span, step, seed
 
 `--preset NAME` finds configs/presets/NAME.toml in the repository; a path works too.
@@ -57,13 +57,17 @@ class AlgoSpec:
 class EvalSpec:
     """Evaluation of every cell: first n test points, AutoAttack on/off (on the first
     autoattack_n of them, None: all n), parameter-attack λ, networks sampled per mode in
-    the box (neighbourhood, 0: skip)."""
+    the box (neighbourhood, 0: skip), and the statistical certificates (most draws per
+    point, 0: skip; p ≤ p0 at confidence 1 − delta jointly over the points)."""
 
     n: int = 1000
     autoattack: bool = True
     autoattack_n: int | None = None
     param_attack: tuple[float, ...] = (0.02, 0.04, 0.06, 0.08, 0.1)
     neighbourhood: int = 0
+    statistical: int = 0
+    delta: float = 1e-3
+    p0: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,14 @@ class Cell:
     config: RunConfig
 
     def fingerprint(self, ev: EvalSpec) -> str:
-        """Returns a hash of everything that defines this cell's result (training config and evaluation)."""
-        blob = json.dumps({"config": self.config.to_dict(), "eval": ev.__dict__}, sort_keys=True, default=list)
+        """Returns a hash of everything that defines this cell's result (training config and evaluation).
+
+        Evaluation settings at their defaults are left out, so that a stage added later (off by
+        default) does not make every finished cell of an existing preset look unfinished.
+        """
+        defaults = EvalSpec()
+        ev_set = {k: v for k, v in ev.__dict__.items() if v != getattr(defaults, k)}
+        blob = json.dumps({"config": self.config.to_dict(), "eval": ev_set}, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

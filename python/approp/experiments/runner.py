@@ -86,6 +86,8 @@ def _commands(cell: Cell, folder: Path, ev: EvalSpec) -> dict[str, list[str]]:
                            "--autoattack" if ev.autoattack else "--no-autoattack",
                            *(["--autoattack-n", str(ev.autoattack_n)] if ev.autoattack_n else []),
                            *(["--neighbourhood", str(ev.neighbourhood)] if ev.neighbourhood else []),
+                           *(["--statistical", str(ev.statistical), "--delta", f"{ev.delta:g}", "--p0", f"{ev.p0:g}"]
+                             if ev.statistical else []),
                            "--device", cfg.train.device, "--quiet", *data],
     }
 

@@ -5,7 +5,8 @@
 A sweep file::
 
     [sweep]            name, description, eval_eps (label such as "2/255": every variant is
-                       scored at this ε, whatever it trained with), val_n, pgd_steps
+                       scored at this ε, whatever it trained with), eval_lam (the λ of the
+                       target box every variant is also verified over), val_n, pgd_steps
     [run.SECTION]      the RunConfig every variant starts from; data.val_split must be > 0
     [variants.KEY]     label, note, and RunConfig sections to override (train = {...}, ...)
 
@@ -26,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .. import checkpoint as ckpt
 from .. import stats
 from ..attacks import pgd_correct
 from ..config import ConfigError, RunConfig
@@ -57,6 +59,7 @@ class Sweep:
     val_n: int
     pgd_steps: int
     variants: tuple[Variant, ...]
+    eval_lam: float | None = None
 
     @property
     def eval_eps(self) -> float:
@@ -87,7 +90,8 @@ def load_sweep(path: Path | str, data_dir: str | None = None) -> Sweep:
     if not variants:
         raise ConfigError(f"{path}: a sweep needs at least one [variants.KEY]")
     sweep = Sweep(head.get("name", path.stem), head.get("description", ""), str(head.get("eval_eps", "2/255")),
-                  int(head.get("val_n", 2000)), int(head.get("pgd_steps", 20)), tuple(variants))
+                  int(head.get("val_n", 2000)), int(head.get("pgd_steps", 20)), tuple(variants),
+                  float(head["eval_lam"]) if "eval_lam" in head else None)
     sweep.eval_eps  # validates the label
     return sweep
 
@@ -103,21 +107,38 @@ def score_variant(model: torch.nn.Module, cfg: RunConfig, sweep: Sweep) -> dict[
         "clean_acc": clean_accuracy(model, val, bs),
         "pgd_acc": pgd_correct(model, val, eps, steps=sweep.pgd_steps, batch_size=bs).float().mean().item(),
         "verified_acc": verified_accuracy(model, val, eps, cfg.radius, batch_size=bs),
+        **target_verified(model, cfg, sweep),
     }
 
 
+def target_verified(model: torch.nn.Module, cfg: RunConfig, sweep: Sweep) -> dict[str, float]:
+    """Returns {"verified_target_acc": …}: verified accuracy at the sweep's ε over the variant's radius
+    kind at the sweep's eval_lam, so variants that trained with another ε or λ are verified over the
+    same box ({} where the sweep sets no eval_lam)."""
+    if sweep.eval_lam is None:
+        return {}
+    val = load_validation(cfg.data, cfg.train.device).take(sweep.val_n)
+    acc = verified_accuracy(model, val, sweep.eval_eps, cfg.radius, lam=sweep.eval_lam,
+                            batch_size=cfg.data.eval_batch_size)
+    return {"verified_target_acc": acc}
+
+
 def run_sweep(sweep: Sweep, out: Path, only: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Returns each variant's row after training and scoring it (finished variants are read back)."""
+    """Returns each variant's row after training and scoring it (finished variants are read back).
+
+    only: comma-separated globs over variant keys; the others are read back if finished, not run.
+    """
     from ..train import fit
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for v in sweep.variants:
-        if only is not None and not fnmatch.fnmatch(v.key, only):
+        if only is not None and not any(fnmatch.fnmatch(v.key, g) for g in only.split(",")):
             continue
         folder = out / v.key
         done = folder / VAL
         if done.is_file() and json.loads(done.read_text()).get("config") == v.config.to_dict():
+            _complete_scores(v, folder, sweep)
             continue
         result = fit(v.config, folder, progress=progress)
         scores = score_variant(result.model, v.config, sweep)
@@ -125,6 +146,16 @@ def run_sweep(sweep: Sweep, out: Path, only: str | None = None, progress: bool =
     rows = [_row(v, out / v.key) for v in sweep.variants]
     write_sweep_table(sweep, rows, out)
     return rows
+
+
+def _complete_scores(v: Variant, folder: Path, sweep: Sweep) -> None:
+    """Adds the target-box verified accuracy to a finished variant scored before it was asked for."""
+    scores = json.loads((folder / VAL).read_text())
+    if sweep.eval_lam is None or "verified_target_acc" in scores:
+        return
+    model, _ = ckpt.load_model(folder)
+    scores.update(target_verified(model, v.config, sweep))
+    (folder / VAL).write_text(json.dumps(scores, indent=2))
 
 
 def _row(v: Variant, folder: Path) -> dict[str, Any]:
@@ -141,10 +172,11 @@ def write_sweep_table(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> tu
     for r in rows:
         s, ep = r["scores"], r["epochs"]
         n = s.get("n", 0)
-        cell = lambda key: str(stats.from_share(s[key], n)) if key in s else "–"  # noqa: E731
+        cell = lambda key: stats.from_share(s[key], n) if key in s else None  # noqa: E731
         table.append({
             "variant": r["key"], "what changed": r["label"],
-            "val clean": cell("clean_acc"), "val PGD": cell("pgd_acc"), "val verified": cell("verified_acc"),
+            "val clean": cell("clean_acc"), "val PGD": cell("pgd_acc"), "val verified (own box)": cell("verified_acc"),
+            "val verified (target box)": cell("verified_target_acc"),
             "clean by epoch": " ".join(f"{100 * e['clean_acc']:.0f}" for e in ep) or "–",
             "train s": f"{sum(e['train_seconds'] for e in ep):.0f}" if ep else "–",
         })
@@ -152,7 +184,8 @@ def write_sweep_table(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> tu
     caption = (f"{sweep.description}\n\nAccuracy in % with 95 % Wilson intervals on the first {n} validation "
                f"images (held-out training images, never test data), at ε = {sweep.eval_eps_label} on the pixel "
                "scale whatever ε the variant trained with; PGD-"
-               f"{sweep.pgd_steps}; verified: interval bounds over the variant's own parameter box. "
+               f"{sweep.pgd_steps}; verified: interval bounds over the variant's own parameter box and ball, and over "
+               f"the target box (the variant's radius kind at λ = {sweep.eval_lam}, ball at ε = {sweep.eval_eps_label}). "
                "'clean by epoch': clean accuracy (%) on all validation images after each epoch.")
     return write_table(table, Path(out) / "sweep", caption)
 
