@@ -2,6 +2,7 @@
 
     python benchmarks/bounds_tightness.py RUN [RUN ...] [--n 1000] [--scales 1,0.5,0.25,0.1]
         [--data-dir data] [--attack-steps 10] [--cost-batch 128] [--repeats 5] [--threads 1]
+        [--cost-scale 1]
 
 For every run directory and every scale s, at ε = s·ε_train and λ = s·λ_train
 (the run's radius kind), on the same first n test points: the mean over points
@@ -121,11 +122,13 @@ def main() -> None:
     ap.add_argument("--attack-steps", type=int, default=10)
     ap.add_argument("--cost-batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--cost-scale", type=float, default=1.0, help="cost at this scale of the training ε, λ")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     scales = [float(s) for s in args.scales.split(",")]
-    test = Split(*load_cifar10(args.data_dir, train=False)).take(args.n)
+    full = Split(*load_cifar10(args.data_dir, train=False))
+    test = full.take(args.n)
     cols = [f"bound {m}" for m in METHODS] + [f"verified {m}" for m in METHODS] + ["attack", "gap (best)"]
     print(f"Tightness on the first {len(test)} test points (bounds: mean smallest margin lower bound; "
           "verified in %)\n")
@@ -143,12 +146,13 @@ def main() -> None:
     model, meta = load_model(args.runs[0])
     model.eval()
     radius = radius_from_meta(meta)
-    batch = test.take(args.cost_batch)
+    batch = full.take(args.cost_batch)
     x, y = batch.x.float().div(255.0), batch.y
-    rows = cost_table(model, x, y, float(meta["eps"]), radius, radius.lam, args.repeats)
+    c = args.cost_scale
+    rows = cost_table(model, x, y, c * float(meta["eps"]), radius, c * radius.lam, args.repeats)
     base = rows[0][1]
-    print(f"\nCost on CPU ({args.threads} thread(s)), batch {len(y)} of {args.runs[0].name} at its training ε, λ; "
-          f"median of {args.repeats}, interleaved\n")
+    print(f"\nCost on CPU ({args.threads} thread(s)), batch {len(y)} of {args.runs[0].name} at {c:g} × its "
+          f"training ε, λ; median of {args.repeats}, interleaved\n")
     print("| case | ms | × forward |\n|---|---|---|")
     for name, sec in rows:
         print(f"| {name} | {1000 * sec:.1f} | {sec / base:.1f} |")
