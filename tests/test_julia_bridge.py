@@ -372,3 +372,15 @@ def test_julia_engine_refuses_data_parallel_runs(monkeypatch):
     with pytest.raises(ConfigError, match=r"'julia' runs in one process; got a torchrun world size of 2"):
         JuliaEpochs(cfg, CNN4(), world_size=2)
     assert JuliaEpochs(cfg, CNN4(), world_size=1).trainer is None
+
+
+def test_data_parallel_julia_run_is_refused_before_the_run_dir_is_written(monkeypatch, tmp_path):
+    from approp.config import ConfigError
+    from approp.distributed import DistInfo
+    from approp.train import loop
+
+    monkeypatch.setattr(loop.ddp, "setup", lambda device: (DistInfo(rank=0, world_size=2), device))
+    cfg = RunConfig().replace(train={"engine": "julia", "algo": "app"}, data={"data_dir": str(tmp_path / "none")})
+    with pytest.raises(ConfigError, match="torchrun world size of 2"):
+        loop.fit(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # a rerun with engine 'torch' and the same --out still works

@@ -18,6 +18,7 @@ checkpoint stays.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -29,17 +30,22 @@ from .schedule import ramp
 from .strategies import step_context
 
 
+def check_julia_run(cfg: RunConfig, world_size: int = 1) -> None:
+    """Raises ConfigError where the Julia engine cannot train this run (called before anything is written)."""
+    if cfg.train.algo != "app":
+        raise ConfigError(f"the Julia engine trains only algo 'app'; got {cfg.train.algo!r}")
+    if world_size > 1:  # every rank would train the whole batch, the same steps
+        raise ConfigError(
+            "train.engine 'julia' runs in one process; got a torchrun world size of "
+            f"{world_size}: use engine 'torch' for data-parallel training"
+        )
+
+
 class JuliaEpochs:
     """Returns per-epoch logs of APP training run in Julia (see module docstring)."""
 
     def __init__(self, cfg: RunConfig, model: nn.Module, world_size: int = 1) -> None:
-        if cfg.train.algo != "app":
-            raise ConfigError(f"the Julia engine trains only algo 'app'; got {cfg.train.algo!r}")
-        if world_size > 1:  # every rank would train the whole batch, the same steps
-            raise ConfigError(
-                "train.engine 'julia' runs in one process; got a torchrun world size of "
-                f"{world_size}: use engine 'torch' for data-parallel training"
-            )
+        check_julia_run(cfg, world_size)
         from .. import julia  # imported only when the Julia engine is asked for
 
         self.cfg, self.model = cfg, model
@@ -74,7 +80,9 @@ class JuliaEpochs:
             )
             if not math.isfinite(logs["loss"]):
                 return {"loss": logs["loss"], "diverged_batch": i + 1}
-            sched.step()
+            with warnings.catch_warnings():  # the optimiser steps in Julia, so torch sees no opt.step()
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                sched.step()
             for k, v in logs.items():  # as loop._train_epoch: a key absent from a step adds 0
                 sums[k] = sums.get(k, 0.0) + v
             bar.advance(task)

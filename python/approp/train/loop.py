@@ -108,6 +108,10 @@ def fit(cfg: RunConfig, run_dir: Path | str, progress: bool = True) -> FitResult
 
 
 def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo, progress: bool) -> FitResult:
+    if cfg.train.engine == "julia":  # refuse before loading data or writing the run directory
+        from .julia_runner import check_julia_run
+
+        check_julia_run(cfg, dist.world_size)
     torch.manual_seed(cfg.train.seed)
     train, monitor = load_splits(cfg.data, device)  # monitor: validation split, else test
     model, channels_last = prepare_model(cfg, device)
