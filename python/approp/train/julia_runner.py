@@ -81,7 +81,7 @@ class JuliaEpochs:
             if not math.isfinite(logs["loss"]):
                 return {"loss": logs["loss"], "diverged_batch": i + 1}
             with warnings.catch_warnings():  # the optimiser steps in Julia, so torch sees no opt.step()
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
                 sched.step()
             for k, v in logs.items():  # as loop._train_epoch: a key absent from a step adds 0
                 sums[k] = sums.get(k, 0.0) + v
