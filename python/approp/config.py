@@ -258,14 +258,18 @@ class RunConfig:
     @classmethod
     def load(cls, path: Path | str) -> "RunConfig":
         """Returns the RunConfig read from a TOML file."""
-        path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path} is not valid TOML: {err}") from None
-        return cls.from_dict(raw)
+        return cls.from_dict(read_toml(path, "config file"))
+
+
+def read_toml(path: Path | str, what: str = "file") -> dict[str, Any]:
+    """Returns the parsed TOML file; ConfigError naming `what` if it is missing or not valid TOML."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
 
 
 _SECTIONS: dict[str, type] = {

@@ -18,12 +18,11 @@ import fnmatch
 import hashlib
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, RunConfig, check_eps
+from ..config import ConfigError, RunConfig, check_eps, read_toml
 from ..landscape import LandscapeConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[3] / "configs" / "presets"
@@ -141,10 +140,7 @@ def resolve_preset(name_or_path: str | Path) -> Path:
 def load_preset(name_or_path: str | Path) -> Preset:
     """Returns the Preset read (and validated) from a TOML file or a named preset."""
     path = resolve_preset(name_or_path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    raw = read_toml(path, "preset file")
     head = raw.get("preset", {})
     base = RunConfig.from_dict(raw.get("run", {}))
     if "device" in head:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import torch
 from .. import checkpoint as ckpt
 from .. import stats
 from ..attacks import pgd_correct
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, RunConfig, read_toml
 from ..data import load_validation
 from ..metrics import clean_accuracy, verified_accuracy
 from .preset import AlgoSpec, _algo, parse_eps
@@ -69,12 +68,7 @@ class Sweep:
 def load_sweep(path: Path | str, data_dir: str | None = None) -> Sweep:
     """Returns the Sweep in a TOML file; ConfigError on anything invalid (checked before any training)."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"sweep file not found: {path}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    raw = read_toml(path, "sweep file")
     head = raw.get("sweep", {})
     base = RunConfig.from_dict(raw.get("run", {}))
     if data_dir is not None:
@@ -84,14 +78,21 @@ def load_sweep(path: Path | str, data_dir: str | None = None) -> Sweep:
     table = raw.get("variants", {})
     variants = []
     for key in table:
-        notes = {k: table[key].pop(k) for k in ("note",) if k in table[key]}
+        note = table[key].pop("note", "")
         spec: AlgoSpec = _algo(key, table, path)
-        variants.append(Variant(key, spec.label, notes.get("note", ""), spec.apply(base)))
+        variants.append(Variant(key, spec.label, note, spec.apply(base)))
     if not variants:
         raise ConfigError(f"{path}: a sweep needs at least one [variants.KEY]")
+    for name in ("val_n", "pgd_steps"):
+        value = head.get(name, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{path}: [sweep] {name} must be a positive integer; got {value!r}")
+    eval_lam = head.get("eval_lam")
+    if eval_lam is not None and not (isinstance(eval_lam, (int, float)) and eval_lam >= 0):
+        raise ConfigError(f"{path}: [sweep] eval_lam must be a number >= 0; got {eval_lam!r}")
     sweep = Sweep(head.get("name", path.stem), head.get("description", ""), str(head.get("eval_eps", "2/255")),
-                  int(head.get("val_n", 2000)), int(head.get("pgd_steps", 20)), tuple(variants),
-                  float(head["eval_lam"]) if "eval_lam" in head else None)
+                  head.get("val_n", 2000), head.get("pgd_steps", 20), tuple(variants),
+                  None if eval_lam is None else float(eval_lam))
     sweep.eval_eps  # validates the label
     return sweep
 
@@ -174,7 +175,7 @@ def write_sweep_table(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> tu
         n = s.get("n", 0)
         cell = lambda key: stats.from_share(s[key], n) if key in s else None  # noqa: E731
         table.append({
-            "variant": r["key"], "what changed": r["label"],
+            "variant": r["key"], "what changed": r["label"] + (f" ({r['note']})" if r["note"] else ""),
             "val clean": cell("clean_acc"), "val PGD": cell("pgd_acc"), "val verified (own box)": cell("verified_acc"),
             "val verified (target box)": cell("verified_target_acc"),
             "clean by epoch": " ".join(f"{100 * e['clean_acc']:.0f}" for e in ep) or "–",
