@@ -28,7 +28,7 @@ from torch import nn
 
 from ..models import Normalize
 from .interval import Interval, ParamInterval
-from .rules import UnsupportedLayerError
+from .rules import UnsupportedLayerError, find_rule, register_in
 
 
 @dataclass
@@ -53,26 +53,12 @@ BackwardRule = Callable[[nn.Module, torch.Tensor, Context], Step]
 BACKWARD_RULES: dict[type, BackwardRule] = {}
 
 
-def register_backward(*kinds: type) -> Callable[[BackwardRule], BackwardRule]:
-    """Returns a decorator registering a backward rule for the given layer classes."""
-
-    def deco(rule: BackwardRule) -> BackwardRule:
-        for kind in kinds:
-            BACKWARD_RULES[kind] = rule
-        return rule
-
-    return deco
+register_backward = register_in(BACKWARD_RULES)  # register_backward(*kinds): decorator
 
 
 def backward_rule_for(layer: nn.Module, index: int | str = "?") -> BackwardRule:
     """Returns the backward rule for `layer`'s class, or raises UnsupportedLayerError naming it."""
-    rule = BACKWARD_RULES.get(type(layer))
-    if rule is None:
-        supported = ", ".join(sorted(k.__name__ for k in BACKWARD_RULES))
-        raise UnsupportedLayerError(
-            f"no linear-bound rule for layer {index} ({type(layer).__name__}); supported: {supported}"
-        )
-    return rule
+    return find_rule(BACKWARD_RULES, layer, index, "linear-bound rule")
 
 
 def _sum_tail(t: torch.Tensor) -> torch.Tensor:

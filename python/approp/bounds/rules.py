@@ -9,6 +9,7 @@ layer's own parameters by local name ("weight", "bias").
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,26 +26,37 @@ class UnsupportedLayerError(TypeError):
     """A layer for which no interval rule is registered."""
 
 
-def register(*kinds: type) -> Callable[[Rule], Rule]:
-    """Returns a decorator registering a rule for the given layer classes."""
+def register_in(table: dict[type, Any]) -> Callable[..., Callable[[Any], Any]]:
+    """Returns a `register(*kinds)` decorator that files a rule under each layer class in `table`."""
 
-    def deco(rule: Rule) -> Rule:
-        for kind in kinds:
-            RULES[kind] = rule
-        return rule
+    def register(*kinds: type) -> Callable[[Any], Any]:
+        def deco(rule: Any) -> Any:
+            for kind in kinds:
+                table[kind] = rule
+            return rule
 
-    return deco
+        return deco
+
+    return register
+
+
+def find_rule(table: dict[type, Any], layer: nn.Module, index: int | str, what: str) -> Any:
+    """Returns the rule in `table` for `layer`'s exact class, or raises UnsupportedLayerError naming it."""
+    rule = table.get(type(layer))
+    if rule is None:
+        supported = ", ".join(sorted(k.__name__ for k in table))
+        raise UnsupportedLayerError(
+            f"no {what} for layer {index} ({type(layer).__name__}); supported: {supported}"
+        )
+    return rule
+
+
+register = register_in(RULES)  # register(*kinds): decorator for interval rules
 
 
 def rule_for(layer: nn.Module, index: int | str = "?") -> Rule:
-    """Returns the rule for `layer`'s exact class, or raises UnsupportedLayerError naming it."""
-    rule = RULES.get(type(layer))
-    if rule is None:
-        supported = ", ".join(sorted(k.__name__ for k in RULES))
-        raise UnsupportedLayerError(
-            f"no interval rule for layer {index} ({type(layer).__name__}); supported: {supported}"
-        )
-    return rule
+    """Returns the interval rule for `layer`'s exact class, or raises UnsupportedLayerError naming it."""
+    return find_rule(RULES, layer, index, "interval rule")
 
 
 def affine(
