@@ -30,7 +30,7 @@ from .. import checkpoint as ckpt
 from .. import stats
 from ..attacks import pgd_correct
 from ..config import ConfigError, RunConfig, read_toml
-from ..data import load_validation
+from ..data import Split, load_validation
 from ..metrics import clean_accuracy, verified_accuracy
 from .preset import AlgoSpec, _algo, parse_eps
 from .tables import write_table
@@ -99,7 +99,7 @@ def load_sweep(path: Path | str, data_dir: str | None = None) -> Sweep:
 
 def score_variant(model: torch.nn.Module, cfg: RunConfig, sweep: Sweep) -> dict[str, Any]:
     """Returns clean, PGD and verified accuracy of a trained model on the first val_n validation images."""
-    val = load_validation(cfg.data, cfg.train.device).take(sweep.val_n)
+    val = _validation(cfg, sweep)
     bs = cfg.data.eval_batch_size
     eps = sweep.eval_eps
     return {
@@ -108,17 +108,21 @@ def score_variant(model: torch.nn.Module, cfg: RunConfig, sweep: Sweep) -> dict[
         "clean_acc": clean_accuracy(model, val, bs),
         "pgd_acc": pgd_correct(model, val, eps, steps=sweep.pgd_steps, batch_size=bs).float().mean().item(),
         "verified_acc": verified_accuracy(model, val, eps, cfg.radius, batch_size=bs),
-        **target_verified(model, cfg, sweep),
+        **target_verified(model, cfg, sweep, val),
     }
 
 
-def target_verified(model: torch.nn.Module, cfg: RunConfig, sweep: Sweep) -> dict[str, float]:
+def _validation(cfg: RunConfig, sweep: Sweep) -> Split:
+    """Returns the first val_n validation images of a variant, on its device."""
+    return load_validation(cfg.data, cfg.train.device).take(sweep.val_n)
+
+
+def target_verified(model: torch.nn.Module, cfg: RunConfig, sweep: Sweep, val: Split) -> dict[str, float]:
     """Returns {"verified_target_acc": …}: verified accuracy at the sweep's ε over the variant's radius
     kind at the sweep's eval_lam, so variants that trained with another ε or λ are verified over the
     same box ({} where the sweep sets no eval_lam)."""
     if sweep.eval_lam is None:
         return {}
-    val = load_validation(cfg.data, cfg.train.device).take(sweep.val_n)
     acc = verified_accuracy(model, val, sweep.eval_eps, cfg.radius, lam=sweep.eval_lam,
                             batch_size=cfg.data.eval_batch_size)
     return {"verified_target_acc": acc}
@@ -155,7 +159,7 @@ def _complete_scores(v: Variant, folder: Path, sweep: Sweep) -> None:
     if sweep.eval_lam is None or "verified_target_acc" in scores:
         return
     model, _ = ckpt.load_model(folder)
-    scores.update(target_verified(model, v.config, sweep))
+    scores.update(target_verified(model, v.config, sweep, _validation(v.config, sweep)))
     (folder / VAL).write_text(json.dumps(scores, indent=2))
 
 
