@@ -118,6 +118,22 @@ class TestTables:
         assert t2[("0.001", "AWP")]["λ=0.1 (thesis)"] == "45"
         assert t2[("2/255", "AWP")]["λ=0.02 (thesis)"] == "6"  # DESIGN.md lists all four ε rows
 
+    def test_views_table_is_written_only_for_cells_with_statistical_results(self, tmp_path):
+        preset = load_preset(write_preset(tmp_path / "tiny.toml"))
+        views = {"bound": -3.5, "bound_interval": -4.0, "bound_linear": -3.5, "attack": 0.25,
+                 "estimate": 1.0, "sampled_min": 1.5, "clean": 2.0}
+        plain = CellResult("0.001", "awp", "AWP", clean=0.4, n=1000)
+        assert "views.md" not in write_tables(preset, [plain], tmp_path)
+        with_views = CellResult("0.001", "app_tanh", "APP(tanh)", clean=0.5, n=1000, statistical=0.25,
+                                refuted=0.5, views=views)
+        files = write_tables(preset, [with_views, plain], tmp_path)
+        rows = read_csv(files["views.csv"])
+        assert [r["algorithm"] for r in rows] == ["APP(tanh)"]
+        assert rows[0]["bound (best)"] == "-3.500" and rows[0]["joint attack"] == "0.250"
+        # 250/1000 certified: Wilson 95 % [22.415, 27.776].
+        assert (rows[0]["certified p ≤ p₀ low"], rows[0]["certified p ≤ p₀ high"]) == ("22.42", "27.78")
+        assert "| 0.001 | APP(tanh) | 25.0 [22.4, 27.8] | 50.0 [46.9, 53.1] | -3.500 |" in files["views.md"].read_text()
+
     def test_every_share_carries_its_wilson_interval(self, tmp_path):
         preset = load_preset(write_preset(tmp_path / "tiny.toml"))
         results = [

@@ -23,7 +23,7 @@ from approp.binomial import (
 from approp.checkpoint import load_model, radius_from_meta
 from approp.config import ConfigError, RadiusConfig
 from approp.evaluate import RESULTS, STATE, EvalConfig, Evaluator
-from approp.experiments.tables import Reference, result_from_eval, table1_rows
+from approp.experiments.tables import Reference, result_from_eval, table1_rows, views_rows
 from approp.extreme_value import fit_reverse_weibull
 from approp.radius import parameter_box
 from approp.sampling import class_margin, sampled_margins
@@ -224,8 +224,15 @@ def test_statistical_stage_writes_results_resumes_and_fills_table(trained_run, c
     again = Evaluator(run, SMALL, data_dir=cifar_dir, progress=False).run()["statistical"]
     assert again["points"]["failures"] == stat["points"]["failures"]  # resuming draws what it would have
     cell = SimpleNamespace(eps_label="4/255", algo=SimpleNamespace(key="standard", label="Standard"))
-    row = table1_rows([result_from_eval(cell, res)], Reference())[0]
+    result = result_from_eval(cell, res)
+    row = table1_rows([result], Reference())[0]
     assert row["p ≤ p₀ at 1 − δ"].value == pytest.approx(s["certified"])
+    # bound ≤ attack ≤ clean at every point, so their medians keep that order in the views table.
+    m = result.views
+    assert m["bound"] <= m["attack"] <= m["clean"] and m["bound"] >= m["bound_interval"]
+    view = views_rows([result])[0]
+    assert view["refuted p > p₀"].value == pytest.approx(s["refuted"])
+    assert float(view["joint attack"]) == pytest.approx(m["attack"], abs=1e-3)
 
 
 def test_cli_rejects_a_bad_delta_naming_it(tmp_path):

@@ -117,9 +117,24 @@ def pct(v: float) -> str:
     return f"{100 * v:.2f}"
 
 
-def _median(values: list[float]) -> str:
-    vals = sorted(v for v in values if v is not None)
-    return "–" if not vals else f"{vals[len(vals) // 2]:.3g}"
+def median(values: list[float | None] | None) -> float | None:
+    """Returns the (upper) median of the values that are not None, or None where there are none."""
+    vals = sorted(v for v in values or [] if v is not None)
+    return vals[len(vals) // 2] if vals else None
+
+
+def _median(values: list[float | None] | None) -> str:
+    m = median(values)
+    return "–" if m is None else f"{m:.3g}"
+
+
+# The margin views of the statistical stage, in the order bound ≤ … ≤ clean (per-point columns of eval.json).
+VIEWS = ("bound", "bound_interval", "bound_linear", "attack", "estimate", "sampled_min", "clean")
+
+
+def view_medians(stat: dict) -> dict[str, float | None]:
+    """Returns the median over points of each margin view in VIEWS from the stage's results."""
+    return {name: median(stat["points"].get(name)) for name in VIEWS}
 
 
 def statistical_markdown(stat: dict) -> list[str]:

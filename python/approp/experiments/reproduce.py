@@ -57,8 +57,10 @@ def write_report(preset: Preset, out: Path, results: list[CellResult], files: di
     t3 = (out / "comparisons.md").read_text()
     lines = [f"# Reproduction: preset `{preset.name}`", "", preset.description, "",
              "Tables as CSV: [table1.csv](table1.csv), [table2.csv](table2.csv), "
-             "[comparisons.csv](comparisons.csv).", "", t1, "", t2, "", "## Which differences are decided", "", t3, "",
-             "## Plots", "", f"![accuracy vs ε]({ACCURACY})", "", f"![parameter attack vs λ]({PARAM_ATTACK})", ""]
+             "[comparisons.csv](comparisons.csv).", "", t1, "", t2, "", "## Which differences are decided", "", t3, ""]
+    if "views.md" in files:
+        lines += ["## Proved, statistical, attacked", "", files["views.md"].read_text(), ""]
+    lines += ["## Plots", "", f"![accuracy vs ε]({ACCURACY})", "", f"![parameter attack vs λ]({PARAM_ATTACK})", ""]
     lines += [f"![{name}]({name})\n" for name in files if name.startswith("landscape")]
     lines += ["## Cells", ""]
     lines += [f"- [{r.eps_label} {r.algo_label}](cells/eps{r.eps_label.replace('/', 'over')}-{r.algo_key}/run/report.md)"

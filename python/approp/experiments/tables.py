@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import stats
+from ..statistical_views import VIEWS, view_medians
 from ..stats import Proportion
 from .preset import Cell, Preset
 
@@ -62,11 +63,13 @@ class CellResult:
     correct_before: dict[float, float] = field(default_factory=dict)  # accuracy before the parameter attack, by λ
     statistical: float | None = None  # share certified p ≤ p0 at 1 − δ, jointly (approp.statistical)
     verified_best: float | None = None  # verified by the better of interval and linear bounds per margin
+    refuted: float | None = None  # share shown p > p0 at 1 − δ, jointly (approp.statistical)
+    views: dict[str, float | None] = field(default_factory=dict)  # median margin per view (statistical_views.VIEWS)
 
     def share(self, name: str, lam: float | None = None) -> Proportion | None:
         """Returns a measured share with its 95 % interval (None where not measured).
 
-        name: clean, pgd, verified, verified_best, statistical (on n points), autoattack,
+        name: clean, pgd, verified, verified_best, statistical, refuted (on n points), autoattack,
         autoattack_clean (on the AutoAttack points) or flipped (at λ, on the points correct
         before the attack).
         """
@@ -86,14 +89,16 @@ def result_from_eval(cell: Cell, results: dict[str, Any] | None, flatness: float
     """Returns the CellResult of a cell from its eval.json contents (None: not evaluated yet)."""
     r = results or {}
     aa = r.get("autoattack", {})
+    stat = r.get("statistical")
+    summary = stat["summary"] if stat else {}
     return CellResult(
         cell.eps_label, cell.algo.key, cell.algo.label, r.get("clean_acc"), r.get("pgd_acc"),
         aa.get("robust_acc"), r.get("verified_acc"),
         {round(row["lam"], 6): row["flipped"] for row in r.get("param_attack", [])}, flatness, r.get("n"),
         aa.get("cascade", {}).get("clean"), aa.get("n"),
         {round(row["lam"], 6): row["acc_before"] for row in r.get("param_attack", [])},
-        statistical=r.get("statistical", {}).get("summary", {}).get("certified"),
-        verified_best=r.get("verified_acc_best"),
+        statistical=summary.get("certified"), verified_best=r.get("verified_acc_best"),
+        refuted=summary.get("refuted"), views=view_medians(stat) if stat else {},
     )
 
 
@@ -137,6 +142,26 @@ def table2_rows(results: list[CellResult], lams: tuple[float, ...], ref: Referen
         for lam in lams:
             row[f"λ={lam:g}"] = r.share("flipped", lam)
             row[f"λ={lam:g} (thesis)"] = _ref(theirs.get(round(lam, 6)))
+        rows.append(row)
+    return rows
+
+
+VIEW_COLUMNS = dict(zip(VIEWS, ("bound (best)", "bound (interval)", "bound (linear)", "joint attack",
+                                 "extreme-value estimate", "lowest sampled", "clean")))
+
+
+def views_rows(results: list[CellResult]) -> list[dict[str, Value]]:
+    """Returns one row per cell with statistical results: the certified and refuted shares, then the
+    median over the test points of each margin view z_y − max_{j≠y} z_j (logits), from the worst-case
+    bound up to the clean margin."""
+    rows = []
+    for r in results:
+        if not r.views:
+            continue
+        row: dict[str, Value] = {"ε": r.eps_label, "algorithm": r.algo_label,
+                                 "certified p ≤ p₀": r.share("statistical"), "refuted p > p₀": r.share("refuted")}
+        row.update({col: "–" if r.views.get(name) is None else f"{r.views[name]:.3f}"
+                    for name, col in VIEW_COLUMNS.items()})
         rows.append(row)
     return rows
 
@@ -217,8 +242,17 @@ def write_tables(preset: Preset, results: list[CellResult], out: Path) -> dict[s
     md1, csv1 = write_table(table1_rows(results, ref), out / "table1", cap1)
     md2, csv2 = write_table(table2_rows(results, preset.eval.param_attack, ref), out / "table2", cap2)
     md3, csv3 = write_table(comparisons(results, preset.eval.param_attack), out / "comparisons", cap3)
-    return {"table1.md": md1, "table1.csv": csv1, "table2.md": md2, "table2.csv": csv2,
-            "comparisons.md": md3, "comparisons.csv": csv3}
+    files = {"table1.md": md1, "table1.csv": csv1, "table2.md": md2, "table2.csv": csv2,
+             "comparisons.md": md3, "comparisons.csv": csv3}
+    views = views_rows(results)
+    if views:
+        cap4 = ("Three views of each test point's worst margin over the training box and ball — proved (bound), "
+                "statistical (certificates at p₀ and δ of the run's eval.json, shares in % with 95 % Wilson "
+                "intervals over the test points; an extreme-value estimate, not a bound) and attacked (the "
+                "lowest margin a joint parameter-and-input attack reaches): median over the points of "
+                "z_y − max_{j≠y} z_j in logits. The true worst margin lies between bound and joint attack.")
+        files["views.md"], files["views.csv"] = write_table(views, out / "views", cap4)
+    return files
 
 
 # (table column, CellResult.share name, higher is better) of every measure the comparison covers.
