@@ -2,7 +2,7 @@
 
     python benchmarks/bounds_tightness.py RUN [RUN ...] [--n 1000] [--scales 1,0.5,0.25,0.1]
         [--data-dir data] [--attack-steps 10] [--cost-batch 128] [--repeats 5] [--threads 1]
-        [--cost-scale 1]
+        [--cost-scale 1] [--no-cost]
 
 For every run directory and every scale s, at ε = s·ε_train and λ = s·λ_train
 (the run's radius kind), on the same first n test points: the mean over points
@@ -124,6 +124,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--cost-scale", type=float, default=1.0, help="cost at this scale of the training ε, λ")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-cost", action="store_true", help="skip the timing (e.g. while other jobs share the cores)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     scales = [float(s) for s in args.scales.split(",")]
@@ -142,7 +143,10 @@ def main() -> None:
             eps, lam = s * float(meta["eps"]), s * radius.lam
             row = tightness_row(model, test, eps, radius, lam, args.attack_steps)
             cells = [f"{100 * row[c]:.1f}" if c.startswith("verified") else f"{row[c]:.3f}" for c in cols]
-            print(f"| {run.name} | {meta['algo']} | {radius.kind} | {eps:.5f} | {lam:.5f} | " + " | ".join(cells) + " |")
+            name = run.parent.name if run.name == "run" else run.name  # a preset's cells/<cell>/run
+            print(f"| {name} | {meta['algo']} | {radius.kind} | {eps:.5f} | {lam:.5f} | " + " | ".join(cells) + " |")
+    if args.no_cost:
+        return
     model, meta = load_model(args.runs[0])
     model.eval()
     radius = radius_from_meta(meta)

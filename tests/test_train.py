@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from approp.checkpoint import load_model, read_meta
+from approp.checkpoint import CheckpointError, load_model, read_meta
 from approp.config import ConfigError, RunConfig
 from approp.train import STRATEGIES, TrainingDiverged, fit
 from approp.train.strategies import Standard
@@ -106,6 +106,25 @@ class TestFailures:
         assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
         for name, value in weights(resumed.model).items():
             torch.testing.assert_close(value, reference[name], rtol=0, atol=0, msg=name)
+
+    def test_finished_run_needs_no_optimiser_state(self, cifar_dir, tmp_path):
+        cfg = small_cfg(cifar_dir, algo="standard", epochs=1)
+        fit(cfg, tmp_path / "done", progress=False)
+        before = (tmp_path / "done" / "model.safetensors").read_bytes()
+        (tmp_path / "done" / "train_state.pt").unlink()  # committed results leave it out
+        again = fit(cfg, tmp_path / "done", progress=False)
+        assert [r["epoch"] for r in again.history] == [0]
+        assert (tmp_path / "done" / "model.safetensors").read_bytes() == before
+
+    def test_unfinished_run_without_optimiser_state_is_a_clear_error(self, cifar_dir, tmp_path, monkeypatch):
+        cfg = small_cfg(cifar_dir, algo="standard", epochs=2)
+        with monkeypatch.context() as m:
+            m.setitem(STRATEGIES, "standard", lambda c: FailingAfter(512 // 64 + 2, interrupt=True))
+            with pytest.raises(KeyboardInterrupt):
+                fit(cfg, tmp_path, progress=False)
+        (tmp_path / "train_state.pt").unlink()
+        with pytest.raises(CheckpointError, match="train_state.pt is missing: the run cannot resume"):
+            fit(cfg, tmp_path, progress=False)
 
     def test_other_config_in_run_dir_is_refused(self, cifar_dir, tmp_path):
         fit(small_cfg(cifar_dir, epochs=1), tmp_path, progress=False)

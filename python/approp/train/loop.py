@@ -186,7 +186,8 @@ def _prepare_run_dir(cfg, run_dir, model, opt, sched, gen, dist: ddp.DistInfo) -
         first = _open_run_dir(cfg, run_dir, model, opt, sched, gen)
     ddp.barrier(dist)
     if not dist.is_main:
-        first = _load_run_state(run_dir, model, opt, sched, gen) if (run_dir / ckpt.META).exists() else 0
+        first = (_load_run_state(run_dir, model, opt, sched, gen, cfg.train.epochs)
+                 if (run_dir / ckpt.META).exists() else 0)
     return first
 
 
@@ -201,7 +202,7 @@ def _open_run_dir(cfg, run_dir, model, opt, sched, gen) -> int:
                 f"(see {cfg_path}); choose another --out directory"
             )
         if (run_dir / ckpt.META).exists():
-            first = _load_run_state(run_dir, model, opt, sched, gen, expect=cfg.model)
+            first = _load_run_state(run_dir, model, opt, sched, gen, cfg.train.epochs, expect=cfg.model)
             _truncate_history(run_dir, first - 1)
             return first
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -210,10 +211,16 @@ def _open_run_dir(cfg, run_dir, model, opt, sched, gen) -> int:
     return 0
 
 
-def _load_run_state(run_dir, model, opt, sched, gen, expect=None) -> int:
-    """Returns the epoch after the checkpoint's, having loaded its weights and optimiser/RNG state."""
+def _load_run_state(run_dir, model, opt, sched, gen, epochs: int, expect=None) -> int:
+    """Returns the epoch after the checkpoint's, having loaded its weights and optimiser/RNG state.
+
+    A run whose checkpoint is its last epoch (of `epochs`) loads only the weights: its
+    train_state.pt may be gone (results committed without it) and is not needed.
+    """
     loaded, meta = ckpt.load_model(run_dir, expect=expect)
     model.load_state_dict(loaded.state_dict())
+    if meta["epoch"] + 1 >= epochs:  # finished: nothing left to train, so no optimiser state is needed
+        return meta["epoch"] + 1
     state = ckpt.load_train_state(run_dir)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
