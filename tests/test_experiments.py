@@ -10,14 +10,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import REPO
 
+from approp.checkpoint import FORMAT_VERSION
 from approp.experiments import load_preset, read_ledger, reproduce
 from approp.experiments.preset import PRESET_DIR
-from approp.experiments.tables import CellResult, write_tables
+from approp.experiments.tables import CellResult, read_eval, result_from_eval, write_tables
 
 REFERENCE = PRESET_DIR / "thesis_reference.toml"
 
@@ -133,6 +135,23 @@ class TestTables:
         # 250/1000 certified: Wilson 95 % [22.415, 27.776].
         assert (rows[0]["certified p ≤ p₀ low"], rows[0]["certified p ≤ p₀ high"]) == ("22.42", "27.78")
         assert "| 0.001 | APP(tanh) | 25.0 [22.4, 27.8] | 50.0 [46.9, 53.1] | -3.500 |" in files["views.md"].read_text()
+
+    def test_an_evaluation_in_progress_fills_the_stages_it_finished(self, tmp_path):
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "checkpoint.json").write_text(json.dumps({"format": FORMAT_VERSION, "model": {}, "epoch": 9, "sha256": "abc"}))
+        state = {"key": {"sha256": "abc", "n": 1000}, "partial": {"neighbourhood": []},
+                 "stages": {"clean": {"clean_acc": 0.6, "seconds": 1.0}, "pgd": {"pgd_acc": 0.4, "seconds": 9.0}}}
+        (run / "eval_state.json").write_text(json.dumps(state))
+        cell = SimpleNamespace(eps_label="2/255", algo=SimpleNamespace(key="awp", label="AWP"))
+        result = result_from_eval(cell, read_eval(run))
+        assert (result.clean, result.pgd, result.autoattack, result.n) == (0.6, 0.4, None, 1000)
+        assert result.label == "AWP (evaluation in progress)"
+        state["key"]["sha256"] = "older checkpoint"
+        (run / "eval_state.json").write_text(json.dumps(state))
+        assert read_eval(run) is None
+        (run / "eval.json").write_text(json.dumps({"clean_acc": 0.7, "n": 1000}))
+        assert not result_from_eval(cell, read_eval(run)).in_progress
 
     def test_every_share_carries_its_wilson_interval(self, tmp_path):
         preset = load_preset(write_preset(tmp_path / "tiny.toml"))

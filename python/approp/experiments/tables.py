@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import stats
+from ..checkpoint import CheckpointError, read_meta
 from ..statistical_views import VIEWS, view_medians
 from ..stats import Proportion
 from .preset import Cell, Preset
@@ -65,6 +66,12 @@ class CellResult:
     verified_best: float | None = None  # verified by the better of interval and linear bounds per margin
     refuted: float | None = None  # share shown p > p0 at 1 − δ, jointly (approp.statistical)
     views: dict[str, float | None] = field(default_factory=dict)  # median margin per view (statistical_views.VIEWS)
+    in_progress: bool = False  # its evaluation has not finished: only some measures are filled
+
+    @property
+    def label(self) -> str:
+        """Returns the algorithm's label for the tables, marked while its evaluation is in progress."""
+        return self.algo_label + (" (evaluation in progress)" if self.in_progress else "")
 
     def share(self, name: str, lam: float | None = None) -> Proportion | None:
         """Returns a measured share with its 95 % interval (None where not measured).
@@ -99,13 +106,33 @@ def result_from_eval(cell: Cell, results: dict[str, Any] | None, flatness: float
         {round(row["lam"], 6): row["acc_before"] for row in r.get("param_attack", [])},
         statistical=summary.get("certified"), verified_best=r.get("verified_acc_best"),
         refuted=summary.get("refuted"), views=view_medians(stat) if stat else {},
+        in_progress=bool(r.get("in_progress")),
     )
 
 
 def read_eval(run_dir: Path) -> dict[str, Any] | None:
-    """Returns RUN_DIR/eval.json's contents, or None if the run has not been evaluated."""
+    """Returns RUN_DIR/eval.json's contents; for an evaluation still running (or interrupted), the
+    stages it has finished, marked "in_progress"; None if no stage has finished."""
     path = Path(run_dir) / "eval.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else _finished_stages(Path(run_dir))
+
+
+def _finished_stages(run_dir: Path) -> dict[str, Any] | None:
+    """Returns the results of the finished stages in RUN_DIR/eval_state.json, if it belongs to the
+    run's current checkpoint (a state left by an older checkpoint is ignored, as Evaluator does)."""
+    path = run_dir / "eval_state.json"
+    try:
+        state = json.loads(path.read_text())
+        current = read_meta(run_dir).get("sha256")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, CheckpointError):
+        return None
+    key, stages = state.get("key") or {}, state.get("stages") or {}
+    if not stages or key.get("sha256") != current:
+        return None
+    out: dict[str, Any] = {"n": key.get("n"), "in_progress": sorted(stages)}
+    for result in stages.values():
+        out.update({k: v for k, v in result.items() if k != "seconds"})
+    return out
 
 
 Value = str | Proportion | None  # a table cell: text, a share with its interval, or not measured
@@ -121,7 +148,7 @@ def table1_rows(results: list[CellResult], ref: Reference) -> list[dict[str, Val
     for r in results:
         theirs = ref.table1.get((r.eps_label, r.algo_key), {})
         rows.append({
-            "ε": r.eps_label, "algorithm": r.algo_label,
+            "ε": r.eps_label, "algorithm": r.label,
             "clean": r.share("clean"), "clean (thesis)": _ref(theirs.get("clean")),
             "AutoAttack": r.share("autoattack"), "AutoAttack (thesis)": _ref(theirs.get("autoattack")),
             "verified": r.share("verified"), "verified (best)": r.share("verified_best"),
@@ -138,7 +165,7 @@ def table2_rows(results: list[CellResult], lams: tuple[float, ...], ref: Referen
     rows = []
     for r in results:
         theirs = dict(zip((round(x, 6) for x in ref.lams), ref.table2.get((r.eps_label, r.algo_key), ())))
-        row: dict[str, Value] = {"ε": r.eps_label, "algorithm": r.algo_label}
+        row: dict[str, Value] = {"ε": r.eps_label, "algorithm": r.label}
         for lam in lams:
             row[f"λ={lam:g}"] = r.share("flipped", lam)
             row[f"λ={lam:g} (thesis)"] = _ref(theirs.get(round(lam, 6)))
@@ -158,7 +185,7 @@ def views_rows(results: list[CellResult]) -> list[dict[str, Value]]:
     for r in results:
         if not r.views:
             continue
-        row: dict[str, Value] = {"ε": r.eps_label, "algorithm": r.algo_label,
+        row: dict[str, Value] = {"ε": r.eps_label, "algorithm": r.label,
                                  "certified p ≤ p₀": r.share("statistical"), "refuted p > p₀": r.share("refuted")}
         row.update({col: "–" if r.views.get(name) is None else f"{r.views[name]:.3f}"
                     for name, col in VIEW_COLUMNS.items()})
