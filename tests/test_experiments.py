@@ -19,6 +19,7 @@ from conftest import REPO
 from approp.checkpoint import FORMAT_VERSION
 from approp.experiments import load_preset, read_ledger, reproduce
 from approp.experiments.preset import PRESET_DIR
+from approp.experiments.runner import cell_dir, is_trained
 from approp.experiments.tables import CellResult, read_eval, result_from_eval, write_tables
 
 REFERENCE = PRESET_DIR / "thesis_reference.toml"
@@ -152,6 +153,17 @@ class TestTables:
         assert read_eval(run) is None
         (run / "eval.json").write_text(json.dumps({"clean_acc": 0.7, "n": 1000}))
         assert not result_from_eval(cell, read_eval(run)).in_progress
+
+    def test_a_cell_is_trained_once_its_last_epoch_is_checkpointed(self, tmp_path):
+        cell = load_preset("quick").cells()[0]
+        assert not is_trained(tmp_path, cell)
+        run = cell_dir(tmp_path, cell) / "run"
+        run.mkdir(parents=True)
+        meta = {"format": FORMAT_VERSION, "model": {}, "epoch": cell.config.train.epochs - 2}
+        (run / "checkpoint.json").write_text(json.dumps(meta))
+        assert not is_trained(tmp_path, cell)
+        (run / "checkpoint.json").write_text(json.dumps({**meta, "epoch": cell.config.train.epochs - 1}))
+        assert is_trained(tmp_path, cell)
 
     def test_every_share_carries_its_wilson_interval(self, tmp_path):
         preset = load_preset(write_preset(tmp_path / "tiny.toml"))

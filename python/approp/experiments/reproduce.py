@@ -16,7 +16,7 @@ from pathlib import Path
 from ..landscape import landscape_runs
 from .plots import ACCURACY, PARAM_ATTACK, plot_accuracy, plot_param_attack
 from .preset import Cell, Preset, load_preset
-from .runner import CellOutcome, cell_dir, is_done, run_grid
+from .runner import CellOutcome, cell_dir, is_trained, run_grid
 from .tables import CellResult, read_eval, result_from_eval, write_tables
 
 
@@ -29,10 +29,13 @@ class ReproduceSummary:
 
 
 def _landscapes(preset: Preset, cells: list[Cell], out: Path, progress: bool) -> tuple[dict[str, float], dict[str, Path]]:
-    """Returns ({cell name: flatness}, {figure name: path}) for every ε whose cells are all done."""
+    """Returns ({cell name: flatness}, {figure name: path}) over the trained cells of every ε.
+
+    A landscape needs only the final checkpoint, so a cell whose evaluation still runs is in it.
+    """
     flat, figures = {}, {}
     for label in dict.fromkeys(c.eps_label for c in cells):
-        group = [c for c in cells if c.eps_label == label and is_done(out, c, preset.eval)]
+        group = [c for c in cells if c.eps_label == label and is_trained(out, c)]
         if not group:
             continue
         name = f"landscape_eps{label.replace('/', 'over')}.png"

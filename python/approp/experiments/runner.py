@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoint import CheckpointError, read_meta
 from ..config import ConfigError
 from .preset import Cell, EvalSpec, Preset
 
@@ -48,6 +49,14 @@ class CellOutcome:
 def cell_dir(out: Path, cell: Cell) -> Path:
     """Returns the folder of one cell inside the output directory."""
     return Path(out) / "cells" / cell.name
+
+
+def is_trained(out: Path, cell: Cell) -> bool:
+    """Returns whether the cell's run holds the checkpoint of its last epoch (its evaluation may still run)."""
+    try:
+        return read_meta(cell_dir(out, cell) / "run")["epoch"] + 1 >= cell.config.train.epochs
+    except (CheckpointError, KeyError, TypeError):
+        return False
 
 
 def is_done(out: Path, cell: Cell, ev: EvalSpec) -> bool:
