@@ -34,6 +34,7 @@ from approp.bounds.verify import MarginBounds, best_of, clears, interval_margins
 from approp.checkpoint import load_model, radius_from_meta
 from approp.data import Split, load_cifar10
 from approp.radius import parameter_radii
+from approp.stats import from_share
 
 METHODS = ("ibp", "crown", "best")
 BATCH = 100
@@ -132,7 +133,7 @@ def main() -> None:
     test = full.take(args.n)
     cols = [f"bound {m}" for m in METHODS] + [f"verified {m}" for m in METHODS] + ["attack", "gap (best)"]
     print(f"Tightness on the first {len(test)} test points (bounds: mean smallest margin lower bound; "
-          "verified in %)\n")
+          "verified in % with its 95 % Wilson interval)\n")
     print("| run | algo | radius | ε | λ | " + " | ".join(cols) + " |")
     print("|" + "---|" * (5 + len(cols)))
     for run in args.runs:
@@ -142,9 +143,10 @@ def main() -> None:
         for s in scales:
             eps, lam = s * float(meta["eps"]), s * radius.lam
             row = tightness_row(model, test, eps, radius, lam, args.attack_steps)
-            cells = [f"{100 * row[c]:.1f}" if c.startswith("verified") else f"{row[c]:.3f}" for c in cols]
+            cells = [str(from_share(row[c], len(test))) if c.startswith("verified") else f"{row[c]:.3f}"
+                     for c in cols]
             name = run.parent.name if run.name == "run" else run.name  # a preset's cells/<cell>/run
-            print(f"| {name} | {meta['algo']} | {radius.kind} | {eps:.5f} | {lam:.5f} | " + " | ".join(cells) + " |")
+            print(f"| {name} | {meta['algo']} | {radius.kind} | {eps:.3g} | {lam:.3g} | " + " | ".join(cells) + " |")
     if args.no_cost:
         return
     model, meta = load_model(args.runs[0])
