@@ -90,6 +90,11 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
     return meta
 
 
+def is_final(meta: dict[str, Any], epochs: int) -> bool:
+    """Returns whether a checkpoint's metadata is that of the last of `epochs` epochs (training is over)."""
+    return meta["epoch"] + 1 >= epochs
+
+
 def load_weights(run_dir: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Returns the named weight arrays of run_dir after checking them against the metadata hash."""
     path = Path(run_dir) / WEIGHTS

@@ -123,11 +123,6 @@ def median(values: list[float | None] | None) -> float | None:
     return vals[len(vals) // 2] if vals else None
 
 
-def _median(values: list[float | None] | None) -> str:
-    m = median(values)
-    return "–" if m is None else f"{m:.3g}"
-
-
 # The margin views of the statistical stage, in the order bound ≤ … ≤ clean (per-point columns of eval.json).
 VIEWS = ("bound", "bound_interval", "bound_linear", "attack", "estimate", "sampled_min", "clean")
 
@@ -139,7 +134,8 @@ def view_medians(stat: dict) -> dict[str, float | None]:
 
 def statistical_markdown(stat: dict) -> list[str]:
     """Returns the report lines of the statistical stage's results (as written to eval.json)."""
-    s, c, pts = stat["summary"], stat["compare"], stat["points"]
+    s, c = stat["summary"], stat["compare"]
+    m = {name: "–" if v is None else f"{v:.3g}" for name, v in view_medians(stat).items()}
     lines = [f"Statistical certificates ({s['points']} points, at most {stat['config']['samples']} draws each, "
              f"network uniform in the box and input uniform in the ball): with confidence ≥ 1 − {s['delta']:g} "
              f"jointly over the points, p ≤ {s['p0']:g} for {pct(s['certified'])} % of them, p > {s['p0']:g} "
@@ -149,15 +145,15 @@ def statistical_markdown(stat: dict) -> list[str]:
                 f" No point can be certified with {stat['config']['samples']} draws: zero failures certify only "
                 f"after {s['draws_to_certify']}."), "",
              "| margin view | median over points | meaning |", "|---|---|---|",
-             f"| bound (best of interval and linear) | {_median(pts['bound'])} | ≤ every network in the box on "
+             f"| bound (best of interval and linear) | {m['bound']} | ≤ every network in the box on "
              "every input in the ball |",
-             f"| interval bound | {_median(pts.get('bound_interval') or [])} | the same, intervals only |",
-             f"| linear bound | {_median(pts.get('bound_linear') or [])} | the same, linear (CROWN-style) only |",
-             f"| joint attack | {_median(pts['attack'])} | reached by one network and input: worst case ≤ this |",
-             f"| extreme-value estimate | {_median(pts['estimate'])} | estimate of the sampler's lowest margin "
+             f"| interval bound | {m['bound_interval']} | the same, intervals only |",
+             f"| linear bound | {m['bound_linear']} | the same, linear (CROWN-style) only |",
+             f"| joint attack | {m['attack']} | reached by one network and input: worst case ≤ this |",
+             f"| extreme-value estimate | {m['estimate']} | estimate of the sampler's lowest margin "
              "(median over the points with a fit), not a bound |",
-             f"| lowest sampled | {_median(pts['sampled_min'])} | seen among the draws |",
-             f"| clean | {_median(pts['clean'])} | the midpoint network on x |", "",
+             f"| lowest sampled | {m['sampled_min']} | seen among the draws |",
+             f"| clean | {m['clean']} | the midpoint network on x |", "",
              f"Where the estimate falls ({c['points_with_estimate']} points with a fit): between bound and attack "
              f"{pct(c['estimate_between'])} %, above the attack {pct(c['estimate_above_attack'])} %, below the "
              f"bound {pct(c['estimate_below_bound'])} %.", ""]

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, read_meta
+from ..checkpoint import CheckpointError, is_final, read_meta
 from ..config import ConfigError
 from .preset import Cell, EvalSpec, Preset
 
@@ -54,7 +54,7 @@ def cell_dir(out: Path, cell: Cell) -> Path:
 def is_trained(out: Path, cell: Cell) -> bool:
     """Returns whether the cell's run holds the checkpoint of its last epoch (its evaluation may still run)."""
     try:
-        return read_meta(cell_dir(out, cell) / "run")["epoch"] + 1 >= cell.config.train.epochs
+        return is_final(read_meta(cell_dir(out, cell) / "run"), cell.config.train.epochs)
     except (CheckpointError, KeyError, TypeError):
         return False
 

@@ -219,7 +219,7 @@ def _load_run_state(run_dir, model, opt, sched, gen, epochs: int, expect=None) -
     """
     loaded, meta = ckpt.load_model(run_dir, expect=expect)
     model.load_state_dict(loaded.state_dict())
-    if meta["epoch"] + 1 >= epochs:  # finished: nothing left to train, so no optimiser state is needed
+    if ckpt.is_final(meta, epochs):  # nothing left to train, so no optimiser state is needed
         return meta["epoch"] + 1
     state = ckpt.load_train_state(run_dir)
     opt.load_state_dict(state["optimizer"])
