@@ -239,7 +239,7 @@ class TestVerifiedDecision:
         low64 = margin_bounds(prepare(model64, x, 0.001, radius), y, "best").lower
         assert (low64[mask32].masked_fill(nn.functional.one_hot(y[mask32], 10).bool(), 1.0) > 0).all()
 
-    def test_linear_pass_runs_only_on_margins_intervals_leave_open(self, monkeypatch):
+    def test_linear_pass_runs_only_on_open_margins_weakest_first(self, monkeypatch):
         import approp.bounds.verify as verify
 
         model = make_model("tiny", trained=True)
@@ -248,19 +248,37 @@ class TestVerifiedDecision:
         y = torch.cat([scores[:3].argmax(1), scores[3:].argmin(1)])  # three right, three wrong
         radius = RadiusConfig("abs", lam=0.001)
         prep = prepare(model, x, 0.0005, radius)
-        ok_ibp = clears(interval_margins(prep, y), y)
+        interval = interval_margins(prep, y)
+        ok_ibp = clears(interval, y)
+        linear_ok = clears(margin_bounds(prep, y, "crown"), y)
         seen = []
         real = verify.backward
         monkeypatch.setattr(verify, "backward", lambda p, coef: seen.append(coef.shape[:2]) or real(p, coef))
         decided = verified_by(model, x, y, 0.0005, radius, method="best")
-        # Points: only those the intervals did not verify; functionals: at most their open margins.
-        assert sum(n for n, _ in seen) == int((~ok_ibp.all(1)).sum())
-        assert max(s for _, s in seen) == int((~ok_ibp).sum(1).max())
+        open_points = ~ok_ibp.all(1)
+        # Stage 1: one functional per point the intervals left open, on its weakest open margin.
+        assert seen[0] == (int(open_points.sum()), 1)
+        weakest = interval.lower.masked_fill(ok_ibp, float("inf")).argmin(1)
+        cleared = linear_ok.gather(1, weakest[:, None]).squeeze(1)
+        # Stage 2: only the points whose weakest margin cleared and that have more open, at most those margins.
+        again = open_points & cleared & ((~ok_ibp).sum(1) > 1)
+        assert sum(n for n, _ in seen[1:]) == int(again.sum())
+        assert all(s <= int((~ok_ibp).sum(1).max()) - 1 for _, s in seen[1:])
         assert 0 < ok_ibp.all(1).sum() < len(y)  # the case exercises both paths
+        assert (open_points & ~cleared).any()  # and a point decided at its weakest margin
         # The same decision as taking every margin's linear bound.
-        monkeypatch.setattr(verify, "backward", real)
-        full = (ok_ibp | clears(margin_bounds(prep, y, "crown"), y)).all(1)
-        assert torch.equal(decided, full)
+        assert torch.equal(decided, (ok_ibp | linear_ok).all(1))
+
+    @pytest.mark.parametrize("method", ["crown", "best"])
+    def test_lazy_decision_equals_all_margins(self, method):
+        model = make_model("cnn4", trained=True)
+        x, _ = points("cnn4", n=12, seed=2)
+        y = model(x).argmax(1)
+        y[::4] = (y[::4] + 1) % 10  # some wrong labels: decided at their weakest margin
+        radius = RadiusConfig("tanh", lam=LAM["tanh"] / 10)
+        for eps in (0.0, 0.0005, EPS):
+            full = clears(margin_bounds(prepare(model, x, eps, radius), y, method), y).all(1)
+            assert torch.equal(verified_by(model, x, y, eps, radius, method=method), full)
 
 
 class TestErrors:
