@@ -96,23 +96,24 @@ def _affine_cache(ctx: Context, op: Callable) -> dict[str, torch.Tensor]:
 
     |δ| = |(W − W_c)·a + (b − b_c)| ≤ W_r·|a| + b_r ≤ W_r·m + b_r = d for every W, b in
     their box and a in [l, u]: the layer is its center layer plus δ with |δ| ≤ d.
+    cache["d_mag"] is (B, 2, n): d and the magnitude, flattened over the layer's output.
     """
     if "d_mag" not in ctx.cache:
         w, b = ctx.params["weight"], ctx.params.get("bias")
         m = torch.maximum(ctx.inp.lower.abs(), ctx.inp.upper.abs())  # (B, *in)
-        w_m = op(m, w.center.abs(), None)  # |W_c|·m
-        if w.radius is None:
-            d = torch.zeros_like(w_m)
-        elif w.rel is not None:  # W_r = rel·|W_c|: the same product, scaled
-            d = w_m * w.rel
+        w_abs = w.center.abs()
+        if w.radius is not None and w.rel is None:  # W_r·m and |W_c|·m in one product
+            d, w_m = op(m, torch.cat([w.radius, w_abs]), None).chunk(2, dim=1)  # (B, *out) each
         else:
-            d = op(m, w.radius, None)
-        mag = w_m if b is None else w_m + b.center.abs().view(-1, *([1] * (d.dim() - 2)))
-        if b is not None and b.radius is not None:
-            d = d + b.radius.view(1, -1, *([1] * (d.dim() - 2)))
-        ctx.cache["d_mag"] = torch.stack([d, mag + d], dim=-1)  # (B, *out, 2)
+            w_m = op(m, w_abs, None)  # |W_c|·m
+            d = torch.zeros_like(w_m) if w.radius is None else w_m * w.rel  # W_r = rel·|W_c|
+        per_channel = (-1,) + (1,) * (d.dim() - 2)
         if b is not None:
-            ctx.cache["bias"] = b.center.view(-1, *([1] * (d.dim() - 2))).expand(d.shape[1:]).reshape(-1)
+            w_m = w_m + b.center.abs().view(per_channel)
+            ctx.cache["bias"] = b.center.view(per_channel).expand(d.shape[1:]).reshape(-1)
+            if b.radius is not None:
+                d = d + b.radius.view(per_channel)
+        ctx.cache["d_mag"] = torch.stack([d, w_m + d], dim=1).flatten(2)  # (B, 2, n)
     return ctx.cache
 
 
@@ -121,7 +122,9 @@ def _affine_step(coef: torch.Tensor, coef_in: torch.Tensor, ctx: Context, cache,
 
     Σ coef·(W_c a + b_c + δ) = Σ coef_in·a + Σ coef·b_c + Σ coef·δ and Σ coef·δ ≥ −Σ |coef|·d.
     """
-    both = _dot_tail(coef.abs(), cache["d_mag"])  # (B, S, 2): Σ|coef|·d, Σ|coef|·magnitude
+    bsz, s = coef.shape[:2]
+    # (B, S, n) @ (B, n, 2) → (B, S, 2): Σ|coef|·d, Σ|coef|·magnitude in one batched product.
+    both = torch.bmm(coef.abs().reshape(bsz, s, -1), cache["d_mag"].transpose(1, 2))
     const = -both[..., 0]
     if "bias" in cache:
         const = const + coef.flatten(2) @ cache["bias"]
@@ -180,21 +183,21 @@ def conv2d_backward(layer: nn.Conv2d, coef: torch.Tensor, ctx: Context) -> Step:
 def _relu_relaxation(inp: Interval, cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Returns (cached) slopes of the lower relaxation α·h and the chord s·h + t, given h ∈ [l, u].
 
-    Stable (l ≥ 0): relu = h, α = s = 1, t = 0. Stable (u ≤ 0): relu = 0, α = s = t = 0.
+    With u⁺ = max(u, 0) and l⁻ = min(l, 0): s = u⁺/(u⁺ − l⁻) and t = −s·l⁻.
+    Stable (l ≥ 0 < u): s = 1, t = 0, α = 1: relu = h. Stable (u ≤ 0): s = t = α = 0: relu = 0.
     Unstable (l < 0 < u): relu(h) ≥ α·h for any α ∈ [0, 1] (CROWN's adaptive choice: α = 1
     where u ≥ −l, else 0), and relu(h) ≤ s·(h − l) with s = u/(u − l) on [l, u] (the chord:
-    relu is convex, so it lies below the line through (l, 0) and (u, u)).
+    relu is convex, so it lies below the line through (l, 0) and (u, u)). l = u = 0: h = 0,
+    so any slope is exact (here s = α = 0).
     """
     if "alpha" not in cache:
         l, u = inp.lower, inp.upper
-        active, unstable = l >= 0, (l < 0) & (u > 0)
-        width = torch.where(unstable, u - l, torch.ones_like(u))
-        chord = torch.where(unstable, u / width, torch.zeros_like(u))
-        cache["slope"] = torch.where(active, torch.ones_like(u), chord)
-        cache["offset"] = -chord * l.clamp(max=0)  # t = −s·l for unstable, 0 elsewhere
-        adaptive = (u >= -l).to(u.dtype)
-        cache["alpha"] = torch.where(active, torch.ones_like(u), torch.where(unstable, adaptive, 0 * u))
-        cache["slope_minus_alpha"] = cache["slope"] - cache["alpha"]
+        up, lo = u.clamp(min=0), l.clamp(max=0)
+        slope = up / (up - lo).clamp(min=torch.finfo(u.dtype).tiny)
+        cache["offset"] = -slope * lo  # ≥ 0
+        alpha = ((up >= -lo) & (u > 0)).to(u.dtype)
+        cache["alpha"] = alpha
+        cache["slope_minus_alpha"] = slope - alpha
     return cache
 
 
@@ -209,37 +212,24 @@ def relu_backward(layer: nn.ReLU, coef: torch.Tensor, ctx: Context) -> Step:
     return Step(coef_in, const, _log_fan(coef.shape[2:]) * -const)
 
 
-def _windows(t: torch.Tensor) -> torch.Tensor:
-    """Returns the 2×2 windows of t (B, C, H, W) as (B, C, H//2, W//2, 4) (odd edges dropped, as pooling does)."""
-    b, c, h, w = t.shape
-    t = t[:, :, : h // 2 * 2, : w // 2 * 2]
-    return t.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h // 2, w // 2, 4)
-
-
-def _flat_position(pick: torch.Tensor, width: int) -> torch.Tensor:
-    """Returns the index in the flattened H·W plane of window entry `pick` (B, C, h, w) → (B, C, h·w)."""
-    h, w = pick.shape[-2:]
-    rows = torch.arange(h, device=pick.device).view(h, 1) * 2 + pick // 2
-    cols = torch.arange(w, device=pick.device).view(1, w) * 2 + pick % 2
-    return (rows * width + cols).flatten(2)
-
-
 def _pool_relaxation(inp: Interval, cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Returns (cached) the inputs picked by the lower and upper relaxation of max-pooling.
+    """Returns (cached) the inputs picked by the lower and upper relaxation of 2×2 max-pooling.
 
     lower: out = max_i x_i ≥ x_i* for i* = argmax_i l_i (any i is sound; this one is tightest at l).
-    upper: with i* = argmax_i u_i and u₂ the second largest u, if l_i* ≥ u₂ then x_i* ≥ x_j for
-    all j and out = x_i* exactly (the input dominates); otherwise out ≤ u_i* (a constant).
+    upper: with i* = argmax_i u_i and u₂ the largest u of the other inputs, if l_i* ≥ u₂ then
+    x_i* ≥ x_j for all j and out = x_i* exactly (the input dominates); otherwise out ≤ u_i* (a constant).
+    Picks are positions in the flattened H·W plane (max-pooling's own indices; odd edges dropped).
     """
     if "low" not in cache:
-        lw, uw = _windows(inp.lower), _windows(inp.upper)  # (B, C, h, w, 4)
-        top, top_idx = uw.topk(2, dim=-1)
-        dominant = lw.gather(-1, top_idx[..., :1]).squeeze(-1) >= top[..., 1]  # (B, C, h, w)
-        width = inp.lower.shape[-1]
-        cache["low"] = _flat_position(lw.argmax(-1), width)
-        cache["up"] = _flat_position(top_idx[..., 0], width)
-        cache["dominant"] = dominant.flatten(2).to(uw.dtype)
-        cache["up_const"] = torch.where(dominant, torch.zeros_like(top[..., 0]), top[..., 0]).unsqueeze(-1)
+        lower, upper = inp.lower, inp.upper  # (B, C, H, W)
+        _, low = F.max_pool2d(lower, 2, return_indices=True)  # (B, C, h, w)
+        top, up = F.max_pool2d(upper, 2, return_indices=True)
+        others = upper.flatten(2).scatter(-1, up.flatten(2), float("-inf")).view_as(upper)
+        second = F.max_pool2d(others, 2)  # u₂
+        dominant = lower.flatten(2).gather(-1, up.flatten(2)).view_as(top) >= second
+        cache["low"], cache["up"] = low.flatten(2), up.flatten(2)  # (B, C, h·w)
+        cache["dominant"] = dominant.flatten(2).to(upper.dtype)
+        cache["up_const"] = torch.where(dominant, torch.zeros_like(top), top).flatten(2).unsqueeze(-1)
     return cache
 
 
