@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from conftest import REPO
 
@@ -21,6 +22,7 @@ from approp.experiments import load_preset, read_ledger, reproduce
 from approp.experiments.preset import PRESET_DIR
 from approp.experiments.runner import cell_dir, is_trained
 from approp.experiments.tables import CellResult, read_eval, result_from_eval, write_tables
+from approp.stats import crossed_bootstrap
 
 REFERENCE = PRESET_DIR / "thesis_reference.toml"
 
@@ -192,6 +194,30 @@ class TestTables:
         assert verdicts[("clean", "APP(tanh)", "AWP")] == "APP(tanh) better"
         assert verdicts[("param. attack λ=0.02", "APP(tanh)", "AWP")] == "APP(tanh) better"
         assert verdicts[("AutoAttack", "APP(tanh)", "AWP")] == "undecided"  # 25 % of 500 vs 22 % of 1000
+
+    def test_flatness_carries_its_interval_and_is_compared_pairwise(self, tmp_path):
+        preset = load_preset(write_preset(tmp_path / "tiny.toml"))
+        gen = torch.Generator().manual_seed(0)
+        shared = torch.randn(6, 300, generator=gen, dtype=torch.float64) * 0.02  # what both models share
+
+        def result(key, label, shift):
+            terms = shared + shift + 0.002 * torch.randn(6, 300, generator=gen, dtype=torch.float64)
+            lo, hi = crossed_bootstrap(terms)
+            return CellResult("0.001", key, label, clean=0.5, n=1000, flatness=terms.mean().item(),
+                              flatness_interval=(lo, hi), flatness_terms=terms.tolist())
+
+        # 0.001 apart: far inside either model's own interval (the shared spread is 0.02), yet
+        # decided when paired over the same directions and points.
+        a, b, c = result("app_tanh", "APP(tanh)", 0.010), result("awp", "AWP", 0.011), result("standard", "standard", 0.010)
+        assert a.flatness_interval[1] > b.flatness
+        files = write_tables(preset, [a, b, c], tmp_path)
+        t1 = {r["algorithm"]: r for r in read_csv(files["table1.csv"])}
+        assert float(t1["APP(tanh)"]["flatness low"]) < float(t1["APP(tanh)"]["flatness"]) < float(t1["APP(tanh)"]["flatness high"])
+        assert f"{a.flatness:.4f} [{a.flatness_interval[0]:.4f}, {a.flatness_interval[1]:.4f}]" in files["table1.md"].read_text()
+        verdicts = {(r["measure"], r["A"], r["B"]): r["verdict"] for r in read_csv(files["comparisons.csv"])}
+        assert verdicts[("flatness", "APP(tanh)", "AWP")] == "APP(tanh) flatter"
+        assert verdicts[("flatness", "AWP", "standard")] == "standard flatter"
+        assert verdicts[("flatness", "APP(tanh)", "standard")] == "undecided"
 
 
 def _reproduce_cmd(preset: Path, out: Path) -> list[str]:

@@ -234,6 +234,7 @@ def landscape(
     span: Annotated[float, typer.Option(help="relative step range [-span, span]")] = 1.0,
     step: Annotated[float, typer.Option(help="relative step of the flatness number")] = 0.1,
     seed: Annotated[int, typer.Option(help="seed of the random directions (same for every model)")] = 0,
+    directions: Annotated[int, typer.Option(help="random directions the flatness number averages over")] = 10,
     data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
@@ -241,7 +242,8 @@ def landscape(
     """Plot the weight-loss landscape (filter-normalised directions, 1-D and 2-D) of runs on one figure."""
     from .landscape import LandscapeConfig, landscape_runs
 
-    cfg = LandscapeConfig(n=n, points=points, grid=grid, span=span, step=step, seed=seed)
+    cfg = LandscapeConfig(n=n, points=points, grid=grid, span=span, step=step, seed=seed, directions=directions)
     names = labels.split(",") if labels else None
-    flat = landscape_runs(run_dirs, cfg, out, names, data_dir, device, progress=not quiet)
-    typer.echo(json.dumps({"figure": str(out), "flatness": flat}))
+    curves = landscape_runs(run_dirs, cfg, out, names, data_dir, device, progress=not quiet)
+    typer.echo(json.dumps({"figure": str(out), "flatness": {k: ls.flatness for k, ls in curves.items()},
+                           "flatness_interval": {k: ls.flatness_interval for k, ls in curves.items()}}))

@@ -11,7 +11,15 @@ norm of the same filter of θ; biases get no direction (as in Li et al.). Then
 is the test cross-entropy on the first n test points. Because d is
 normalised per filter, t is a relative step: t = 0.1 moves every filter by
 10 % of its own norm. The flatness number is the mean loss increase at
-t = ±step, (L(θ + step·d₁) + L(θ − step·d₁))/2 − L(θ): smaller is flatter.
+t = ±step over R directions (d₁ and R − 1 more draws) and the n points:
+
+    Δ[r, i] = (ℓ_i(θ + step·d_r) + ℓ_i(θ − step·d_r))/2 − ℓ_i(θ),   flatness = mean Δ,
+
+smaller is flatter. One direction says little (a model can be flat along one
+draw and sharp along the next), so flatness carries a 95 % interval that
+resamples directions and points (approp.stats.crossed_bootstrap), and Δ is kept
+so that two models cut along the same draws on the same points can be compared
+pairwise (approp.experiments.tables.comparisons).
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +38,7 @@ from torch.func import functional_call
 from . import checkpoint as ckpt
 from .config import ConfigError
 from .data import Split, batches, load_cifar10
+from .stats import crossed_bootstrap
 
 RESULT = "landscape.json"
 Params = dict[str, torch.Tensor]
@@ -39,7 +47,8 @@ Params = dict[str, torch.Tensor]
 @dataclass(frozen=True)
 class LandscapeConfig:
     """n test points [1000]; points on the 1-D line [21]; grid×grid 2-D points [11];
-    span of t, a, b [1.0]; step of the flatness number [0.1]; seed of the directions [0]."""
+    span of t, a, b [1.0]; step of the flatness number [0.1]; seed of the directions [0];
+    directions the flatness number averages over [10]."""
 
     n: int = 1000
     points: int = 21
@@ -47,9 +56,10 @@ class LandscapeConfig:
     span: float = 1.0
     step: float = 0.1
     seed: int = 0
+    directions: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("n", "points", "grid"):
+        for name in ("n", "points", "grid", "directions"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"landscape.{name} must be a positive integer; got {value!r}")
@@ -61,7 +71,8 @@ class LandscapeConfig:
 
 @dataclass(frozen=True)
 class Landscape:
-    """One model's landscape: t (points,), loss_1d (points,), axis (grid,), loss_2d (grid, grid), flatness."""
+    """One model's landscape: t (points,), loss_1d (points,), axis (grid,), loss_2d (grid, grid),
+    flatness with its 95 % interval, and its terms Δ (directions, n points) to 5 significant digits."""
 
     t: list[float]
     loss_1d: list[float]
@@ -69,6 +80,8 @@ class Landscape:
     loss_2d: list[list[float]]
     loss_0: float
     flatness: float
+    flatness_interval: list[float]
+    flatness_terms: list[list[float]]
 
 
 def random_directions(model: nn.Module, seed: int, count: int = 2) -> list[Params]:
@@ -91,12 +104,16 @@ def random_directions(model: nn.Module, seed: int, count: int = 2) -> list[Param
 
 
 @torch.no_grad()
+def point_losses(model: nn.Module, params: Params, split: Split, batch_size: int = 500) -> torch.Tensor:
+    """Returns the cross-entropy of every point (n,) of the split, with `params` substituted, in float64."""
+    parts = [F.cross_entropy(functional_call(model, params, (x,)), y, reduction="none").double()
+             for x, y in batches(split, batch_size)]
+    return torch.cat(parts).cpu() if parts else torch.zeros(0, dtype=torch.float64)
+
+
 def loss_at(model: nn.Module, params: Params, split: Split, batch_size: int = 500) -> float:
     """Returns the mean cross-entropy of the model with `params` substituted, over the split."""
-    total = torch.zeros((), device=split.y.device)
-    for x, y in batches(split, batch_size):
-        total += F.cross_entropy(functional_call(model, params, (x,)), y, reduction="sum")
-    return total.item() / max(len(split), 1)
+    return point_losses(model, params, split, batch_size).sum().item() / max(len(split), 1)
 
 
 def _moved(base: Params, dirs: list[Params], coeffs: list[float]) -> Params:
@@ -111,7 +128,8 @@ def compute_landscape(model: nn.Module, split: Split, cfg: LandscapeConfig, on_p
     """Returns the 1-D and 2-D landscape of `model` on `split`; on_point() is called after each loss."""
     model.eval()
     base = {k: v.detach() for k, v in model.named_parameters()}
-    d1, d2 = random_directions(model, cfg.seed)
+    drawn = random_directions(model, cfg.seed, count=cfg.directions + 1)
+    d1, d2 = drawn[:2]
     tick = on_point or (lambda: None)
 
     def at(coeffs: list[float], dirs: list[Params]) -> float:
@@ -123,9 +141,19 @@ def compute_landscape(model: nn.Module, split: Split, cfg: LandscapeConfig, on_p
     line = [at([v], [d1]) for v in t]
     axis = _linspace(cfg.span, cfg.grid)
     surface = [[at([a, b], [d1, d2]) for a in axis] for b in axis]  # rows: b, columns: a
-    loss_0 = at([0.0], [d1])
-    flat = (at([cfg.step], [d1]) + at([-cfg.step], [d1])) / 2 - loss_0
-    return Landscape(t, line, axis, surface, loss_0, flat)
+    at_0 = point_losses(model, base, split)  # (n,)
+    loss_0 = at_0.sum().item() / max(len(split), 1)
+    tick()
+
+    def increase(d: Params) -> torch.Tensor:  # (n,): Δ along one direction
+        up, down = (point_losses(model, _moved(base, [d], [c]), split) for c in (cfg.step, -cfg.step))
+        tick(), tick()
+        return (up + down) / 2 - at_0
+
+    terms = torch.stack([increase(d) for d in [d1, *drawn[2:]]])  # (R, n)
+    lower, upper = crossed_bootstrap(terms, seed=cfg.seed)
+    rounded = [[float(f"{v:.5g}") for v in row] for row in terms.tolist()]
+    return Landscape(t, line, axis, surface, loss_0, terms.mean().item(), [lower, upper], rounded)
 
 
 def run_landscape(run_dir: Path | str, cfg: LandscapeConfig, data_dir: str | os.PathLike | None = None,
@@ -150,7 +178,7 @@ def run_landscape(run_dir: Path | str, cfg: LandscapeConfig, data_dir: str | os.
 
 def points_per_model(cfg: LandscapeConfig) -> int:
     """Returns how many loss evaluations one model's landscape takes."""
-    return cfg.points + cfg.grid * cfg.grid + 3
+    return cfg.points + cfg.grid * cfg.grid + 1 + 2 * cfg.directions
 
 
 def plot_landscapes(curves: dict[str, Landscape], path: Path | str, title: str = "") -> Path:
@@ -164,7 +192,8 @@ def plot_landscapes(curves: dict[str, Landscape], path: Path | str, title: str =
     fig, axes = plt.subplots(1, k + 1, figsize=(4.2 * (k + 1), 3.6), squeeze=False)
     ax = axes[0, 0]
     for label, ls in curves.items():
-        ax.plot(ls.t, ls.loss_1d, marker=".", label=f"{label} (flatness {ls.flatness:.3g})")
+        lo, hi = ls.flatness_interval
+        ax.plot(ls.t, ls.loss_1d, marker=".", label=f"{label} (flatness {ls.flatness:.3g} [{lo:.3g}, {hi:.3g}])")
     ax.set_xlabel("t (relative step along d₁)")
     ax.set_ylabel("test loss")
     ax.grid(alpha=0.3)
@@ -186,8 +215,8 @@ def plot_landscapes(curves: dict[str, Landscape], path: Path | str, title: str =
 
 
 def landscape_runs(run_dirs: list[Path], cfg: LandscapeConfig, out: Path, labels: list[str] | None = None,
-                   data_dir=None, device: str = "cpu", progress: bool = True, title: str = "") -> dict[str, Any]:
-    """Returns {label: flatness} after computing every run's landscape and plotting them together to `out`."""
+                   data_dir=None, device: str = "cpu", progress: bool = True, title: str = "") -> dict[str, Landscape]:
+    """Returns {label: landscape} after computing every run's landscape and plotting them together to `out`."""
     from .progress import Progress
 
     labels = labels or [Path(r).name for r in run_dirs]
@@ -197,4 +226,4 @@ def landscape_runs(run_dirs: list[Path], cfg: LandscapeConfig, out: Path, labels
             task = bar.start_batches(i, points_per_model(cfg), label=f"landscape {label}:")
             curves[label] = run_landscape(run, cfg, data_dir, device, on_point=lambda: bar.advance(task))
     plot_landscapes(curves, out, title)
-    return {label: ls.flatness for label, ls in curves.items()}
+    return curves

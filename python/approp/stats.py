@@ -9,12 +9,18 @@ called *decided* when Newcombe's hybrid score interval for p₁ − p₂
 That interval treats the two samples as independent; where both models are
 scored on the same test points the correlation between them is positive in
 practice, which makes it conservative, never optimistic.
+
+Flatness is a mean over random directions and test points, not a proportion:
+its interval comes from a bootstrap that resamples directions and points
+independently (crossed_bootstrap), so both sources of chance are in it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+import torch
 
 Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
 
@@ -34,6 +40,18 @@ class Proportion:
 
     def __str__(self) -> str:
         return format_pct(self.value, self.lower, self.upper)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean that is not a proportion (e.g. flatness), with its 95 % interval [lower, upper]."""
+
+    value: float
+    lower: float
+    upper: float
+
+    def __str__(self) -> str:
+        return f"{self.value:.4f} [{self.lower:.4f}, {self.upper:.4f}]"
 
 
 def wilson(k: int, n: int, z: float = Z95) -> Proportion:
@@ -72,3 +90,29 @@ def decided(a: Proportion, b: Proportion) -> bool:
 def format_pct(value: float, lower: float, upper: float) -> str:
     """Returns 'v [lo, hi]' in % with one decimal, e.g. '61.2 [58.1, 64.2]'."""
     return f"{100 * value:.1f} [{100 * lower:.1f}, {100 * upper:.1f}]"
+
+
+def crossed_bootstrap(matrix: torch.Tensor, reps: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Returns the percentile interval (lower, upper) of matrix.mean() for a matrix (R, n) of R random
+    directions × n test points, both drawn at random.
+
+    Each of `reps` resamples draws R rows and n columns with replacement, independently (the
+    pigeonhole bootstrap of a crossed design, Owen 2007, Ann. Appl. Stat. 1(2)), and takes the
+    mean of the resampled matrix: the row and column counts weight it, no copy is made.
+    With R = 1 only the points vary.
+    """
+    if matrix.dim() != 2 or matrix.numel() == 0:
+        raise ValueError(f"need a non-empty (R, n) matrix; got shape {tuple(matrix.shape)}")
+    m = matrix.double()
+    rows, cols = m.shape
+    gen = torch.Generator().manual_seed(seed)
+
+    def counts(size: int) -> torch.Tensor:  # (reps, size): how often each index was drawn
+        idx = torch.randint(size, (reps, size), generator=gen)
+        return torch.zeros(reps, size, dtype=torch.float64).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+
+    w, v = counts(rows), counts(cols)
+    means = ((w @ m) * v).sum(1) / (rows * cols)  # (reps,)
+    alpha = (1 - level) / 2
+    lower, upper = torch.quantile(means, torch.tensor([alpha, 1 - alpha], dtype=torch.float64)).tolist()
+    return lower, upper

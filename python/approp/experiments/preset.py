@@ -7,7 +7,7 @@ A preset file::
     [algorithms.KEY]  label, and RunConfig sections to override (train = {...}, radius = {...})
     [run.SECTION]     the RunConfig every cell starts from (as in configs/main.toml)
     [eval]       n, autoattack, autoattack_n, param_attack = [λ...], neighbourhood, statistical, delta, p0
-    [landscape]  n, points, grid, span, step, seed
+    [landscape]  n, points, grid, span, step, seed, directions
 
 `--preset NAME` finds configs/presets/NAME.toml in the repository; a path works too.
 """

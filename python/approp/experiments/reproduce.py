@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..landscape import landscape_runs
+from ..landscape import Landscape, landscape_runs
 from .plots import ACCURACY, PARAM_ATTACK, plot_accuracy, plot_param_attack
 from .preset import Cell, Preset, load_preset
 from .runner import CellOutcome, cell_dir, is_trained, run_grid
@@ -28,29 +28,29 @@ class ReproduceSummary:
     files: dict[str, Path]
 
 
-def _landscapes(preset: Preset, cells: list[Cell], out: Path, progress: bool) -> tuple[dict[str, float], dict[str, Path]]:
-    """Returns ({cell name: flatness}, {figure name: path}) over the trained cells of every ε.
+def _landscapes(preset: Preset, cells: list[Cell], out: Path, progress: bool) -> tuple[dict[str, Landscape], dict[str, Path]]:
+    """Returns ({cell name: landscape}, {figure name: path}) over the trained cells of every ε.
 
     A landscape needs only the final checkpoint, so a cell whose evaluation still runs is in it.
     """
-    flat, figures = {}, {}
+    found, figures = {}, {}
     for label in dict.fromkeys(c.eps_label for c in cells):
         group = [c for c in cells if c.eps_label == label and is_trained(out, c)]
         if not group:
             continue
         name = f"landscape_eps{label.replace('/', 'over')}.png"
-        values = landscape_runs([cell_dir(out, c) / "run" for c in group], preset.landscape, out / name,
+        curves = landscape_runs([cell_dir(out, c) / "run" for c in group], preset.landscape, out / name,
                                 labels=[c.algo.label for c in group], data_dir=group[0].config.data.data_dir,
                                 device=group[0].config.train.device, progress=progress,
                                 title=f"weight-loss landscape, ε = {label}")
-        flat.update({c.name: values[c.algo.label] for c in group})
+        found.update({c.name: curves[c.algo.label] for c in group})
         figures[name] = out / name
-    return flat, figures
+    return found, figures
 
 
-def collect(preset: Preset, cells: list[Cell], out: Path, flatness: dict[str, float]) -> list[CellResult]:
+def collect(preset: Preset, cells: list[Cell], out: Path, landscapes: dict[str, Landscape]) -> list[CellResult]:
     """Returns the measured results of the cells (empty entries for cells not evaluated yet)."""
-    return [result_from_eval(c, read_eval(cell_dir(out, c) / "run"), flatness.get(c.name)) for c in cells]
+    return [result_from_eval(c, read_eval(cell_dir(out, c) / "run"), landscapes.get(c.name)) for c in cells]
 
 
 def write_report(preset: Preset, out: Path, results: list[CellResult], files: dict[str, Path]) -> Path:
@@ -90,8 +90,8 @@ def reproduce(preset_name: str | Path, out: Path | str, jobs: int = 1, only: str
         console.print(f"  {o.name}: {o.status}" + (f" in {o.seconds:.0f} s" if o.status == "ran" else ""))
 
     outcomes = run_grid(preset, chosen, out, jobs, on_done=report)
-    flatness, figures = _landscapes(preset, every, out, progress)
-    results = collect(preset, every, out, flatness)
+    landscapes, figures = _landscapes(preset, every, out, progress)
+    results = collect(preset, every, out, landscapes)
     files = write_tables(preset, results, out)
     files[ACCURACY] = plot_accuracy(results, out / ACCURACY)
     files[PARAM_ATTACK] = plot_param_attack(results, out / PARAM_ATTACK)

@@ -3,9 +3,9 @@
 table1: clean, AutoAttack and verified accuracy (and PGD, and the landscape's flatness);
 table2: share of correct points the adversarial parameter attack flips, per λ.
 Both are written as Markdown and CSV; accuracies and shares are in %, each with its
-95 % Wilson interval (Markdown: "v [lo, hi]"; CSV: the value and two more columns
-"… low" and "… high"). `comparisons` says which differences between algorithms
-are larger than their uncertainty (see approp.stats).
+95 % Wilson interval, and flatness with its bootstrap interval (Markdown: "v [lo, hi]";
+CSV: the value and two more columns "… low" and "… high"). `comparisons` says which
+differences between algorithms are larger than their uncertainty (see approp.stats).
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import stats
 from ..checkpoint import CheckpointError, read_meta
+from ..landscape import Landscape
 from ..statistical_views import VIEWS, view_medians
-from ..stats import Proportion
+from ..stats import Estimate, Proportion
 from .preset import Cell, Preset
 
 
@@ -67,11 +70,19 @@ class CellResult:
     refuted: float | None = None  # share shown p > p0 at 1 − δ, jointly (approp.statistical)
     views: dict[str, float | None] = field(default_factory=dict)  # median margin per view (statistical_views.VIEWS)
     in_progress: bool = False  # its evaluation has not finished: only some measures are filled
+    flatness_interval: tuple[float, float] | None = None  # 95 % over directions and points
+    flatness_terms: list[list[float]] | None = None  # Δ (directions, points): approp.landscape
 
     @property
     def label(self) -> str:
         """Returns the algorithm's label for the tables, marked while its evaluation is in progress."""
         return self.algo_label + (" (evaluation in progress)" if self.in_progress else "")
+
+    def flatness_estimate(self) -> Estimate | None:
+        """Returns flatness with its 95 % interval (None where no landscape was drawn)."""
+        if self.flatness is None or self.flatness_interval is None:
+            return None
+        return Estimate(self.flatness, *self.flatness_interval)
 
     def share(self, name: str, lam: float | None = None) -> Proportion | None:
         """Returns a measured share with its 95 % interval (None where not measured).
@@ -92,9 +103,11 @@ class CellResult:
         return stats.from_share(value, count)
 
 
-def result_from_eval(cell: Cell, results: dict[str, Any] | None, flatness: float | None = None) -> CellResult:
-    """Returns the CellResult of a cell from its eval.json contents (None: not evaluated yet)."""
+def result_from_eval(cell: Cell, results: dict[str, Any] | None, landscape: Landscape | None = None) -> CellResult:
+    """Returns the CellResult of a cell from its eval.json contents (None: not evaluated yet) and its
+    landscape (None: not drawn)."""
     r = results or {}
+    flatness = None if landscape is None else landscape.flatness
     aa = r.get("autoattack", {})
     stat = r.get("statistical")
     summary = stat["summary"] if stat else {}
@@ -107,6 +120,8 @@ def result_from_eval(cell: Cell, results: dict[str, Any] | None, flatness: float
         statistical=summary.get("certified"), verified_best=r.get("verified_acc_best"),
         refuted=summary.get("refuted"), views=view_medians(stat) if stat else {},
         in_progress=bool(r.get("in_progress")),
+        flatness_interval=None if landscape is None else tuple(landscape.flatness_interval),
+        flatness_terms=None if landscape is None else landscape.flatness_terms,
     )
 
 
@@ -135,7 +150,7 @@ def _finished_stages(run_dir: Path) -> dict[str, Any] | None:
     return out
 
 
-Value = str | Proportion | None  # a table cell: text, a share with its interval, or not measured
+Value = str | Proportion | Estimate | None  # a table cell: text, a share or a mean with its interval, or none
 
 
 def _ref(v: float | None) -> str:
@@ -153,7 +168,7 @@ def table1_rows(results: list[CellResult], ref: Reference) -> list[dict[str, Val
             "AutoAttack": r.share("autoattack"), "AutoAttack (thesis)": _ref(theirs.get("autoattack")),
             "verified": r.share("verified"), "verified (best)": r.share("verified_best"),
             "p ≤ p₀ at 1 − δ": r.share("statistical"), "PGD": r.share("pgd"),
-            "flatness": "–" if r.flatness is None else f"{r.flatness:.4f}",
+            "flatness": r.flatness_estimate(),
             # AutoAttack may run on fewer points than the rest: their clean accuracy, to compare with.
             "clean on AA points": r.share("autoattack_clean"),
         })
@@ -208,11 +223,12 @@ def markdown(rows: list[dict[str, Value]]) -> str:
 
 
 def _is_share_column(rows: list[dict[str, Value]], col: str) -> bool:
-    return any(isinstance(r[col], Proportion) for r in rows)
+    return any(isinstance(r[col], (Proportion, Estimate)) for r in rows)
 
 
 def csv_rows(rows: list[dict[str, Value]]) -> tuple[list[str], list[dict[str, str]]]:
-    """Returns (columns, rows) for CSV: a share column becomes value, 'low' and 'high' columns in %."""
+    """Returns (columns, rows) for CSV: a share column becomes value, 'low' and 'high' columns in %
+    (an estimate's column the same, in its own unit)."""
     if not rows:
         return [], []
     cols: list[str] = []
@@ -225,6 +241,8 @@ def csv_rows(rows: list[dict[str, Value]]) -> tuple[list[str], list[dict[str, st
             if isinstance(v, Proportion):
                 flat.update({c: f"{100 * v.value:.2f}", f"{c} low": f"{100 * v.lower:.2f}",
                              f"{c} high": f"{100 * v.upper:.2f}"})
+            elif isinstance(v, Estimate):
+                flat.update({c: f"{v.value:.6g}", f"{c} low": f"{v.lower:.6g}", f"{c} high": f"{v.upper:.6g}"})
             elif _is_share_column(rows, c):
                 flat.update({c: "", f"{c} low": "", f"{c} high": ""})
             else:
@@ -255,7 +273,8 @@ def write_tables(preset: Preset, results: list[CellResult], out: Path) -> dict[s
             f"{aa_on}at the cell's ε), verified (interval bounds over the training box and ball; "
             "best: per margin the better of interval and linear bounds), PGD-20; "
             "thesis numbers beside ours; flatness = mean test-loss increase at a relative weight step "
-            f"of ±{preset.landscape.step:g} along a filter-normalised direction (lower is flatter).")
+            f"of ±{preset.landscape.step:g} along {preset.landscape.directions} filter-normalised random directions "
+            "(lower is flatter; its 95 % interval resamples directions and test points).")
     if any(r.statistical is not None for r in results):
         cap1 += (" p ≤ p₀ at 1 − δ = share of the points certified to be misclassified with probability ≤ p₀ by "
                  "a network uniform in the box on an input uniform in the ball, all points jointly at confidence "
@@ -263,9 +282,11 @@ def write_tables(preset: Preset, results: list[CellResult], out: Path) -> dict[s
     cap2 = ("Table 2 — adversarial parameter attack in [θ − λ|θ|, θ + λ|θ|]: share (%) of correctly "
             "classified test points it flips, with its 95 % Wilson interval over those points, lower is "
             "better; thesis numbers beside ours where given.")
-    cap3 = ("Which differences between algorithms exceed their uncertainty: A − B in percentage points "
-            "with its 95 % interval (Newcombe's hybrid score interval from the two Wilson intervals); "
-            "'undecided' where the interval contains 0. For the parameter attack lower is better.")
+    cap3 = ("Which differences between algorithms exceed their uncertainty: A − B with its 95 % interval, "
+            "in percentage points for accuracies and attack rates (Newcombe's hybrid score interval from the "
+            "two Wilson intervals), in loss for flatness (paired over the same random directions and test "
+            "points; a bootstrap that resamples both); 'undecided' where the interval contains 0. For the "
+            "parameter attack lower is better; lower flatness is flatter.")
     md1, csv1 = write_table(table1_rows(results, ref), out / "table1", cap1)
     md2, csv2 = write_table(table2_rows(results, preset.eval.param_attack, ref), out / "table2", cap2)
     md3, csv3 = write_table(comparisons(results, preset.eval.param_attack), out / "comparisons", cap3)
@@ -289,29 +310,53 @@ COMPARED = (("clean", "clean", True), ("AutoAttack", "autoattack", True), ("veri
 
 def comparisons(results: list[CellResult], lams: tuple[float, ...]) -> list[dict[str, Value]]:
     """Returns one row per (ε, measure, pair of algorithms): the difference with its 95 % interval
-    (Newcombe) and whether it is decided, i.e. larger than its uncertainty.
+    and whether it is decided, i.e. larger than its uncertainty.
 
     Measures: clean, AutoAttack, verified and PGD accuracy, and the parameter attack's flipped
-    share at each λ (where lower is better).
+    share at each λ (where lower is better), in percentage points with Newcombe's interval; and
+    flatness (lower is flatter), paired over the same directions and test points, with the
+    crossed bootstrap's interval.
     """
     measures = [(col, name, None, True) for col, name, _ in COMPARED]
     measures += [(f"param. attack λ={lam:g}", "flipped", lam, False) for lam in lams]
     rows: list[dict[str, Value]] = []
     for eps in dict.fromkeys(r.eps_label for r in results):
         group = [r for r in results if r.eps_label == eps]
+        pairs = [(a, b) for i, a in enumerate(group) for b in group[i + 1:]]
         for col, name, lam, higher_better in measures:
-            for i, a in enumerate(group):
-                for b in group[i + 1:]:
-                    pa, pb = a.share(name, lam), b.share(name, lam)
-                    if pa is None or pb is None:
-                        continue
+            for a, b in pairs:
+                pa, pb = a.share(name, lam), b.share(name, lam)
+                if pa is not None and pb is not None:
                     d, lo, hi = stats.difference(pa, pb)
-                    if lo > 0 or hi < 0:
-                        better = a if (d > 0) == higher_better else b
-                        verdict = f"{better.algo_label} better"
-                    else:
-                        verdict = "undecided"
-                    rows.append({"ε": eps, "measure": col, "A": a.algo_label, "B": b.algo_label,
-                                 "A − B (pp)": f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
-                                 "verdict": verdict})
+                    text = f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] pp"
+                    rows.append(_comparison(eps, col, a, b, d, lo, hi, text, higher_better, "better"))
+        for a, b in pairs:
+            paired = _flatness_difference(a, b)
+            if paired is not None:
+                d, lo, hi = paired
+                text = f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+                rows.append(_comparison(eps, "flatness", a, b, d, lo, hi, text, False, "flatter"))
     return rows
+
+
+def _comparison(eps: str, measure: str, a: CellResult, b: CellResult, d: float, lo: float, hi: float,
+                text: str, higher_better: bool, word: str) -> dict[str, Value]:
+    """Returns one comparisons row; decided where [lo, hi] excludes 0."""
+    if lo > 0 or hi < 0:
+        verdict = f"{(a if (d > 0) == higher_better else b).algo_label} {word}"
+    else:
+        verdict = "undecided"
+    return {"ε": eps, "measure": measure, "A": a.algo_label, "B": b.algo_label, "A − B": text, "verdict": verdict}
+
+
+def _flatness_difference(a: CellResult, b: CellResult) -> tuple[float, float, float] | None:
+    """Returns (A − B, lower, upper) of flatness, paired over directions and points; None where a
+    landscape is missing or the two were not cut along the same number of directions and points."""
+    if a.flatness_terms is None or b.flatness_terms is None:
+        return None
+    ta, tb = torch.tensor(a.flatness_terms, dtype=torch.float64), torch.tensor(b.flatness_terms, dtype=torch.float64)
+    if ta.shape != tb.shape or ta.numel() == 0:
+        return None
+    diff = ta - tb  # (directions, points)
+    lower, upper = stats.crossed_bootstrap(diff)
+    return diff.mean().item(), lower, upper
