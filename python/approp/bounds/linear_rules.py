@@ -122,9 +122,8 @@ def _affine_step(coef: torch.Tensor, coef_in: torch.Tensor, ctx: Context, cache,
 
     Σ coef·(W_c a + b_c + δ) = Σ coef_in·a + Σ coef·b_c + Σ coef·δ and Σ coef·δ ≥ −Σ |coef|·d.
     """
-    bsz, s = coef.shape[:2]
-    # (B, S, n) @ (B, n, 2) → (B, S, 2): Σ|coef|·d, Σ|coef|·magnitude in one batched product.
-    both = torch.bmm(coef.abs().reshape(bsz, s, -1), cache["d_mag"].transpose(1, 2))
+    # Σ|coef|·d, Σ|coef|·magnitude (B, S, 2) in one batched product; the transpose is a view.
+    both = _dot_tail(coef.abs(), cache["d_mag"].transpose(1, 2))
     const = -both[..., 0]
     if "bias" in cache:
         const = const + coef.flatten(2) @ cache["bias"]
