@@ -1,3 +1,4 @@
+import hashlib
 import pickle
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 import torch
 
 from approp.config import ConfigError, DataConfig
-from approp.data import FOLDER, DataError, Split, augment, batches, load_cifar10, load_splits, load_validation
+from approp.data import FOLDER, DataError, describe_copy, Split, augment, batches, load_cifar10, load_splits, load_validation
 
 
 def write_fake_layout(root, n=20, corrupt=None):
@@ -107,3 +108,20 @@ class TestBatching:
             assert found
         again = augment(x, torch.Generator().manual_seed(0))
         assert torch.equal(out, again)
+
+
+class TestProvenance:
+    """Every report names the CIFAR-10 copy it came from: official archive or a re-encoding."""
+
+    def test_reencoded_copy_is_never_called_official(self, cifar_dir):
+        line = describe_copy(cifar_dir)
+        assert "NOT the official archive" in line and "md5" in line
+
+    def test_official_digest_is_recognised(self, tmp_path, monkeypatch):
+        root = write_fake_layout(tmp_path)
+        monkeypatch.setattr("approp.data.OFFICIAL_TEST_MD5",
+                            hashlib.md5((root / FOLDER / "test_batch").read_bytes()).hexdigest())
+        assert describe_copy(root) == "CIFAR-10, the official archive"
+
+    def test_missing_folder_is_unknown(self, tmp_path):
+        assert "unknown" in describe_copy(tmp_path / "nowhere")

@@ -11,6 +11,7 @@ per-image Python loop in the hot path.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from collections.abc import Iterator
@@ -26,6 +27,10 @@ FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILES = ["test_batch"]
 NUM_CLASSES = 10
+# md5 of the official archive's test_batch (torchvision's CIFAR10.test_list): a copy whose
+# test_batch differs is a re-encoding (e.g. the JPEG quality-75 copy in ../shared), and every
+# result computed from it must say so.
+OFFICIAL_TEST_MD5 = "40351d587109b95175f43aff81a1287e"
 
 
 class DataError(RuntimeError):
@@ -37,6 +42,23 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     if data_dir is not None:
         return Path(data_dir)
     return Path(os.environ.get("APPROP_DATA", "data"))
+
+
+def describe_copy(data_dir: str | os.PathLike | None) -> str:
+    """Returns one line naming the CIFAR-10 copy under data_dir: official archive or a re-encoded one.
+
+    Identified by the md5 of test_batch, so a report made from the JPEG quality-75 copy in
+    ../shared can never pass for one made from the official data.
+    """
+    path = resolve_data_dir(data_dir) / FOLDER / "test_batch"
+    try:
+        digest = hashlib.md5(path.read_bytes()).hexdigest()
+    except OSError:
+        return f"CIFAR-10 copy unknown ({path} not readable)"
+    if digest == OFFICIAL_TEST_MD5:
+        return "CIFAR-10, the official archive"
+    return (f"CIFAR-10, NOT the official archive: a re-encoded copy (test_batch md5 {digest[:12]}…; "
+            "the JPEG quality-75 copy in ../shared has b452585c37f8…)")
 
 
 def _how_to_get(root: Path) -> str:

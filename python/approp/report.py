@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunConfig
+from .data import describe_copy
 
 CURVES = "curves.png"
 
@@ -53,6 +54,7 @@ def write_train_report(cfg: RunConfig, run_dir: Path, history: list[dict[str, An
         f"{t.warmup_epochs} clean warm-up epochs, then a ramp over {t.ramp_epochs} epochs",
         f"- optimiser: {cfg.optim.name}, lr {cfg.optim.lr:g}, {cfg.optim.schedule} schedule; "
         f"{t.epochs} epochs, batch {cfg.data.batch_size}, seed {t.seed}, device {t.device}",
+        f"- data: {describe_copy(cfg.data.data_dir)}",
         f"- training images: {cfg.data.subset or 'all'} (less {cfg.data.val_split} held out); "
         + (f"per-epoch accuracies on the {cfg.data.val_split} validation images"
            if cfg.data.val_split else f"per-epoch accuracies on test images: {cfg.data.test_subset or 'all'}"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data import describe_copy
 from ..landscape import Landscape, landscape_runs
 from .plots import ACCURACY, PARAM_ATTACK, plot_accuracy, plot_param_attack
 from .preset import Cell, Preset, load_preset
@@ -53,12 +54,15 @@ def collect(preset: Preset, cells: list[Cell], out: Path, landscapes: dict[str, 
     return [result_from_eval(c, read_eval(cell_dir(out, c) / "run"), landscapes.get(c.name)) for c in cells]
 
 
-def write_report(preset: Preset, out: Path, results: list[CellResult], files: dict[str, Path]) -> Path:
-    """Returns OUT/report.md after writing it: tables, embedded plots, links to every cell's report."""
+def write_report(preset: Preset, out: Path, results: list[CellResult], files: dict[str, Path], data: str) -> Path:
+    """Returns OUT/report.md after writing it: tables, embedded plots, links to every cell's report.
+
+    data: the line naming the CIFAR-10 copy the cells used (approp.data.describe_copy).
+    """
     t1 = (out / "table1.md").read_text()
     t2 = (out / "table2.md").read_text()
     t3 = (out / "comparisons.md").read_text()
-    lines = [f"# Reproduction: preset `{preset.name}`", "", preset.description, "",
+    lines = [f"# Reproduction: preset `{preset.name}`", "", preset.description, "", f"Data: {data}.", "",
              "Tables as CSV: [table1.csv](table1.csv), [table2.csv](table2.csv), "
              "[comparisons.csv](comparisons.csv).", "", t1, "", t2, "", "## Which differences are decided", "", t3, ""]
     if "views.md" in files:
@@ -96,6 +100,6 @@ def reproduce(preset_name: str | Path, out: Path | str, jobs: int = 1, only: str
     files[ACCURACY] = plot_accuracy(results, out / ACCURACY)
     files[PARAM_ATTACK] = plot_param_attack(results, out / PARAM_ATTACK)
     files.update(figures)
-    files["report.md"] = write_report(preset, out, results, files)
+    files["report.md"] = write_report(preset, out, results, files, describe_copy(every[0].config.data.data_dir))
     console.print(files["table1.md"].read_text())
     return ReproduceSummary(outcomes, files)

@@ -30,7 +30,7 @@ from .. import checkpoint as ckpt
 from .. import stats
 from ..attacks import pgd_correct
 from ..config import ConfigError, RunConfig, read_toml
-from ..data import Split, load_validation
+from ..data import Split, describe_copy, load_validation
 from ..metrics import clean_accuracy, verified_accuracy
 from .preset import AlgoSpec, _algo, parse_eps
 from .tables import write_table
@@ -186,7 +186,8 @@ def write_sweep_table(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> tu
             "train s": f"{sum(e['train_seconds'] for e in ep):.0f}" if ep else "–",
         })
     n = next((r["scores"]["n"] for r in rows if r["scores"]), sweep.val_n)
-    caption = (f"{sweep.description}\n\nAccuracy in % with 95 % Wilson intervals on the first {n} validation "
+    data_dir = sweep.variants[0].config.data.data_dir
+    caption = (f"{sweep.description}\n\nData: {describe_copy(data_dir)}.\n\nAccuracy in % with 95 % Wilson intervals on the first {n} validation "
                f"images (held-out training images, never test data), at ε = {sweep.eval_eps_label} on the pixel "
                "scale whatever ε the variant trained with; PGD-"
                f"{sweep.pgd_steps}; verified: interval bounds over the variant's own parameter box and ball, and over "
