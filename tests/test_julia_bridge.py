@@ -11,6 +11,7 @@ import json
 import math
 import numbers
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -179,9 +180,10 @@ class TestImportOrder:
 class FakeTrainer:
     """Returns losses like JuliaTrainer.step: finite until step `nan_at` (1-based), then NaN."""
 
-    def __init__(self, params: dict[str, np.ndarray], nan_at: int) -> None:
+    def __init__(self, params: dict[str, np.ndarray], nan_at: int, slots=("momentum_buffer",)) -> None:
         self.start = {k: v.copy() for k, v in params.items()}
         self.steps, self.nan_at, self.applied = 0, nan_at, 0
+        self.slots, self.loaded = slots, None
 
     def step(self, x, y, eps, lam=None, lr=None, kappa=None) -> float:
         assert isinstance(x, np.ndarray) and x.dtype == np.float32 and x.shape[1:] == (3, 32, 32)
@@ -200,13 +202,23 @@ class FakeTrainer:
     def params(self) -> dict[str, np.ndarray]:
         return {k: v + 0.01 * self.applied for k, v in self.start.items()}
 
+    def optimizer_state(self):  # as JuliaTrainer's: every buffer holds the steps applied
+        return self.applied, {s: {k: np.full_like(v, self.applied) for k, v in self.start.items()}
+                              for s in self.slots}
+
+    def load_optimizer_state(self, step, state):
+        self.loaded = (step, state)
+
 
 class FakeEngine:
     def __init__(self, nan_at: int) -> None:
         self.nan_at, self.trainers = nan_at, []
 
     def trainer(self, params, radius, **kw):
-        self.trainers.append(FakeTrainer(params, self.nan_at))
+        from approp.julia.engine import optimizer_slots
+
+        slots = optimizer_slots(kw["optimizer"], kw["momentum"])
+        self.trainers.append(FakeTrainer(params, self.nan_at, slots))
         return self.trainers[-1]
 
 
@@ -234,6 +246,41 @@ def test_nan_from_julia_stops_the_run_and_keeps_the_last_good_checkpoint(
     row = json.loads(rows[0])
     assert (row["loss"], row["worst_loss"], row["clean_loss"]) == (1.0, 1.5, 0.5)
     assert row["ramp"] == 1.0  # ramp_epochs = 1: full at the end of the first epoch
+
+
+@pytest.mark.parametrize("optim", ["sgd", "adam"])
+def test_resumed_julia_run_gets_its_optimiser_state_back(cifar_dir, tmp_path, monkeypatch, optim):
+    from approp.checkpoint import STATE
+    from approp.config import ConfigError
+
+    cfg = RunConfig().replace(
+        data={"data_dir": str(cifar_dir), "subset": 64, "test_subset": 32, "batch_size": 32},
+        train={"epochs": 2, "engine": "julia", "algo": "app", "warmup_epochs": 0, "ramp_epochs": 1},
+        optim={"name": optim},
+    )
+    first = FakeEngine(nan_at=3)  # two steps per epoch: NaN in epoch 2 leaves epoch 1's checkpoint
+    monkeypatch.setattr(julia, "get_engine", lambda device: first)
+    with pytest.raises(TrainingDiverged):
+        fit(cfg, tmp_path, progress=False)
+    saved = torch.load(tmp_path / STATE, weights_only=False)["optimizer"]["state"]
+    assert len(saved) == 12 and all(float(v["exp_avg" if optim == "adam" else "momentum_buffer"].max()) == 2.0
+                                    for v in saved.values())
+    second = FakeEngine(nan_at=0)
+    monkeypatch.setattr(julia, "get_engine", lambda device: second)
+    fit(cfg, tmp_path, progress=False)
+    step, state = second.trainers[0].loaded
+    slots = ("exp_avg", "exp_avg_sq") if optim == "adam" else ("momentum_buffer",)
+    assert step == (2 if optim == "adam" else 0) and tuple(state) == slots
+    assert all(np.all(a == 2.0) for slot in state.values() for a in slot.values())
+    # A train state without it (written before the Julia engine saved it) is refused.
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    meta["epoch"] = 0
+    (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+    state_file = torch.load(tmp_path / STATE, weights_only=False)
+    state_file["optimizer"]["state"] = {}
+    torch.save(state_file, tmp_path / STATE)
+    with pytest.raises(ConfigError, match="holds no optimiser state"):
+        fit(cfg, tmp_path, progress=False)
 
 
 SHAPES = {  # CNN4 width 1, PyTorch layout
@@ -283,7 +330,7 @@ def test_engine_passes_flux_layouts_and_returns_pytorch_layouts(monkeypatch):
 
     monkeypatch.setattr(_runtime, "to_julia_array", lambda a: np.asarray(a))
     engine = JuliaEngine.__new__(JuliaEngine)
-    engine.device, engine.ap = "cpu", FakeAPProp()
+    engine.backend, engine.ap = "cpu", FakeAPProp()
     rng = np.random.default_rng(0)
     params = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
     x, y, radius = rng.random((2, 3, 32, 32)), np.array([0, 9]), RadiusConfig("abs", lam=0.01)
@@ -301,7 +348,7 @@ def test_trainer_step_logs_have_pytorchs_keys(monkeypatch):
 
     monkeypatch.setattr(_runtime, "to_julia_array", lambda a: np.asarray(a))
     engine = JuliaEngine.__new__(JuliaEngine)
-    engine.device, engine.ap = "cpu", FakeAPProp()
+    engine.backend, engine.ap = "cpu", FakeAPProp()
     trainer = JuliaTrainer(engine, "handle", RadiusConfig("abs", lam=0.01), np.dtype(np.float32))
     x, y = np.random.default_rng(0).random((2, 3, 32, 32)), np.array([0, 9])
     assert trainer.step_logs(x, y, 0.01) == {"loss": 0.75, "worst_loss": 1.0, "clean_loss": 0.5}
@@ -345,7 +392,7 @@ def test_engine_builds_the_julia_model_once_per_weights(monkeypatch):
 
     monkeypatch.setattr(_runtime, "to_julia_array", lambda a: np.array(a))
     engine = JuliaEngine.__new__(JuliaEngine)
-    engine.device, engine.ap = "cpu", Counting()
+    engine.backend, engine.ap = "cpu", Counting()
     rng = np.random.default_rng(0)
     params = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
     x, y, radius = rng.random((2, 3, 32, 32)), np.array([0, 9]), RadiusConfig("abs", lam=0.01)
@@ -384,3 +431,16 @@ def test_data_parallel_julia_run_is_refused_before_the_run_dir_is_written(monkey
     with pytest.raises(ConfigError, match="torchrun world size of 2"):
         loop.fit(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()  # a rerun with engine 'torch' and the same --out still works
+
+
+@pytest.mark.parametrize(
+    "device, expected", [("cpu", ("cpu", 0)), ("cuda", ("cuda", 0)), ("cuda:3", ("cuda", 3))]
+)
+def test_device_index_is_kept_for_cuda_jl(device, expected):
+    assert julia.parse_device(device) == expected
+
+
+@pytest.mark.parametrize("device", ["cuda:x", "mps", "cpu:1", "cuda:-1"])
+def test_devices_the_julia_engine_cannot_honour_are_refused_by_name(device):
+    with pytest.raises(ValueError, match=re.escape(repr(device))):
+        julia.parse_device(device)

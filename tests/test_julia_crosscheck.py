@@ -1,8 +1,9 @@
 """Cross-check of the Julia engine (APProp via juliacall) against the PyTorch engine.
 
 Identical weights and inputs through both engines must give the same bounds,
-worst-case loss, gradients (to 1e-5 relative) and the same weights after one
-APP step. Skipped, with the reason, where no Julia runtime is set up.
+worst-case loss, gradients (to 1e-5 relative), the same weights after one
+SGD step and after several SGD or Adam steps, also across a resume (the
+optimiser state out to numpy and back). Skipped, with the reason, where no Julia runtime is set up.
 juliacall is imported before torch by conftest.py (`approp.julia.preload()`),
 which pytest imports before this module.
 """
@@ -156,3 +157,73 @@ def test_trainer_keeps_momentum_like_torch(engine, case):
         trainer.step(x.numpy(), y.numpy(), 0.01, lr=lr)
     for name, p in model.state_dict().items():
         _close(trainer.params()[name], p.numpy())
+
+
+def _torch_adam_steps(params, x, y, radius, lrs, weight_decay=5e-4):
+    """Returns (model, opt) after one PyTorch Adam APP step per learning rate in `lrs`."""
+    model = CNN4().double()
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
+    opt = torch.optim.Adam(model.parameters(), lr=lrs[0], weight_decay=weight_decay)
+    for lr in lrs:
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad()
+        _torch_app_loss(model, x, y, 0.01, radius, kappa=0.5).backward()
+        opt.step()
+    return model, opt
+
+
+ADAM_LRS = (1e-3, 1e-3, 5e-4, 2e-4)  # a scheduled learning rate, as the loop sets it per step
+
+
+def test_adam_over_several_steps_agrees(engine, case):
+    # TorchAdam computes PyTorch's bias corrections 1 - βᵗ in Float64 from the step count,
+    # so what remains is rounding (PyTorch updates m by lerp): far below RTOL per step, in
+    # float64 as here. Optimisers.Adam would differ: it keeps β in the parameters' eltype and
+    # builds βᵗ by repeated products, about 1e-5 relative per step in Float32.
+    _, x, y, params = case
+    radius = RadiusConfig("tanh", lam=0.02)  # no clamp: Adam's steps are what is compared
+    model, opt = _torch_adam_steps(params, x, y, radius, ADAM_LRS)
+    trainer = engine.trainer(params, radius, optimizer="adam", lr=ADAM_LRS[0], weight_decay=5e-4, kappa=0.5)
+    for lr in ADAM_LRS:
+        trainer.step(x.numpy(), y.numpy(), 0.01, lr=lr)
+    got = trainer.params()
+    for name, p in model.state_dict().items():
+        _close(got[name], p.numpy())
+    step, state = trainer.optimizer_state()
+    assert step == len(ADAM_LRS)
+    for name, p in model.named_parameters():
+        _close(state["exp_avg"][name], opt.state[p]["exp_avg"].numpy())
+        _close(state["exp_avg_sq"][name], opt.state[p]["exp_avg_sq"].numpy())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_resumed_trainer_continues_like_torch(engine, case, optimizer):
+    # Two steps, the state out to numpy and into a new trainer (what a resumed run does),
+    # two more: the same weights as four uninterrupted PyTorch steps.
+    _, x, y, params = case
+    radius = RADII[0]
+    lrs = (0.01, 0.01, 0.005, 0.002) if optimizer == "sgd" else ADAM_LRS
+    model = CNN4().double()
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lrs[0], momentum=0.9, weight_decay=5e-4)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=lrs[0], weight_decay=5e-4)
+    for lr in lrs:
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad()
+        _torch_app_loss(model, x, y, 0.01, radius, kappa=0.5).backward()
+        opt.step()
+    kw = dict(optimizer=optimizer, lr=lrs[0], momentum=0.9, weight_decay=5e-4, kappa=0.5)
+    first = engine.trainer(params, radius, **kw)
+    for lr in lrs[:2]:
+        first.step(x.numpy(), y.numpy(), 0.01, lr=lr)
+    step, state = first.optimizer_state()
+    resumed = engine.trainer(first.params(), radius, **kw)
+    resumed.load_optimizer_state(step, state)
+    for lr in lrs[2:]:
+        resumed.step(x.numpy(), y.numpy(), 0.01, lr=lr)
+    for name, p in model.state_dict().items():
+        _close(resumed.params()[name], p.numpy())

@@ -23,4 +23,18 @@ function APProp.to_device(x, ::Val{:cuda})
     return Flux.fmap(CUDA.CuArray, x; exclude = a -> a isa AbstractArray{<:Number})
 end
 
+function APProp.select_device!(::Val{:cuda}, index::Integer)
+    CUDA.functional() ||
+        throw(ArgumentError("CUDA.jl is loaded but no functional GPU was found"))
+    n = length(CUDA.devices())
+    0 <= index < n ||
+        throw(ArgumentError(
+            "cuda:$index does not exist: CUDA.jl sees $n device(s), cuda:0 to cuda:$(n - 1)",
+        ))
+    # 0-based ordinal (CuDevice(ordinal)), as torch's cuda:N; device! also sets the
+    # default for tasks started later, so every call from Python lands on it.
+    CUDA.device!(index)
+    return index
+end
+
 end # module APPropCUDAExt

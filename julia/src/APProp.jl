@@ -21,8 +21,15 @@ export Normalize, propagate, interval_bounds, UnsupportedLayerError
 export cnn4, cnn4_parameters, CIFAR10_MEAN, CIFAR10_STD
 export worst_case_logits, worst_case_loss, margin_lower_bounds, verified, training_loss
 export training_loss_parts
-export make_optimiser, TorchMomentum, app_step!, app_step_parts!, app_epoch!, APPTrainer
-export backend_available, to_device
+export make_optimiser,
+    TorchMomentum,
+    TorchAdam,
+    app_step!,
+    app_step_parts!,
+    app_epoch!,
+    APPTrainer
+export optimiser_state, restore_optimiser_state!
+export backend_available, to_device, select_device!
 
 include("intervals.jl")
 include("radius.jl")
@@ -30,6 +37,7 @@ include("model.jl")
 include("rules.jl")
 include("loss.jl")
 include("train.jl")
+include("optstate.jl")
 include("device.jl")
 include("api.jl")
 

@@ -173,3 +173,31 @@ Returns the current parameters of a trainer or model as CPU arrays.
 """
 api_parameters(t::APPTrainer) = cnn4_parameters(t.model)
 api_parameters(model::Flux.Chain) = cnn4_parameters(model)
+
+"""
+    api_optimiser_state(t::APPTrainer) -> (arrays, step)
+
+Returns `optimiser_state(t)` flattened: the state arrays slot by slot, 12 per
+slot in `PARAM_NAMES` order (CPU, Flux layout), and Adam's step count.
+"""
+function api_optimiser_state(t::APPTrainer)
+    slots, step = optimiser_state(t)
+    return Tuple(a for slot in slots for a in slot), step
+end
+
+"""
+    api_restore_optimiser_state!(t::APPTrainer, step, arrays...) -> t
+
+Returns `t` after `restore_optimiser_state!` with the arrays of `api_optimiser_state`.
+"""
+function api_restore_optimiser_state!(
+    t::APPTrainer,
+    step::Integer,
+    arrays::AbstractArray...,
+)
+    n = length(PARAM_NAMES)
+    length(arrays) % n == 0 ||
+        throw(DimensionMismatch("expected $n state arrays per slot; got $(length(arrays))"))
+    slots = ntuple(j -> arrays[(n * (j - 1) + 1):(n * j)], length(arrays) ÷ n)
+    return restore_optimiser_state!(t, slots, step)
+end

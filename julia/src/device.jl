@@ -17,7 +17,23 @@ Returns `x` (an array or a model) moved to `backend`.
 """
 to_device(x, backend::Symbol) = to_device(x, Val(backend))
 to_device(x, ::Val{:cpu}) = Flux.cpu(x)
-to_device(x, ::Val{B}) where {B} = throw(ArgumentError(
+to_device(x, ::Val{B}) where {B} = throw(_not_loaded(B))
+
+_not_loaded(B) = ArgumentError(
     "backend :$B is not loaded; for :cuda run `using CUDA, cuDNN` " *
         "(both are in the pinned environment) on a machine with an NVIDIA GPU",
-))
+)
+
+"""
+    select_device!(backend::Symbol, index::Integer) -> index
+
+Returns `index` after making device `index` (0-based, PyTorch's `cuda:N`) the one
+`backend` places arrays on: CUDA.jl's `device!` once the extension is loaded. A
+device that does not exist throws an `ArgumentError` naming it; the CPU has only 0.
+"""
+select_device!(backend::Symbol, index::Integer) = select_device!(Val(backend), index)
+function select_device!(::Val{:cpu}, index::Integer)
+    index == 0 || throw(ArgumentError("the CPU backend has no device $index"))
+    return index
+end
+select_device!(::Val{B}, ::Integer) where {B} = throw(_not_loaded(B))

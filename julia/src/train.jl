@@ -20,12 +20,45 @@ function Optimisers.apply!(o::TorchMomentum, v, x::AbstractArray{T}, dx) where {
 end
 
 """
+    TorchAdam(eta, beta=(0.9, 0.999), epsilon=1e-8)
+
+Returns the rule of PyTorch's Adam: `m ← β₁·m + (1-β₁)·g`, `v ← β₂·v + (1-β₂)·g²`,
+`θ ← θ - η/(1-β₁ᵗ) · m / (√v/√(1-β₂ᵗ) + ϵ)`. The bias corrections are computed in
+Float64 from the integer step `t`, as PyTorch computes them in Python floats;
+Optimisers' own `Adam` keeps β in the parameter's eltype and builds βᵗ by repeated
+products, which in Float32 moves each step by about 1e-5 relative. The state
+`(m, v, t)` is PyTorch's `(exp_avg, exp_avg_sq, step)`, so a run can save and
+restore it (`optimiser_state`, `restore_optimiser_state!`).
+"""
+struct TorchAdam <: Optimisers.AbstractRule
+    eta::Float64
+    beta::Tuple{Float64, Float64}
+    epsilon::Float64
+end
+
+TorchAdam(eta::Real) = TorchAdam(eta, (0.9, 0.999), 1.0e-8)
+
+Optimisers.init(::TorchAdam, x::AbstractArray) = (zero(x), zero(x), 0)
+
+function Optimisers.apply!(o::TorchAdam, state, x::AbstractArray{T}, dx) where {T}
+    m, v, t = state
+    t += 1
+    β1, β2 = o.beta
+    # dx may be WeightDecay's lazy Broadcasted (dx + λx); it is read twice, fused each time.
+    m .= T(β1) .* m .+ T(1 - β1) .* dx
+    v .= T(β2) .* v .+ T(1 - β2) .* abs2.(dx)
+    step = T(o.eta / (1 - β1^t)) # PyTorch: lr / bias_correction1
+    root = T(sqrt(1 - β2^t))     # PyTorch: bias_correction2 ** 0.5
+    return (m, v, t), step .* m ./ (sqrt.(v) ./ root .+ T(o.epsilon))
+end
+
+"""
     make_optimiser(name; lr, momentum=0.9, weight_decay=0.0) -> Optimisers.AbstractRule
 
 Returns the Optimisers.jl rule matching PyTorch's: `"sgd"` is SGD with
-momentum as PyTorch computes it (`TorchMomentum`), `"adam"` is Adam; weight
-decay is the L2 term added to the gradient first, as PyTorch's
-`weight_decay` does.
+momentum as PyTorch computes it (`TorchMomentum`), `"adam"` is PyTorch's Adam
+(`TorchAdam`); weight decay is the L2 term added to the gradient first, as
+PyTorch's `weight_decay` does.
 """
 function make_optimiser(
     name::Union{Symbol, AbstractString};
@@ -37,7 +70,7 @@ function make_optimiser(
     rule = if n === :sgd
         momentum > 0 ? TorchMomentum(lr, momentum) : Optimisers.Descent(lr)
     elseif n === :adam
-        Optimisers.Adam(lr)
+        TorchAdam(lr)
     else
         throw(ArgumentError("optimiser must be \"sgd\" or \"adam\"; got \"$name\""))
     end

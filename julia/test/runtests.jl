@@ -333,6 +333,34 @@ end
             st, p = Optimisers.update(st, p, [1.0])     # v = 0.9·2 + 1 = 2.8
             @test p ≈ [0.0 - 0.5 * 2.8]
         end
+        @testset "TorchAdam takes PyTorch's first step" begin
+            st = Optimisers.setup(TorchAdam(0.1), [1.0])
+            st, p = Optimisers.update(st, [1.0], [2.0]) # m = 0.2, v = 0.004, t = 1
+            @test p ≈ [1.0 - 0.1 / 0.1 * 0.2 / (sqrt(0.004) / sqrt(0.001) + 1.0e-8)]
+            @test st.state[3] == 1
+        end
+        @testset "a restored optimiser state continues like the original ($name)" for name in (
+                "sgd",
+                "adam",
+            )
+            rule() = make_optimiser(name; lr = 1.0e-3, weight_decay = 5.0e-4)
+            t = APPTrainer(cnn4(params...), rule(), spec)
+            app_step!(t, x, y, 0.01f0)
+            app_step!(t, x, y, 0.01f0)
+            slots, step = optimiser_state(t)
+            @test length(slots) == (name == "adam" ? 2 : 1)
+            @test step == (name == "adam" ? 2 : 0)
+            resumed = APPTrainer(cnn4(APProp.cnn4_parameters(t.model)...), rule(), spec)
+            restore_optimiser_state!(resumed, slots, step)
+            app_step!(t, x, y, 0.01f0)
+            app_step!(resumed, x, y, 0.01f0)
+            @test all(map(
+                (a, b) -> isapprox(a, b; rtol = 1.0e-6),
+                APProp.cnn4_parameters(resumed.model),
+                APProp.cnn4_parameters(t.model),
+            ))
+            @test_throws DimensionMismatch restore_optimiser_state!(resumed, (), 0)
+        end
         @testset "an epoch lowers the worst-case loss on a fixed batch" begin
             t = APPTrainer(cnn4(params...), make_optimiser("adam"; lr = 1.0e-3), spec)
             before = worst_case_loss(t.model, x, y, 0.01f0, spec)

@@ -36,6 +36,7 @@ __all__ = [
     "availability",
     "find_julia",
     "get_engine",
+    "parse_device",
     "preload",
     "project_dir",
     "setup",
@@ -44,15 +45,38 @@ __all__ = [
 _ENGINES: dict[str, JuliaEngine] = {}
 
 
-def get_engine(device: str = "cpu") -> JuliaEngine:
-    """Returns the (cached) JuliaEngine for `device` ("cpu" or "cuda"), starting Julia if needed.
+def parse_device(device: str) -> tuple[str, int]:
+    """Returns (backend, index) of "cpu", "cuda" or "cuda:N"; "cuda" alone is device 0.
 
-    Raises JuliaUnavailableError where juliacall, Julia 1.10 or the one-time
+    Raises ValueError for anything else (torch's other device types have no Julia backend).
+    """
+    backend, _, index = device.partition(":")
+    if backend in ("cpu", "cuda") and (index == "" or index.isdigit()):
+        n = int(index or 0)
+        if backend == "cpu" and n != 0:
+            raise ValueError(f"the Julia engine has one CPU device; got {device!r}")
+        return backend, n
+    raise ValueError(f"the Julia engine runs on 'cpu' or 'cuda[:N]'; got {device!r}")
+
+
+def get_engine(device: str = "cpu") -> JuliaEngine:
+    """Returns the (cached) JuliaEngine for `device` ("cpu", "cuda" or "cuda:N"), starting Julia if needed.
+
+    `cuda:N` reaches CUDA.jl as device N (`CUDA.device!(N)`, 0-based like torch's). One
+    process holds one Julia CUDA device: asking for a second index is refused by name.
+    Raises JuliaUnavailableError where juliacall, Julia or the one-time
     `approp julia-setup` is missing.
     """
     from .engine import JuliaEngine
 
-    key = "cuda" if device.startswith("cuda") else "cpu"
+    backend, index = parse_device(device)
+    key = f"{backend}:{index}"
+    held = [k for k in _ENGINES if k.startswith("cuda:") and k != key]
+    if backend == "cuda" and held:
+        raise ValueError(
+            f"the Julia engine already runs on {held[0]} in this process and cannot also use "
+            f"{key}: CUDA.jl's current device is per process here; start another process"
+        )
     if key not in _ENGINES:
         _ENGINES[key] = JuliaEngine(key)
     return _ENGINES[key]

@@ -314,12 +314,22 @@ def preload_for_argv(argv: Sequence[str]) -> bool:
     return engine_requested(argv) and preload()
 
 
-def load_cuda() -> None:
-    """Loads CUDA.jl and cuDNN, which activates APProp's CUDA extension."""
+def load_cuda(index: int = 0) -> None:
+    """Loads CUDA.jl and cuDNN (activating APProp's CUDA extension) and selects device `index`.
+
+    `index` is torch's N in cuda:N; a GPU that does not exist raises ValueError naming it.
+    """
     main = julia_main()
     main.seval("using CUDA, cuDNN")
-    if not bool(main.APProp.backend_available(main.Symbol("cuda"))):
+    cuda = main.Symbol("cuda")
+    if not bool(main.APProp.backend_available(cuda)):
         raise RuntimeError("CUDA.jl loaded but found no functional GPU for the Julia engine")
+    from juliacall import JuliaError
+
+    try:
+        main.APProp.select_device_b(cuda, int(index))
+    except JuliaError as err:
+        raise ValueError(f"the Julia engine cannot use cuda:{index}: {err}") from None
 
 
 _ARRAY_TYPES: dict[tuple[str, int], Any] = {}

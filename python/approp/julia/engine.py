@@ -15,10 +15,12 @@ import numpy as np
 
 from . import _runtime
 from .convert import (
+    PARAM_NAMES,
     as_numpy,
     images_to_julia,
     labels_to_julia,
     logits_from_julia,
+    param_to_julia,
     params_from_julia,
     params_to_julia,
 )
@@ -27,16 +29,20 @@ Params = Mapping[str, Any]
 
 
 class JuliaEngine:
-    """Returns results of APProp (Julia) computed on numpy arrays; `device` is "cpu" or "cuda"."""
+    """Returns results of APProp (Julia) computed on numpy arrays; `device` is "cpu" or "cuda[:N]"."""
 
     # (snapshot of the Flux-layout weights, the Julia model built from them): see _model_for.
     _cache: tuple[list[np.ndarray], Any] | None = None
 
     def __init__(self, device: str = "cpu") -> None:
+        from . import parse_device
+
         self.jl = _runtime.julia_main()
-        self.device = "cuda" if device.startswith("cuda") else "cpu"
-        if self.device == "cuda":
-            _runtime.load_cuda()
+        # backend: what APProp's api_* take ("cpu"/"cuda"); the index goes to CUDA.device! once.
+        self.backend, self.index = parse_device(device)
+        self.device = f"{self.backend}:{self.index}"
+        if self.backend == "cuda":
+            _runtime.load_cuda(self.index)
         self.ap = self.jl.APProp
 
     # -- conversion helpers -------------------------------------------------
@@ -46,7 +52,7 @@ class JuliaEngine:
     def model(self, params: Params) -> Any:
         """Returns a new Julia CNN4 (Flux Chain) holding `params`, on the engine's device."""
         arrays = [self._arr(a) for a in params_to_julia(params)]
-        return self.ap.api_model(*arrays, backend=self.device)
+        return self.ap.api_model(*arrays, backend=self.backend)
 
     def _model_for(self, arrays: list[np.ndarray]) -> Any:
         """Returns a Julia model of the Flux-layout `arrays`, the last one built while they are equal.
@@ -62,7 +68,7 @@ class JuliaEngine:
             for a, b in zip(cached[0], arrays, strict=True)
         ):
             return cached[1]
-        model = self.ap.api_model(*[self._arr(a) for a in arrays], backend=self.device)
+        model = self.ap.api_model(*[self._arr(a) for a in arrays], backend=self.backend)
         self._cache = ([np.array(a, copy=True) for a in arrays], model)
         return model
 
@@ -100,7 +106,7 @@ class JuliaEngine:
             float(eps),
             self.spec(radius),
             lam=self._lam(radius, lam),
-            backend=self.device,
+            backend=self.backend,
         )
         return logits_from_julia(lo), logits_from_julia(hi)
 
@@ -154,7 +160,7 @@ class JuliaEngine:
         """Returns fn(model, x, y, eps, spec; lam, backend, kw...) with every argument converted for Julia."""
         model, xj, yj = self._xy(params, x, y)
         return fn(model, xj, yj, float(eps), self.spec(radius), lam=self._lam(radius, lam),
-                  backend=self.device, **kw)
+                  backend=self.backend, **kw)
 
     def verified_accuracy(
         self, params: Params, x: Any, y: Any, eps: float, radius: Any, lam: float | None = None
@@ -186,7 +192,8 @@ class JuliaEngine:
             kappa=float(kappa),
             margin=margin,
         )
-        return JuliaTrainer(self, handle, radius, dtype=params_to_julia(params)[0].dtype)
+        return JuliaTrainer(self, handle, radius, dtype=params_to_julia(params)[0].dtype,
+                            slots=optimizer_slots(optimizer, momentum))
 
     def app_step(
         self,
@@ -218,11 +225,25 @@ class JuliaEngine:
         return t.params()
 
 
+def optimizer_slots(name: str, momentum: float) -> tuple[str, ...]:
+    """Returns the names of PyTorch's per-parameter optimiser state that the Julia rule keeps too.
+
+    SGD with momentum keeps "momentum_buffer" (TorchMomentum's velocity), Adam "exp_avg" and
+    "exp_avg_sq" (TorchAdam's m and v, plus the step count), SGD without momentum nothing.
+    """
+    if name == "adam":
+        return ("exp_avg", "exp_avg_sq")
+    return ("momentum_buffer",) if momentum > 0 else ()
+
+
 class JuliaTrainer:
     """Returns losses of APP steps run in Julia; the model and optimiser state stay there."""
 
-    def __init__(self, engine: JuliaEngine, handle: Any, radius: Any, dtype: np.dtype) -> None:
+    def __init__(
+        self, engine: JuliaEngine, handle: Any, radius: Any, dtype: np.dtype, slots: tuple[str, ...] = ()
+    ) -> None:
         self.engine, self.handle, self.radius, self.dtype = engine, handle, radius, dtype
+        self.slots = slots  # optimizer_slots(...): the state that optimizer_state() returns
 
     def step(
         self,
@@ -260,7 +281,7 @@ class JuliaTrainer:
             float(eps),
             lam=e._lam(self.radius, lam),
             lr=None if lr is None else float(lr),
-            backend=e.device,
+            backend=e.backend,
             **extra,
         )
         logs = {"loss": float(loss), "worst_loss": float(worst)}
@@ -283,3 +304,26 @@ class JuliaTrainer:
     def params(self) -> dict[str, np.ndarray]:
         """Returns the current parameters {PyTorch name: array} in PyTorch layout."""
         return params_from_julia(self.engine.ap.api_parameters(self.handle))
+
+    def optimizer_state(self) -> tuple[int, dict[str, dict[str, np.ndarray]]]:
+        """Returns (step, {slot: {PyTorch name: array}}): the optimiser state in PyTorch layout.
+
+        The slots are `self.slots` (e.g. "exp_avg", "exp_avg_sq"); step is Adam's count, else 0.
+        """
+        arrays, step = self.engine.ap.api_optimiser_state(self.handle)
+        arrays, n = list(arrays), len(PARAM_NAMES)
+        if len(arrays) != n * len(self.slots):
+            raise ValueError(f"Julia returned {len(arrays)} state arrays for slots {self.slots}")
+        return int(step), {s: params_from_julia(arrays[i * n:(i + 1) * n]) for i, s in enumerate(self.slots)}
+
+    def load_optimizer_state(self, step: int, state: Mapping[str, Mapping[str, Any]]) -> None:
+        """Sets the Julia optimiser state from {slot: {PyTorch name: array}} (what optimizer_state gives)."""
+        missing = [s for s in self.slots if s not in state]
+        if missing:
+            raise KeyError(f"optimiser state lacks {', '.join(missing)}")
+        arrays = [
+            self.engine._arr(param_to_julia(n, as_numpy(state[s][n]).astype(self.dtype, copy=False)))
+            for s in self.slots
+            for n in PARAM_NAMES
+        ]
+        self.engine.ap.api_restore_optimiser_state_b(self.handle, int(step), *arrays)

@@ -4,8 +4,11 @@ The model and optimiser state live in Julia between steps; batches, the ε/λ
 ramp and the learning-rate schedule come from Python, so both engines see
 the same data order and schedule. After each epoch the parameters are copied
 back into the PyTorch model, which the loop evaluates and checkpoints in the
-shared format. On resume the Julia optimiser restarts from the checkpointed
-weights with fresh momentum (its state is not part of the checkpoint).
+shared format, and the Julia optimiser state (momentum buffer, or Adam's
+moments and step) into the PyTorch optimiser's state under PyTorch's own
+names, so train_state.pt carries it as it does for the PyTorch engine. On
+resume it goes back into Julia; a checkpoint without it (written before the
+state was carried) is refused rather than resumed with a fresh optimiser.
 
 Import order: torch is already imported here, so juliacall has to have been
 imported earlier, by `approp.julia.preload()` (the approp command calls it
@@ -44,11 +47,14 @@ def check_julia_run(cfg: RunConfig, world_size: int = 1) -> None:
 class JuliaEpochs:
     """Returns per-epoch logs of APP training run in Julia (see module docstring)."""
 
-    def __init__(self, cfg: RunConfig, model: nn.Module, world_size: int = 1) -> None:
+    def __init__(
+        self, cfg: RunConfig, model: nn.Module, world_size: int = 1, opt: torch.optim.Optimizer | None = None
+    ) -> None:
+        """`opt`: the loop's PyTorch optimiser, never stepped here: it carries the Julia state to disk."""
         check_julia_run(cfg, world_size)
         from .. import julia  # imported only when the Julia engine is asked for
 
-        self.cfg, self.model = cfg, model
+        self.cfg, self.model, self.opt = cfg, model, opt
         try:
             self.engine = julia.get_engine(cfg.train.device)
         except julia.JuliaUnavailableError as err:
@@ -69,6 +75,8 @@ class JuliaEpochs:
                 self._params(), cfg.radius, optimizer=o.name, lr=o.lr, momentum=o.momentum,
                 weight_decay=o.weight_decay, kappa=cfg.train.kappa, margin=cfg.train.margin_loss,
             )
+            if epoch > 0:  # resumed: continue with the saved optimiser state
+                self._restore_optimizer_state(epoch)
         steps = math.ceil(len(train) / cfg.data.batch_size)
         task = bar.start_batches(epoch, steps)
         sums: dict[str, float] = {}
@@ -88,6 +96,38 @@ class JuliaEpochs:
             bar.advance(task)
         state = {k: torch.from_numpy(v) for k, v in self.trainer.params().items()}
         self.model.load_state_dict(state)
+        self._save_optimizer_state()
         out = {k: v / steps for k, v in sums.items()}
         out["ramp"] = ramp((epoch + 1) * steps - 1, steps, t.ramp_epochs, t.warmup_epochs)
         return out
+
+    def _named_params(self) -> dict[str, nn.Parameter]:
+        return dict(self.model.named_parameters())
+
+    def _save_optimizer_state(self) -> None:
+        """Copies the Julia optimiser state into self.opt.state, keyed as torch.optim keeps it."""
+        if self.opt is None or not self.trainer.slots:
+            return
+        step, slots = self.trainer.optimizer_state()
+        for name, p in self._named_params().items():
+            entry = {s: torch.from_numpy(slots[s][name]).to(p.device, p.dtype) for s in slots}
+            if self.cfg.optim.name == "adam":
+                entry["step"] = torch.tensor(float(step))  # torch.optim.Adam's scalar step
+            self.opt.state[p] = entry
+
+    def _restore_optimizer_state(self, epoch: int) -> None:
+        """Hands the optimiser state loaded from train_state.pt to Julia; refuses where it is absent."""
+        if self.opt is None or not self.trainer.slots:
+            return
+        named = self._named_params()
+        if not all(set(self.trainer.slots) <= set(self.opt.state.get(p, {})) for p in named.values()):
+            raise ConfigError(
+                f"cannot resume this Julia run at epoch {epoch + 1}: its train_state.pt holds no "
+                f"optimiser state ({', '.join(self.trainer.slots)}), so it was written before the "
+                "Julia engine saved it, and a fresh optimiser would take different steps than the "
+                "uninterrupted run; train again into a new --out directory"
+            )
+        slots = {s: {n: self.opt.state[p][s].detach().cpu().numpy() for n, p in named.items()}
+                 for s in self.trainer.slots}
+        step = self.opt.state[next(iter(named.values()))].get("step", 0)
+        self.trainer.load_optimizer_state(int(step), slots)

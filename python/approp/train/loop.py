@@ -127,7 +127,7 @@ def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo
     if cfg.train.engine == "julia":
         from .julia_runner import JuliaEpochs
 
-        julia_epochs = JuliaEpochs(cfg, model, world_size=dist.world_size)
+        julia_epochs = JuliaEpochs(cfg, model, world_size=dist.world_size, opt=opt)
     history = _read_history(run_dir)
     with Progress(enabled=progress) as bar:
         for epoch in range(start_epoch, cfg.train.epochs):

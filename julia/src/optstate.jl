@@ -1,0 +1,78 @@
+# The optimiser state of an APPTrainer as plain arrays, so that a run can save it
+# with its checkpoint and a resumed run can continue with it (as PyTorch's does).
+
+"""
+    optimiser_state(t::APPTrainer) -> (slots, step)
+
+Returns the optimiser state of `t` as PyTorch keeps it: `slots` holds one
+`NTuple{12,Array}` (CPU arrays, Flux layout, order `PARAM_NAMES`) per state
+tensor — `(momentum_buffer,)` for `TorchMomentum`, `(exp_avg, exp_avg_sq)` for
+`TorchAdam`, none for `Descent` — and `step` is Adam's step count (else 0).
+`WeightDecay`, first in the chain `make_optimiser` builds, keeps no state.
+"""
+function optimiser_state(t::APPTrainer)
+    parts = map(l -> _slots(_last_rule(l.rule, l.state)...), _state_leaves(t.opt_state))
+    nslots = length(first(parts)[1])
+    slots = ntuple(i -> map(p -> Array(Flux.cpu(p[1][i])), parts), nslots)
+    return slots, first(parts)[2]
+end
+
+"""
+    restore_optimiser_state!(t::APPTrainer, slots, step) -> t
+
+Returns `t` with the optimiser state that `optimiser_state` gave (arrays in Flux
+layout, order `PARAM_NAMES`, on any device: they are copied into the state's
+own arrays) and Adam's step count `step`. A wrong number of slots or a shape
+that does not match its parameter throws a `DimensionMismatch`.
+"""
+function restore_optimiser_state!(t::APPTrainer, slots, step::Integer)
+    for (i, leaf) in enumerate(_state_leaves(t.opt_state))
+        # Leaf is mutable; the new state has the type of the old one (same arrays, an Int).
+        leaf.state = _restore(leaf.rule, leaf.state, map(s -> s[i], slots), step)
+    end
+    return t
+end
+
+# The 12 Optimisers.Leaf of CNN4's parameters: the state tree mirrors the Chain
+# (`(layers = (…),)`, each affine layer `(weight = Leaf, bias = Leaf, …)`).
+_state_leaves(tree) = Tuple(
+    _field(_layers(tree)[k], p)
+    for k in AFFINE_LAYERS
+    for p in (:weight, :bias)
+)
+
+# make_optimiser's chains are (WeightDecay, rule): the last rule holds the state.
+_last_rule(rule, state) = (rule, state)
+_last_rule(rule::Optimisers.OptimiserChain, state) = (last(rule.opts), last(state))
+
+_slots(::Optimisers.Descent, ::Nothing) = ((), 0)
+_slots(::TorchMomentum, v) = ((v,), 0)
+_slots(::TorchAdam, state) = ((state[1], state[2]), state[3])
+
+function _restore(rule::Optimisers.OptimiserChain, state, slots, step)
+    return (Base.front(state)..., _restore(last(rule.opts), last(state), slots, step))
+end
+
+_restore(::Optimisers.Descent, ::Nothing, slots, step) = (_nslots(slots, 0); nothing)
+_restore(::TorchMomentum, v, slots, step) = (_nslots(slots, 1); _copy!(v, slots[1]))
+
+function _restore(::TorchAdam, state, slots, step)
+    _nslots(slots, 2)
+    return (_copy!(state[1], slots[1]), _copy!(state[2], slots[2]), Int(step))
+end
+
+function _nslots(slots, n)
+    length(slots) == n ||
+        throw(DimensionMismatch(
+            "the optimiser keeps $n state array(s) per parameter; got $(length(slots))",
+        ))
+    return nothing
+end
+
+function _copy!(dest, src)
+    size(dest) == size(src) ||
+        throw(DimensionMismatch(
+            "optimiser state of size $(size(src)) for a parameter of size $(size(dest))",
+        ))
+    return copyto!(dest, src) # Array → CuArray too: copyto! uploads
+end
