@@ -1,6 +1,8 @@
 import pytest
 
-from approp.config import ConfigError, DataConfig, RadiusConfig, RunConfig, TrainConfig, check_eps
+from approp.config import (
+    ConfigError, DataConfig, OptimConfig, RadiusConfig, RunConfig, TrainConfig, check_eps,
+)
 
 
 class TestValidation:
@@ -18,6 +20,13 @@ class TestValidation:
             (lambda: TrainConfig(epochs=0), "train.epochs"),
             (lambda: TrainConfig(device="tpu"), "train.device"),
             (lambda: DataConfig(subset=-5), "data.subset"),
+            (lambda: TrainConfig(ramp="cosine"), "train.ramp"),
+            (lambda: TrainConfig(kappa_schedule="linear"), "train.kappa_schedule"),
+            (lambda: TrainConfig(reg_weight=-0.5), "train.reg_weight"),
+            (lambda: TrainConfig(reg_tol=0.0), "train.reg_tol"),
+            (lambda: TrainConfig(reg_tol=1.5), "train.reg_tol"),
+            (lambda: OptimConfig(grad_clip=0.0), "optim.grad_clip"),
+            (lambda: OptimConfig(grad_clip=float("inf")), "optim.grad_clip"),
         ],
     )
     def test_invalid_value_names_field(self, make, field):
@@ -36,6 +45,27 @@ class TestToml:
         cfg = RunConfig().replace(train={"eps": 0.005, "algo": "standard"}, radius={"kind": "abs", "clamp": 1.0})
         cfg.save(tmp_path / "c.toml")
         assert RunConfig.load(tmp_path / "c.toml") == cfg
+
+    def test_roundtrip_of_the_recipe_fields(self, tmp_path):
+        cfg = RunConfig().replace(
+            train={"ramp": "smoothed", "kappa_schedule": "none", "reg_weight": 0.5, "reg_tol": 0.4},
+            optim={"grad_clip": 10.0},
+        )
+        cfg.save(tmp_path / "c.toml")
+        text = (tmp_path / "c.toml").read_text()
+        assert 'ramp = "smoothed"' in text and "grad_clip = 10.0" in text
+        assert RunConfig.load(tmp_path / "c.toml") == cfg
+
+    def test_old_config_means_what_it_meant(self, tmp_path):
+        # A config written before the recipe fields existed: linear ramp, κ from 1 to its
+        # target over the ramp, no regularisers, no clipping.
+        old = '[train]\nkappa = 0.95\nramp_epochs = 2\n[optim]\nname = "adam"\n'
+        (tmp_path / "c.toml").write_text(old)
+        cfg = RunConfig.load(tmp_path / "c.toml")
+        t = cfg.train
+        assert (t.ramp, t.kappa_schedule, t.reg_weight, cfg.optim.grad_clip) == ("linear", "gowal", 0.0, None)
+        cfg.save(tmp_path / "again.toml")  # the resolved file still loads to the same config
+        assert RunConfig.load(tmp_path / "again.toml") == cfg
 
     def test_unknown_key_is_error(self, tmp_path):
         (tmp_path / "c.toml").write_text("[train]\nepsilon = 0.1\n")

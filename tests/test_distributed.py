@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 
@@ -15,12 +16,12 @@ from approp.config import RunConfig
 from approp.train import fit
 
 
-def tiny_cfg(cifar_dir, algo: str) -> RunConfig:
+def tiny_cfg(cifar_dir, algo: str, **optim) -> RunConfig:
     # Adam magnifies float summation-order differences; 5e-5 is rounding, not a bug.
     # batch 25 over 2 ranks: shards of 13 and 12, and a short last batch (64 = 25 + 25 + 14)
     return RunConfig().replace(
         data={"data_dir": str(cifar_dir), "subset": 64, "test_subset": 32, "batch_size": 25, "augment": True},
-        optim={"name": "adam", "lr": 1e-3},
+        optim={"name": "adam", "lr": 1e-3, **optim},
         train={"algo": algo, "epochs": 1, "eps": 0.004, "warmup_epochs": 0, "ramp_epochs": 1},
         radius={"kind": "tanh", "lam": 0.01},
     )
@@ -56,9 +57,11 @@ class TestHelpers:
         assert not info.enabled and info.is_main and device == torch.device("cpu")
 
 
-@pytest.mark.parametrize("algo", ["app"])
-def test_two_gloo_ranks_match_one_process(cifar_dir, tmp_path, algo):
-    cfg = tiny_cfg(cifar_dir, algo)
+@pytest.mark.parametrize("algo, optim", [("app", {}), ("app", {"grad_clip": 0.05})],
+                         ids=["app", "app-clipped"])
+def test_two_gloo_ranks_match_one_process(cifar_dir, tmp_path, algo, optim):
+    # Clipping acts on the averaged gradient, so both ranks clip alike and match one process.
+    cfg = tiny_cfg(cifar_dir, algo, **optim)
     single = fit(cfg, tmp_path / "single", progress=False).model.state_dict()
     mp.spawn(_worker, args=(2, _free_port(), cfg, str(tmp_path / "ddp")), nprocs=2, join=True)
     model, meta = load_model(tmp_path / "ddp")
@@ -66,4 +69,7 @@ def test_two_gloo_ranks_match_one_process(cifar_dir, tmp_path, algo):
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, single[name], rtol=1e-3, atol=5e-5, msg=lambda m, n=name: f"{n}: {m}")
     # only rank 0 wrote: one metrics line per epoch, no duplicates
-    assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 1
+    lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    if "grad_clip" in optim:  # the gradients were larger than the clip: it really acted
+        assert json.loads(lines[0])["grad_norm"] > 2 * optim["grad_clip"]

@@ -11,8 +11,9 @@ TOML layout (every section and key optional)::
     [model]   arch = "cnn4", width = 1
     [data]    data_dir, val_split, subset, test_subset, augment, batch_size, eval_batch_size
     [radius]  kind = "tanh", lam, s, m, perturb_weights, perturb_biases, clamp
-    [optim]   name = "sgd", lr, momentum, weight_decay, schedule
-    [train]   algo = "app", epochs, eps, kappa, ramp_epochs, seed, device, engine, ...
+    [optim]   name = "sgd", lr, momentum, weight_decay, schedule, grad_clip
+    [train]   algo = "app", epochs, eps, kappa, kappa_schedule, ramp, ramp_epochs,
+              reg_weight, reg_tol, seed, device, engine, ...
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ OptimName = Literal["sgd", "adam"]
 Schedule = Literal["constant", "cosine", "step"]
 Engine = Literal["torch", "julia"]
 Arch = Literal["cnn4"]
+RampKind = Literal["linear", "smoothed"]
+KappaSchedule = Literal["gowal", "constant", "none"]
 
 
 class ConfigError(ValueError):
@@ -132,13 +135,18 @@ class RadiusConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Optimiser and learning-rate schedule (cosine: to 0 over the run; step: ×0.1 at 50% and 75%)."""
+    """Optimiser and learning-rate schedule (cosine: to 0 over the run; step: ×0.1 at 50% and 75%).
+
+    grad_clip: if set, the gradients' global L2 norm is clipped to it before each
+        step (torch's clip_grad_norm_; Shi et al. and CTBench use 10). None: off. [None]
+    """
 
     name: OptimName = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: Schedule = "cosine"
+    grad_clip: float | None = None
 
     def __post_init__(self) -> None:
         _check_choice("optim.name", self.name, OptimName)
@@ -147,6 +155,11 @@ class OptimConfig:
             raise ConfigError(f"optim.lr must be > 0; got {self.lr!r}")
         _check_nonneg("optim.momentum", self.momentum)
         _check_nonneg("optim.weight_decay", self.weight_decay)
+        if self.grad_clip is not None and not (
+            isinstance(self.grad_clip, (int, float)) and not isinstance(self.grad_clip, bool)
+            and math.isfinite(self.grad_clip) and self.grad_clip > 0
+        ):
+            raise ConfigError(f"optim.grad_clip must be a finite number > 0 or unset; got {self.grad_clip!r}")
 
 
 @dataclass(frozen=True)
@@ -156,11 +169,26 @@ class TrainConfig:
     algo: app (worst case of the bounds), standard (clean), awp, pgd (adversarial training).
     eps: L∞ input radius, in [0, 1] on the [0,1] pixel scale.
     kappa: weight of the clean loss, loss = (1-kappa)·L_worst + kappa·L_clean.
+    kappa_schedule: how the clean weight moves once the ramp starts (ramp factor r > 0):
+        gowal: from 1 to `kappa` with the ramp, κ_t = 1 − r·(1 − kappa) (Gowal et al.'s
+            IBP; the behaviour of every run before this option existed); [default]
+        constant: `kappa` from the first ramp step on (CTBench's IBP: 0.2);
+        none: the worst-case loss alone (κ_t = 0) from the first ramp step on, `kappa`
+            unused (Shi et al.'s IBP).
+        During the warm-up (r = 0) every schedule trains on the clean loss.
     warmup_epochs: clean training (eps = lam = 0) before the ramp starts.
-    ramp_epochs: then eps, lam and the worst-case share 1-kappa grow linearly from 0
-        over this many epochs (per batch). Starting APP at full strength from a random
-        initialisation, whose bounds are thousands of logits wide, collapses the
-        network to a constant; warm-up plus ramp avoids that (IBP/CROWN-IBP practice).
+    ramp_epochs: then eps and lam grow from 0 to their targets over this many epochs
+        (per batch). Starting APP at full strength from a random initialisation, whose
+        bounds are thousands of logits wide, collapses the network to a constant;
+        warm-up plus ramp avoids that (IBP/CROWN-IBP practice).
+    ramp: the ramp's shape: "linear" [default], or "smoothed" (auto_LiRPA's
+        SmoothedScheduler: ε ∝ step⁴ over the first quarter of the ramp, then linear
+        to the target with a continuous slope; see train.schedule.smoothed_ramp).
+    reg_weight: λ_reg of Shi et al.'s warm-up regularisers (bound tightness and ReLU
+        balance, see train.regularisers), added to APP's loss with weight
+        reg_weight·(1 − r): full in the warm-up, 0 from the end of the ramp on. The
+        literature uses 0.5. 0 turns them off [0]. Used by algo "app" only.
+    reg_tol: their tolerance `tol` in (0, 1] [0.5, as in the literature].
     margin_loss: worst-case logits from the margin bounds lower(z_y - z_j) (tighter)
         instead of (lower_y, upper_j).
     pgd_steps / awp_gamma: inner attack steps (step size eps/4) and AWP's relative size
@@ -179,8 +207,12 @@ class TrainConfig:
     epochs: int = 30
     eps: float = 2 / 255
     kappa: float = 0.5
+    kappa_schedule: KappaSchedule = "gowal"
     warmup_epochs: int = 1
     ramp_epochs: int = 5
+    ramp: RampKind = "linear"
+    reg_weight: float = 0.0
+    reg_tol: float = 0.5
     margin_loss: bool = False
     seed: int = 0
     device: str = "cpu"
@@ -193,6 +225,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_choice("train.algo", self.algo, Algo)
         _check_choice("train.engine", self.engine, Engine)
+        _check_choice("train.kappa_schedule", self.kappa_schedule, KappaSchedule)
+        _check_choice("train.ramp", self.ramp, RampKind)
+        _check_nonneg("train.reg_weight", self.reg_weight)
+        tol = self.reg_tol
+        if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and 0.0 < tol <= 1.0):
+            raise ConfigError(f"train.reg_tol must be in (0, 1]; got {self.reg_tol!r}")
         _check_positive_int("train.epochs", self.epochs)
         _check_positive_int("train.pgd_steps", self.pgd_steps)
         check_eps(self.eps, "train.eps")

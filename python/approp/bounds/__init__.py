@@ -7,11 +7,12 @@
 
 from .interval import Interval, ParamInterval, input_ball
 from .linear import linear_margin_bounds
-from .propagate import interval_bounds, layer_params, layers_of, propagate
+from .propagate import BoundsRecord, interval_bounds, layer_params, layers_of, propagate
 from .rules import RULES, UnsupportedLayerError, affine, register, rule_for
 from .spec import margin_lower_bounds, verified, worst_case_logits, worst_case_loss
 
 __all__ = [
+    "BoundsRecord",
     "Interval",
     "ParamInterval",
     "RULES",

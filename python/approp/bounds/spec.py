@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import RadiusConfig
 from .interval import Interval, ParamInterval, input_ball
-from .propagate import interval_bounds, layer_params, layers_of, propagate
+from .propagate import BoundsRecord, interval_bounds, layer_params, layers_of, propagate
 
 
 def margin_lower_bounds(
@@ -24,13 +24,17 @@ def margin_lower_bounds(
     eps: float,
     radius: RadiusConfig | None = None,
     lam: float | None = None,
+    record: BoundsRecord | None = None,
 ) -> torch.Tensor:
-    """Returns lower bounds of z_y - z_j, shape (B, K), with 0 at j = y."""
+    """Returns lower bounds of z_y - z_j, shape (B, K), with 0 at j = y.
+
+    record: collects the pre-activation intervals on the way (see BoundsRecord).
+    """
     layers = layers_of(model)
     last = layers[-1]
     if not isinstance(last, nn.Linear):
         raise TypeError(f"margin bounds need a final nn.Linear layer; got {type(last).__name__}")
-    h = propagate(layers[:-1], input_ball(x, eps), radius, lam)  # (B, d)
+    h = propagate(layers[:-1], input_ball(x, eps), radius, lam, record)  # (B, d)
     p = layer_params(last, radius, lam)
     return margin_from_features(h, p["weight"], p.get("bias"), y)
 
@@ -63,15 +67,17 @@ def worst_case_logits(
     radius: RadiusConfig | None = None,
     lam: float | None = None,
     margin: bool = False,
+    record: BoundsRecord | None = None,
 ) -> torch.Tensor:
     """Returns logits (B, K) no better for the true class than any network/input in the box.
 
     Default: z̃_y = lower_y, z̃_j = upper_j. With margin=True: z̃_j = -lower(z_y - z_j),
     z̃_y = 0 (the same cross-entropy up to a shift per sample, from tighter bounds).
+    record: collects the pre-activation intervals on the way (see BoundsRecord).
     """
     if margin:
-        return -margin_lower_bounds(model, x, y, eps, radius, lam)
-    bounds = interval_bounds(model, x, eps, radius, lam)
+        return -margin_lower_bounds(model, x, y, eps, radius, lam, record)
+    bounds = interval_bounds(model, x, eps, radius, lam, record)
     own = F.one_hot(y, bounds.center.shape[1]).bool()
     return torch.where(own, bounds.lower, bounds.upper)
 
@@ -84,9 +90,13 @@ def worst_case_loss(
     radius: RadiusConfig | None = None,
     lam: float | None = None,
     margin: bool = False,
+    record: BoundsRecord | None = None,
 ) -> torch.Tensor:
-    """Returns the mean cross-entropy of the worst-case logits (an upper bound on the box's loss)."""
-    return F.cross_entropy(worst_case_logits(model, x, y, eps, radius, lam, margin), y)
+    """Returns the mean cross-entropy of the worst-case logits (an upper bound on the box's loss).
+
+    record: collects the pre-activation intervals on the way (see BoundsRecord).
+    """
+    return F.cross_entropy(worst_case_logits(model, x, y, eps, radius, lam, margin, record), y)
 
 
 @torch.no_grad()

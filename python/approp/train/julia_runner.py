@@ -29,7 +29,7 @@ from torch import nn
 
 from ..config import ConfigError, RunConfig
 from ..data import Split, batches
-from .schedule import ramp
+from .schedule import ramp_at
 from .strategies import step_context
 
 
@@ -37,6 +37,12 @@ def check_julia_run(cfg: RunConfig, world_size: int = 1) -> None:
     """Raises ConfigError where the Julia engine cannot train this run (called before anything is written)."""
     if cfg.train.algo != "app":
         raise ConfigError(f"the Julia engine trains only algo 'app'; got {cfg.train.algo!r}")
+    if cfg.train.reg_weight > 0:
+        raise ConfigError("the Julia engine has no warm-up regularisers; "
+                          "set train.reg_weight = 0 or use engine 'torch'")
+    if cfg.optim.grad_clip is not None:
+        raise ConfigError("the Julia engine does not clip gradients; "
+                          "unset optim.grad_clip or use engine 'torch'")
     if world_size > 1:  # every rank would train the whole batch, the same steps
         raise ConfigError(
             "train.engine 'julia' runs in one process; got a torchrun world size of "
@@ -82,7 +88,7 @@ class JuliaEpochs:
         sums: dict[str, float] = {}
         t = cfg.train
         for i, (x, y) in enumerate(batches(train, cfg.data.batch_size, True, gen, cfg.data.augment)):
-            ctx = step_context(cfg, ramp(epoch * steps + i, steps, t.ramp_epochs, t.warmup_epochs))
+            ctx = step_context(cfg, ramp_at(epoch * steps + i, steps, t))
             logs = self.trainer.step_logs(
                 x.cpu().numpy(), y.cpu().numpy(), ctx.eps, lam=ctx.lam, lr=sched.get_last_lr()[0], kappa=ctx.kappa,
             )
@@ -98,7 +104,7 @@ class JuliaEpochs:
         self.model.load_state_dict(state)
         self._save_optimizer_state()
         out = {k: v / steps for k, v in sums.items()}
-        out["ramp"] = ramp((epoch + 1) * steps - 1, steps, t.ramp_epochs, t.warmup_epochs)
+        out["ramp"] = ramp_at((epoch + 1) * steps - 1, steps, t)
         return out
 
     def _named_params(self) -> dict[str, nn.Parameter]:

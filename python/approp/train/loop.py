@@ -38,7 +38,7 @@ from ..metrics import clean_accuracy, verified_accuracy
 from ..models import build_model
 from ..progress import Progress
 from ..radius import clamp_parameters
-from .schedule import make_optimizer, make_scheduler, ramp
+from .schedule import gradient_norm, make_optimizer, make_scheduler, ramp_at
 from .strategies import StepContext, Strategy, make_strategy, step_context
 
 CONFIG = "config.toml"
@@ -259,8 +259,7 @@ def _train_epoch(step: _Step, train: Split, gen, epoch, bar, run_dir):
     check_every = 1 if train.y.device.type == "cpu" else NAN_CHECK_EVERY
     task = bar.start_batches(epoch, steps)
     for i, (x, y) in enumerate(batches(train, cfg.data.batch_size, True, gen, cfg.data.augment)):
-        r = ramp(epoch * steps + i, steps, cfg.train.ramp_epochs, cfg.train.warmup_epochs)
-        ctx = step_context(cfg, r)
+        ctx = step_context(cfg, ramp_at(epoch * steps + i, steps, cfg.train))
         loss, logs = _optimiser_step(step, x, y, ctx, check=i % check_every == 0 or i == steps - 1)
         if loss is not None:
             raise _diverged(loss, epoch, i + 1, run_dir)
@@ -268,7 +267,7 @@ def _train_epoch(step: _Step, train: Split, gen, epoch, bar, run_dir):
             sums[k] = sums.get(k, 0.0) + v  # device tensors: no host sync here
         bar.advance(task)
     out = {k: (v / steps).item() for k, v in sums.items()}
-    out["ramp"] = ramp((epoch + 1) * steps - 1, steps, cfg.train.ramp_epochs, cfg.train.warmup_epochs)
+    out["ramp"] = ramp_at((epoch + 1) * steps - 1, steps, cfg.train)
     return out
 
 
@@ -276,7 +275,8 @@ def _optimiser_step(step: _Step, x, y, ctx: StepContext, check: bool):
     """Returns (None, logs) after one step on batch x (B, 3, 32, 32), or (bad loss, {}) if it diverged.
 
     Under DDP this rank trains on its shard; the loss is rescaled so that the averaged
-    gradient is exactly the whole batch's.
+    gradient is exactly the whole batch's. logs["grad_norm"] is the gradient's global
+    L2 norm before clipping (optim.grad_clip clips it; the averaged gradient under DDP).
     """
     n_batch = len(y)
     x, y = ddp.shard(x, step.dist), ddp.shard(y, step.dist)
@@ -287,12 +287,13 @@ def _optimiser_step(step: _Step, x, y, ctx: StepContext, check: bool):
         return loss.item(), {}
     step.opt.zero_grad(set_to_none=True)
     (loss * ddp.shard_scale(len(y), n_batch, step.dist)).backward()
+    grad_norm = gradient_norm(step.model, step.cfg.optim.grad_clip)
     step.opt.step()
     step.sched.step()
     step.strategy.after_step(step.model)
     if step.cfg.radius.clamp is not None:
         clamp_parameters(step.model, step.cfg.radius.clamp)
-    return None, {"loss": loss.detach(), **logs}
+    return None, {"loss": loss.detach(), **logs, "grad_norm": grad_norm.detach()}
 
 
 def _epoch_row(cfg, model, monitor: Split, epoch, logs, seconds, sched) -> dict[str, Any]:

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..bounds import worst_case_loss
+from ..bounds import BoundsRecord, interval_bounds, worst_case_loss
 from ..config import RadiusConfig, RunConfig, TrainConfig
+from .regularisers import REG_MIN_EPS, regulariser_weight, warmup_regulariser
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,31 @@ class StepContext:
     train: TrainConfig
     ramp: float = 1.0
 
+    @property
+    def reg_weight(self) -> float:
+        """Returns the warm-up regularisers' weight λ_reg·(1 − r) at this step (0 when off)."""
+        return regulariser_weight(self.train.reg_weight, self.ramp)
+
+
+def kappa_at(train: TrainConfig, r: float) -> float:
+    """Returns the clean-loss weight κ_t at ramp factor r under train.kappa_schedule.
+
+    Every schedule gives 1 in the warm-up (r = 0); then gowal moves from 1 to
+    train.kappa with r, constant holds train.kappa and none gives 0.
+    """
+    if r <= 0:
+        return 1.0
+    if train.kappa_schedule == "constant":
+        return train.kappa
+    if train.kappa_schedule == "none":
+        return 0.0
+    return 1 - r * (1 - train.kappa)
+
 
 def step_context(cfg: RunConfig, r: float) -> StepContext:
-    """Returns the step's settings at ramp factor r: ε·r, λ·r and κ moving from 1 to its target."""
+    """Returns the step's settings at ramp factor r: ε·r, λ·r and κ per the run's κ schedule."""
     t = cfg.train
-    return StepContext(t.eps * r, cfg.radius.lam * r, 1 - r * (1 - t.kappa), cfg.radius, t, ramp=r)
+    return StepContext(t.eps * r, cfg.radius.lam * r, kappa_at(t, r), cfg.radius, t, ramp=r)
 
 
 Logs = dict[str, torch.Tensor]
@@ -64,22 +85,43 @@ class Standard(Strategy):
 
 
 class APP(Strategy):
-    """(1 − κ)·L_worst + κ·L_clean, L_worst from the interval bounds over box and ball."""
+    """(1 − κ)·L_worst + κ·L_clean (+ the warm-up regularisers), L_worst from the interval bounds.
+
+    With train.reg_weight > 0 the regularisers read the pre-activation intervals of
+    the same bound pass; in the clean warm-up, where no bounds are needed for the
+    loss, they get their own pass over a ball of REG_MIN_EPS (as Shi et al.).
+    """
 
     name = "app"
 
     def loss(self, model, x, y, ctx):
         kappa = ctx.kappa
+        w_reg = ctx.reg_weight
+        record = BoundsRecord() if w_reg > 0 else None
         if ctx.eps == 0 and ctx.lam == 0:  # warm-up: the box is a point, L_worst = L_clean
             clean = F.cross_entropy(model(x), y)
-            return clean, {"worst_loss": clean.detach(), "clean_loss": clean.detach()}
-        worst = worst_case_loss(model, x, y, ctx.eps, ctx.radius, ctx.lam, margin=ctx.train.margin_loss)
+            logs = {"worst_loss": clean.detach(), "clean_loss": clean.detach()}
+            if record is None:
+                return clean, logs
+            interval_bounds(model, x, REG_MIN_EPS, ctx.radius, 0.0, record)
+            return _add_regulariser(clean, logs, record, w_reg, ctx.train.reg_tol)
+        worst = worst_case_loss(model, x, y, ctx.eps, ctx.radius, ctx.lam, ctx.train.margin_loss, record)
         logs = {"worst_loss": worst.detach()}
         if kappa == 0:
-            return worst, logs
-        clean = F.cross_entropy(model(x), y)
-        logs["clean_loss"] = clean.detach()
-        return (1 - kappa) * worst + kappa * clean, logs
+            loss = worst
+        else:
+            clean = F.cross_entropy(model(x), y)
+            logs["clean_loss"] = clean.detach()
+            loss = (1 - kappa) * worst + kappa * clean
+        if record is None:
+            return loss, logs
+        return _add_regulariser(loss, logs, record, w_reg, ctx.train.reg_tol)
+
+
+def _add_regulariser(loss, logs: Logs, record: BoundsRecord, weight: float, tol: float):
+    """Returns (loss + weight·regulariser, logs with the regulariser's terms) from a bound pass's record."""
+    reg, reg_logs = warmup_regulariser(record, tol)
+    return loss + weight * reg, {**logs, "reg_loss": reg.detach(), **reg_logs}
 
 
 STRATEGIES: dict[str, Callable[[RunConfig], Strategy]] = {
