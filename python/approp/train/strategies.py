@@ -7,13 +7,14 @@ runs after the optimiser step (AWP restores its weight perturbation there).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..bounds import worst_case_loss
+from ..bounds import clean_statistics, has_batchnorm, worst_case_loss
 from ..config import RadiusConfig, RunConfig, TrainConfig
 
 
@@ -64,7 +65,10 @@ class Standard(Strategy):
 
 
 class APP(Strategy):
-    """(1 − κ)·L_worst + κ·L_clean, L_worst from the interval bounds over box and ball."""
+    """(1 − κ)·L_worst + κ·L_clean, L_worst from the interval bounds over box and ball.
+
+    With BatchNorm the bounds use the clean batch's statistics through the midpoint network.
+    """
 
     name = "app"
 
@@ -73,12 +77,17 @@ class APP(Strategy):
         if ctx.eps == 0 and ctx.lam == 0:  # warm-up: the box is a point, L_worst = L_clean
             clean = F.cross_entropy(model(x), y)
             return clean, {"worst_loss": clean.detach(), "clean_loss": clean.detach()}
-        worst = worst_case_loss(model, x, y, ctx.eps, ctx.radius, ctx.lam, margin=ctx.train.margin_loss)
+        # BatchNorm: the clean forward runs first and records the clean batch's statistics,
+        # which the bounds then use (approp.bounds.batchnorm); it is needed even at κ = 0.
+        bn = has_batchnorm(model)
+        with clean_statistics(model) if bn else nullcontext():
+            clean = F.cross_entropy(model(x), y) if kappa > 0 or bn else None
+            worst = worst_case_loss(model, x, y, ctx.eps, ctx.radius, ctx.lam, margin=ctx.train.margin_loss)
         logs = {"worst_loss": worst.detach()}
+        if clean is not None:
+            logs["clean_loss"] = clean.detach()
         if kappa == 0:
             return worst, logs
-        clean = F.cross_entropy(model(x), y)
-        logs["clean_loss"] = clean.detach()
         return (1 - kappa) * worst + kappa * clean, logs
 
 
