@@ -34,6 +34,8 @@ def check_julia_run(cfg: RunConfig, world_size: int = 1) -> None:
     """Raises ConfigError where the Julia engine cannot train this run (called before anything is written)."""
     if cfg.train.algo != "app":
         raise ConfigError(f"the Julia engine trains only algo 'app'; got {cfg.train.algo!r}")
+    if cfg.model.arch != "cnn4":  # APProp holds CNN4 without BatchNorm only
+        raise ConfigError(f"the Julia engine trains only model.arch 'cnn4'; got {cfg.model.arch!r}")
     if world_size > 1:  # every rank would train the whole batch, the same steps
         raise ConfigError(
             "train.engine 'julia' runs in one process; got a torchrun world size of "
