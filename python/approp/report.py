@@ -48,7 +48,7 @@ def write_train_report(cfg: RunConfig, run_dir: Path, history: list[dict[str, An
     lines = [
         f"# Training run: {t.algo}",
         "",
-        f"- model: {cfg.model.arch} (width {cfg.model.width})",
+        f"- model: {cfg.model.arch} (width {cfg.model.width}, init {cfg.model.init})",
         f"- eps = {t.eps:.6g}, radius = {r.kind} (lam = {r.lam:g}), kappa = {t.kappa:g}, "
         f"{t.warmup_epochs} clean warm-up epochs, then a ramp over {t.ramp_epochs} epochs",
         f"- optimiser: {cfg.optim.name}, lr {cfg.optim.lr:g}, {cfg.optim.schedule} schedule; "
