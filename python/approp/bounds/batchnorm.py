@@ -81,6 +81,9 @@ def clean_statistics(model: nn.Module) -> Iterator[Stats]:
         with clean_statistics(model):
             logits = model(x)                              # records μ, σ² (updates running stats once)
             worst = worst_case_loss(model, x, y, eps, ...)  # the BatchNorm rules read them
+
+    Every train-mode forward inside the block records again (the last one wins), and the
+    linear bounds read the statistics during their backward pass too: keep both in the block.
     """
     stats: Stats = {}
     handles = [m.register_forward_hook(_record(stats)) for m in model.modules() if isinstance(m, BATCHNORMS)]
