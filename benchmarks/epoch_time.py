@@ -1,6 +1,7 @@
 """Wall time of one training epoch per algorithm, side by side.
 
     python benchmarks/epoch_time.py --data-dir DIR [--subset 50000] [--device cuda] [--algos standard,pgd,awp,app-abs,app-tanh]
+                                    [--arch cnn4|cnn4_bn|cnn7] [--width 1] [--init default|ibp]
 
 Each algorithm trains one epoch with `approp.train.fit` at full ε and λ (no
 warm-up, no ramp, so PGD and the bounds run at their real cost) into a
@@ -43,6 +44,7 @@ VARIANTS = {
 def epoch_seconds(variant: Variant, args: argparse.Namespace, out: Path) -> float:
     """Returns the training wall time of one epoch of `variant` in seconds."""
     cfg = RunConfig().replace(
+        model={"arch": args.arch, "width": args.width, "init": args.init},
         data={"data_dir": args.data_dir, "subset": args.subset, "test_subset": 500,
               "batch_size": args.batch_size, "augment": True},
         radius={"kind": variant.radius, "lam": args.lam},
@@ -62,10 +64,14 @@ def main() -> None:
     parser.add_argument("--lam", type=float, default=0.01)
     parser.add_argument("--pgd-steps", type=int, default=10)
     parser.add_argument("--algos", default=",".join(VARIANTS))
+    parser.add_argument("--arch", default="cnn4", help="model.arch: cnn4, cnn4_bn or cnn7")
+    parser.add_argument("--width", type=int, default=1)
+    parser.add_argument("--init", default="default", help="model.init: default or ibp")
     args = parser.parse_args()
     chosen = [VARIANTS[a] for a in args.algos.split(",")]
     images = args.subset or 50_000
-    table = Table(title=f"one epoch, {images} images, batch {args.batch_size}, {args.device}")
+    table = Table(title=f"{args.arch} (width {args.width}), one epoch, {images} images, "
+                        f"batch {args.batch_size}, {args.device}")
     for col in ("algorithm", "seconds", "images/s", "× standard"):
         table.add_column(col, justify="right")
     base = None

@@ -21,7 +21,7 @@ def test_roundtrip_gives_identical_outputs(saved):
     loaded, meta = load_model(run_dir)
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(loaded(x), model(x))
-    assert meta["algo"] == "app" and meta["model"] == {"arch": "cnn4", "width": 1}
+    assert meta["algo"] == "app" and meta["model"] == {"arch": "cnn4", "width": 1, "init": "default"}
 
 
 def test_missing_checkpoint(tmp_path):

@@ -2,7 +2,8 @@
 
 A run directory holds
 
-    model.safetensors   the midpoint parameters, {state-dict name: array} (float32)
+    model.safetensors   the midpoint parameters and BatchNorm's running statistics,
+                        {state-dict name: array} (float32; the batch counters int64)
     checkpoint.json     architecture, algorithm, radius, ε, λ, epoch, sha256 of the weights
     train_state.pt      optimiser / scheduler / RNG state, for resuming
 
@@ -53,6 +54,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _stored(value: torch.Tensor) -> torch.Tensor:
+    """Returns a state-dict entry as stored: floats as float32; integers (BatchNorm's step count) as they are."""
+    value = value.detach().to("cpu")
+    return (value.to(torch.float32) if value.is_floating_point() else value).contiguous()
+
+
 def save_checkpoint(
     run_dir: Path,
     model: nn.Module,
@@ -63,7 +70,7 @@ def save_checkpoint(
     """Writes weights, optional training state, then metadata (the commit point) into run_dir."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: _stored(v) for k, v in model.state_dict().items()}
     _atomic_write(run_dir / WEIGHTS, lambda p: save_file(tensors, str(p)))
     if train_state is not None:
         _atomic_write(run_dir / STATE, lambda p: torch.save(train_state, p))
@@ -111,7 +118,9 @@ def load_weights(run_dir: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]
 def load_model(
     run_dir: Path, device: str | torch.device = "cpu", expect: ModelConfig | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Returns (model with the checkpoint's midpoint weights, metadata).
+    """Returns (model with the checkpoint's midpoint weights, metadata), in eval mode.
+
+    Eval mode: BatchNorm layers use the running statistics the checkpoint carries.
 
     `expect`, if given, must match the checkpoint's architecture.
     """
@@ -131,7 +140,7 @@ def load_model(
         model.load_state_dict(weights)
     except RuntimeError as err:
         raise CheckpointError(f"{run_dir}/{WEIGHTS} does not fit {model_cfg}: {err}") from None
-    return model.to(device), meta
+    return model.to(device).eval(), meta
 
 
 def load_train_state(run_dir: Path) -> dict[str, Any]:

@@ -8,7 +8,7 @@ is written.
 
 TOML layout (every section and key optional)::
 
-    [model]   arch = "cnn4", width = 1
+    [model]   arch = "cnn4", width = 1, init = "default"
     [data]    data_dir, val_split, subset, test_subset, augment, batch_size, eval_batch_size
     [radius]  kind = "tanh", lam, s, m, perturb_weights, perturb_biases, clamp
     [optim]   name = "sgd", lr, momentum, weight_decay, schedule, grad_clip
@@ -32,7 +32,8 @@ Algo = Literal["app", "standard", "awp", "pgd"]
 OptimName = Literal["sgd", "adam"]
 Schedule = Literal["constant", "cosine", "step"]
 Engine = Literal["torch", "julia"]
-Arch = Literal["cnn4"]
+Arch = Literal["cnn4", "cnn4_bn", "cnn7"]
+Init = Literal["default", "ibp"]
 RampKind = Literal["linear", "smoothed"]
 KappaSchedule = Literal["gowal", "constant", "none"]
 
@@ -61,14 +62,24 @@ def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture: `arch` (only "cnn4") and channel multiplier `width` (1 = 32/32/64/64/256)."""
+    """Architecture, width and initialisation (see approp.models).
+
+    arch: "cnn4" (32/32/64/64/256 channels at width 1), "cnn4_bn" (CNN4 with BatchNorm after
+        every convolution and the hidden linear layer) or "cnn7" (Shi et al.'s cnn_7layer_bn2:
+        64/64/128/128/128 channels, 512 hidden units, BatchNorm throughout).
+    width: channel (and hidden-unit) multiplier [1].
+    init: "default" (PyTorch's) or "ibp" (Shi et al. 2021: every weight but the last layer's
+        from N(0, σ²), σ = √(2π)/fan_in; biases and BatchNorm parameters untouched) ["default"].
+    """
 
     arch: Arch = "cnn4"
     width: int = 1
+    init: Init = "default"
 
     def __post_init__(self) -> None:
         _check_choice("model.arch", self.arch, Arch)
         _check_positive_int("model.width", self.width)
+        _check_choice("model.init", self.init, Init)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 For a model θ and random directions d₁, d₂ (one Gaussian draw per parameter
 tensor, from a fixed seed so every model is cut along the same draw), each
 filter of d (a slice along dim 0 of a weight with ≥ 2 dims) is rescaled to the
-norm of the same filter of θ; biases get no direction (as in Li et al.). Then
+norm of the same filter of θ; biases and BatchNorm's γ, β (all one-dimensional)
+get no direction (as in Li et al.), and BatchNorm uses its running statistics
+(eval mode), the same in every moved network. Then
 
     1-D: L(θ + t·d₁),          t ∈ [-span, span]
     2-D: L(θ + a·d₁ + b·d₂),   a, b ∈ [-span, span]

@@ -6,6 +6,8 @@ interval) and `corner` (every parameter at its lower or upper end, with equal
 chance; the vertices are where interval bounds are tight) — and each is
 scored by clean and PGD accuracy on the same points. Every sample has its own
 seed (seed, mode, index), so an interrupted run resumes sample by sample.
+Sampled networks run in eval mode: BatchNorm's γ, β are sampled like every
+parameter, its running statistics are the midpoint network's.
 """
 
 from __future__ import annotations

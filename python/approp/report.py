@@ -49,7 +49,7 @@ def write_train_report(cfg: RunConfig, run_dir: Path, history: list[dict[str, An
     lines = [
         f"# Training run: {t.algo}",
         "",
-        f"- model: {cfg.model.arch} (width {cfg.model.width})",
+        f"- model: {cfg.model.arch} (width {cfg.model.width}, init {cfg.model.init})",
         f"- eps = {t.eps:.6g}, radius = {r.kind} (lam = {r.lam:g}), kappa = {t.kappa:g} "
         f"({t.kappa_schedule} schedule), {t.warmup_epochs} clean warm-up epochs, then a {t.ramp} "
         f"ramp over {t.ramp_epochs} epochs"

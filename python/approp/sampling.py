@@ -47,8 +47,25 @@ def uniform_inputs(x: torch.Tensor, eps: float, m: int, generator: torch.Generat
     return lo + (hi - lo) * u
 
 
+def check_eval_batchnorm(model: nn.Module) -> None:
+    """Raises ValueError naming any BatchNorm layer of `model` in training mode.
+
+    In eval mode BatchNorm is a fixed per-channel affine map (running statistics), the same for
+    every sampled network; in training mode its statistics would come from each network's own
+    batch, which is not the network the box describes.
+    """
+    for name, layer in model.named_modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.training:
+            raise ValueError(f"BatchNorm layer {name!r} is in training mode: call model.eval() before sampling networks")
+
+
 def batched_logits(model: nn.Module, params: Params, xs: torch.Tensor) -> torch.Tensor:
-    """Returns logits (M, B, K): network m of the stacked params (M, …) applied to its inputs xs[m] (B, …)."""
+    """Returns logits (M, B, K): network m of the stacked params (M, …) applied to its inputs xs[m] (B, …).
+
+    BatchNorm layers must be in eval mode (check_eval_batchnorm); their running statistics are shared.
+    """
+    check_eval_batchnorm(model)
+
     def one(p: Params, x: torch.Tensor) -> torch.Tensor:
         return functional_call(model, p, (x,))
 

@@ -14,6 +14,9 @@ second phase that restores clean accuracy; here only the flips count). The
 iterate with the lowest accuracy is kept, and each λ starts from the result
 of the previous smaller λ, which lies inside the larger box: the attack at
 a larger λ is therefore never weaker than at a smaller one.
+
+BatchNorm: its γ and β are parameters and move in the box like the others;
+the model runs in eval mode, so the running statistics stay those of θ.
 """
 
 from __future__ import annotations

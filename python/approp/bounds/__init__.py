@@ -3,8 +3,12 @@
     from approp.bounds import interval_bounds, worst_case_loss, verified
     b = interval_bounds(model, x, eps=2/255, radius=RadiusConfig("abs", lam=0.01))
     b.lower, b.upper            # (B, 10) logit bounds
+
+BatchNorm in training mode needs the clean batch's statistics: run the clean
+forward and the bounds inside `clean_statistics(model)` (approp.bounds.batchnorm).
 """
 
+from .batchnorm import BatchNormStatisticsError, clean_statistics, has_batchnorm
 from .interval import Interval, ParamInterval, input_ball
 from .linear import linear_margin_bounds
 from .propagate import BoundsRecord, interval_bounds, layer_params, layers_of, propagate
@@ -12,12 +16,15 @@ from .rules import RULES, UnsupportedLayerError, affine, register, rule_for
 from .spec import margin_lower_bounds, verified, worst_case_logits, worst_case_loss
 
 __all__ = [
+    "BatchNormStatisticsError",
     "BoundsRecord",
     "Interval",
     "ParamInterval",
     "RULES",
     "UnsupportedLayerError",
     "affine",
+    "clean_statistics",
+    "has_batchnorm",
     "input_ball",
     "interval_bounds",
     "layer_params",

@@ -26,9 +26,10 @@ first-order magnitude of the rounding committed:
 - Interval bound: the margin is formed at the last layer from the penultimate
   interval ⟨h_c, h_r⟩; R = F·M with M the same sum taken absolutely
   (|ΔW_c|·(|h_c| + h_r) + W_r-terms + biases) and F the sum of every affine
-  layer's fan: an error made at an earlier layer reaches the margin scaled like
-  the magnitudes it is part of, so the total is bounded to first order by the
-  deepest chain of roundings times the final magnitude.
+  layer's fan (a BatchNorm layer's per-channel map adds BN_FAN): an error made
+  at an earlier layer reaches the margin scaled like the magnitudes it is part
+  of, so the total is bounded to first order by the deepest chain of roundings
+  times the final magnitude.
 - The interval bounds that the relaxations rest on carry the same kind of error
   e; each relaxation is then violated by at most e per unit (the chord and
   constants move by at most e; the lower relaxations α·h hold everywhere), of
@@ -47,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import RadiusConfig
+from .batchnorm import BATCHNORMS, BN_FAN
 from .linear import MarginBounds, Prepared, backward, linear_margins, prepare
 from .linear_rules import affine_fan
 from .spec import margin_from_features
@@ -84,6 +86,7 @@ def interval_margins(prep: Prepared, y: torch.Tensor) -> MarginBounds:
         b_abs = b.center.abs() if b.radius is None else b.center.abs() + b.radius
         mag = mag + b_abs[y].unsqueeze(1) + b_abs.unsqueeze(0)
     fan = sum(affine_fan(layer.weight) for layer in prep.layers if isinstance(layer, (nn.Linear, nn.Conv2d)))
+    fan += BN_FAN * sum(isinstance(layer, BATCHNORMS) for layer in prep.layers)
     own = F.one_hot(y, lower.shape[1]).bool()
     return MarginBounds(lower, (fan * mag).masked_fill(own, 0.0))
 

@@ -55,8 +55,36 @@ def param_from_julia(name: str, value: Any) -> np.ndarray:
     return np.array(arr, order="C", copy=True)
 
 
+# State-dict entries only a BatchNorm layer has (its running statistics and step count).
+BATCHNORM_BUFFERS: tuple[str, ...] = (".running_mean", ".running_var", ".num_batches_tracked")
+
+
+class UnsupportedByJuliaError(TypeError):
+    """A network the Julia engine cannot hold (it has CNN4 without BatchNorm only); names the layers."""
+
+
+def check_cnn4(params: Mapping[str, Any]) -> None:
+    """Raises UnsupportedByJuliaError naming any BatchNorm layer or any entry CNN4 does not have."""
+    batchnorm = sorted({n.rsplit(".", 1)[0] for n in params if n.endswith(BATCHNORM_BUFFERS)})
+    if batchnorm:
+        raise UnsupportedByJuliaError(
+            f"the Julia engine has no BatchNorm rule: {', '.join(batchnorm)} "
+            f"{'is a BatchNorm layer' if len(batchnorm) == 1 else 'are BatchNorm layers'}; "
+            "use the torch engine (arch 'cnn4' only in Julia)"
+        )
+    extra = [n for n in params if n not in PARAM_NAMES]
+    if extra:
+        raise UnsupportedByJuliaError(
+            f"the Julia engine holds CNN4 only; these entries are not CNN4's: {', '.join(extra)}"
+        )
+
+
 def params_to_julia(params: Mapping[str, Any]) -> list[np.ndarray]:
-    """Returns CNN4's parameters in APProp.cnn4's order and Flux layout; names are PyTorch's."""
+    """Returns CNN4's parameters in APProp.cnn4's order and Flux layout; names are PyTorch's.
+
+    A network with BatchNorm or other layers is refused (check_cnn4), never converted in part.
+    """
+    check_cnn4(params)
     missing = [n for n in PARAM_NAMES if n not in params]
     if missing:
         raise KeyError(f"parameters missing for the Julia engine: {', '.join(missing)}")

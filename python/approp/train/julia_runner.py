@@ -37,6 +37,8 @@ def check_julia_run(cfg: RunConfig, world_size: int = 1) -> None:
     """Raises ConfigError where the Julia engine cannot train this run (called before anything is written)."""
     if cfg.train.algo != "app":
         raise ConfigError(f"the Julia engine trains only algo 'app'; got {cfg.train.algo!r}")
+    if cfg.model.arch != "cnn4":  # APProp holds CNN4 without BatchNorm only
+        raise ConfigError(f"the Julia engine trains only model.arch 'cnn4'; got {cfg.model.arch!r}")
     if cfg.train.reg_weight > 0:
         raise ConfigError("the Julia engine has no warm-up regularisers; "
                           "set train.reg_weight = 0 or use engine 'torch'")

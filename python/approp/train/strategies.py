@@ -7,13 +7,14 @@ runs after the optimiser step (AWP restores its weight perturbation there).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..bounds import BoundsRecord, interval_bounds, worst_case_loss
+from ..bounds import BoundsRecord, clean_statistics, has_batchnorm, interval_bounds, worst_case_loss
 from ..config import RadiusConfig, RunConfig, TrainConfig
 from .regularisers import REG_MIN_EPS, regulariser_weight, warmup_regulariser
 
@@ -90,6 +91,7 @@ class APP(Strategy):
     With train.reg_weight > 0 the regularisers read the pre-activation intervals of
     the same bound pass; in the clean warm-up, where no bounds are needed for the
     loss, they get their own pass over a ball of REG_MIN_EPS (as Shi et al.).
+    With BatchNorm the bounds use the clean batch's statistics through the midpoint network.
     """
 
     name = "app"
@@ -98,21 +100,24 @@ class APP(Strategy):
         kappa = ctx.kappa
         w_reg = ctx.reg_weight
         record = BoundsRecord() if w_reg > 0 else None
-        if ctx.eps == 0 and ctx.lam == 0:  # warm-up: the box is a point, L_worst = L_clean
+        warmup = ctx.eps == 0 and ctx.lam == 0  # the box is a point: L_worst = L_clean
+        if warmup and record is None:
             clean = F.cross_entropy(model(x), y)
-            logs = {"worst_loss": clean.detach(), "clean_loss": clean.detach()}
-            if record is None:
-                return clean, logs
-            interval_bounds(model, x, REG_MIN_EPS, ctx.radius, 0.0, record)
-            return _add_regulariser(clean, logs, record, w_reg, ctx.train.reg_tol)
-        worst = worst_case_loss(model, x, y, ctx.eps, ctx.radius, ctx.lam, ctx.train.margin_loss, record)
+            return clean, {"worst_loss": clean.detach(), "clean_loss": clean.detach()}
+        # BatchNorm: the clean forward runs first and records the clean batch's statistics,
+        # which the bounds then use (approp.bounds.batchnorm); it is needed even at κ = 0.
+        bn = has_batchnorm(model)
+        with clean_statistics(model) if bn else nullcontext():
+            clean = F.cross_entropy(model(x), y) if warmup or kappa > 0 or bn else None
+            if warmup:  # only the regularisers need bounds: over Shi et al.'s tiny ball
+                interval_bounds(model, x, REG_MIN_EPS, ctx.radius, 0.0, record)
+                worst = clean
+            else:
+                worst = worst_case_loss(model, x, y, ctx.eps, ctx.radius, ctx.lam, ctx.train.margin_loss, record)
         logs = {"worst_loss": worst.detach()}
-        if kappa == 0:
-            loss = worst
-        else:
-            clean = F.cross_entropy(model(x), y)
+        if clean is not None:
             logs["clean_loss"] = clean.detach()
-            loss = (1 - kappa) * worst + kappa * clean
+        loss = worst if warmup or kappa == 0 else (1 - kappa) * worst + kappa * clean
         if record is None:
             return loss, logs
         return _add_regulariser(loss, logs, record, w_reg, ctx.train.reg_tol)
