@@ -162,8 +162,12 @@ class TestAPPLoss:
         assert loss.item() == pytest.approx(worst.item(), rel=1e-6) and "clean_loss" not in logs
 
 
-def test_training_logs_the_regulariser_and_grad_norm(cifar_dir, tmp_path):
+@pytest.mark.parametrize("model", [{}, {"arch": "cnn4_bn", "init": "ibp"}], ids=["cnn4", "cnn4_bn"])
+def test_training_logs_the_regulariser_and_grad_norm(cifar_dir, tmp_path, model):
+    # cnn4_bn trains in train mode: the warm-up's tiny-ball pass and the ramp's bounds both
+    # need the clean batch's BatchNorm statistics recorded first.
     cfg = RunConfig().replace(
+        model=model,
         data={"data_dir": str(cifar_dir), "subset": 128, "test_subset": 64, "batch_size": 64},
         optim={"name": "adam", "lr": 1e-3, "grad_clip": 10.0},
         train={"epochs": 2, "eps": 2 / 255, "warmup_epochs": 1, "ramp_epochs": 1, "ramp": "smoothed",
