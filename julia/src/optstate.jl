@@ -21,12 +21,21 @@ end
     restore_optimiser_state!(t::APPTrainer, slots, step) -> t
 
 Returns `t` with the optimiser state that `optimiser_state` gave (arrays in Flux
-layout, order `PARAM_NAMES`, on any device: they are copied into the state's
-own arrays) and Adam's step count `step`. A wrong number of slots or a shape
-that does not match its parameter throws a `DimensionMismatch`.
+layout, order `PARAM_NAMES`, any element type: they are converted to the
+state's and copied into its own arrays, on the CPU or the GPU) and Adam's step
+count `step`. A wrong number of slots or a shape that does not match its
+parameter throws a `DimensionMismatch` before any state is written, so a failed
+restore leaves `t` as it was.
 """
 function restore_optimiser_state!(t::APPTrainer, slots, step::Integer)
-    for (i, leaf) in enumerate(_state_leaves(t.opt_state))
+    leaves = _state_leaves(t.opt_state)
+    for (i, leaf) in enumerate(leaves)
+        # check everything first: no half-restored state
+        held, _ = _slots(_last_rule(leaf.rule, leaf.state)...)
+        _nslots(slots, length(held))
+        foreach((dest, s) -> _check_size(dest, s[i]), held, slots)
+    end
+    for (i, leaf) in enumerate(leaves)
         # Leaf is mutable; the new state has the type of the old one (same arrays, an Int).
         leaf.state = _restore(leaf.rule, leaf.state, map(s -> s[i], slots), step)
     end
@@ -69,10 +78,17 @@ function _nslots(slots, n)
     return nothing
 end
 
-function _copy!(dest, src)
+function _check_size(dest, src)
     size(dest) == size(src) ||
         throw(DimensionMismatch(
             "optimiser state of size $(size(src)) for a parameter of size $(size(dest))",
         ))
-    return copyto!(dest, src) # Array → CuArray too: copyto! uploads
+    return nothing
+end
+
+function _copy!(dest, src)
+    _check_size(dest, src)
+    # A dense Array of dest's eltype: CUDA.jl's copyto!(::CuArray{T}, ::Array{T}) uploads it
+    # in one call, where a wrapper (PyArray) or another eltype would fall back to scalar indexing.
+    return copyto!(dest, convert(Array{eltype(dest)}, src))
 end

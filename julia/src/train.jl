@@ -37,6 +37,7 @@ struct TorchAdam <: Optimisers.AbstractRule
 end
 
 TorchAdam(eta::Real) = TorchAdam(eta, (0.9, 0.999), 1.0e-8)
+TorchAdam(eta::Real, beta::Tuple{Real, Real}) = TorchAdam(eta, beta, 1.0e-8)
 
 Optimisers.init(::TorchAdam, x::AbstractArray) = (zero(x), zero(x), 0)
 

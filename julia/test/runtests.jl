@@ -360,6 +360,23 @@ end
                 APProp.cnn4_parameters(t.model),
             ))
             @test_throws DimensionMismatch restore_optimiser_state!(resumed, (), 0)
+            # A shape error in the last parameter's slot is found before anything is written.
+            before, before_step = optimiser_state(resumed)
+            bad = map(s -> (s[1:(end - 1)]..., zeros(Float32, 3)), slots)
+            @test_throws DimensionMismatch restore_optimiser_state!(resumed, bad, step + 5)
+            after, after_step = optimiser_state(resumed)
+            @test after == before && after_step == before_step
+            # Float64 arrays (another eltype than the state's) are converted on the way in.
+            restore_optimiser_state!(
+                resumed,
+                map(s -> map(a -> Float64.(a), s), slots),
+                step,
+            )
+            @test first(optimiser_state(resumed)) == slots
+        end
+        @testset "TorchAdam's documented constructors" begin
+            @test TorchAdam(1.0e-3, (0.9, 0.99)) == TorchAdam(1.0e-3, (0.9, 0.99), 1.0e-8)
+            @test TorchAdam(1.0e-3).beta == (0.9, 0.999)
         end
         @testset "an epoch lowers the worst-case loss on a fixed batch" begin
             t = APPTrainer(cnn4(params...), make_optimiser("adam"; lr = 1.0e-3), spec)
