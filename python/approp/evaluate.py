@@ -36,8 +36,8 @@ from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, su
 from .progress import Progress
 from .experiments.statistical_plot import STATISTICAL as STATISTICAL_PLOT
 from .experiments.statistical_plot import plot_statistical
-from .statistical import StatisticalConfig, max_rounds
-from .statistical_views import run_statistical, statistical_markdown
+from .certify.statistical import StatisticalConfig, max_rounds
+from .certify.statistical_views import run_statistical, statistical_markdown
 
 STATE = "eval_state.json"
 RESULTS = "eval.json"
@@ -60,7 +60,7 @@ class EvalConfig:
     neighbourhood: K sampled networks per mode, 0 skips [0];
     param_attack: the λ of the parameter attack, empty skips [0.02 … 0.1];
     param_attack_steps: ascent steps per λ [20]; batch_size [500]; seed [0];
-    statistical: most draws per point of the statistical certificates (approp.statistical), 0 skips [0];
+    statistical: most draws per point of the statistical certificates (approp.certify.statistical), 0 skips [0];
     delta / p0: they certify p ≤ p0 with confidence 1 − delta jointly over the n points [1e-3 / 0.01].
     """
 

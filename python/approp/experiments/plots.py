@@ -1,6 +1,6 @@
 """Plots of the grid: accuracy vs ε per algorithm, and the parameter attack vs λ per algorithm.
 
-Every point carries its 95 % Wilson interval as an error bar (see approp.stats).
+Every point carries its 95 % Wilson interval as an error bar (see approp.stats.intervals).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .preset import parse_eps
-from ..stats import Proportion
+from ..stats.intervals import Proportion
 from .tables import CellResult
 
 ACCURACY = "accuracy_vs_eps.png"

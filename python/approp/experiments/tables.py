@@ -5,7 +5,7 @@ table2: share of correct points the adversarial parameter attack flips, per λ.
 Both are written as Markdown and CSV; accuracies and shares are in %, each with its
 95 % Wilson interval, and flatness with its bootstrap interval (Markdown: "v [lo, hi]";
 CSV: the value and two more columns "… low" and "… high"). `comparisons` says which
-differences between algorithms are larger than their uncertainty (see approp.stats).
+differences between algorithms are larger than their uncertainty (see approp.stats.intervals).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from .. import stats
+from ..stats import intervals as stats
 from ..checkpoint import CheckpointError, read_meta
 from ..landscape import Landscape
-from ..statistical_views import VIEWS, view_medians
-from ..stats import Estimate, Proportion
+from ..certify.statistical_views import VIEWS, view_medians
+from ..stats.intervals import Estimate, Proportion
 from .preset import Cell, Preset
 
 
@@ -65,10 +65,10 @@ class CellResult:
     autoattack_clean: float | None = None  # clean accuracy on the points AutoAttack ran on
     autoattack_n: int | None = None  # the points AutoAttack ran on (None: all n)
     correct_before: dict[float, float] = field(default_factory=dict)  # accuracy before the parameter attack, by λ
-    statistical: float | None = None  # share certified p ≤ p0 at 1 − δ, jointly (approp.statistical)
+    statistical: float | None = None  # share certified p ≤ p0 at 1 − δ, jointly (approp.certify.statistical)
     verified_best: float | None = None  # verified by the better of interval and linear bounds per margin
-    refuted: float | None = None  # share shown p > p0 at 1 − δ, jointly (approp.statistical)
-    views: dict[str, float | None] = field(default_factory=dict)  # median margin per view (statistical_views.VIEWS)
+    refuted: float | None = None  # share shown p > p0 at 1 − δ, jointly (approp.certify.statistical)
+    views: dict[str, float | None] = field(default_factory=dict)  # median margin per view (certify.statistical_views.VIEWS)
     in_progress: bool = False  # its evaluation has not finished: only some measures are filled
     flatness_interval: tuple[float, float] | None = None  # 95 % over directions and points
     flatness_terms: list[list[float]] | None = None  # Δ (directions, points): approp.landscape
