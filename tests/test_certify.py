@@ -159,3 +159,26 @@ def test_own_sequential_on_own_points_in_a_stated_range(tmp_path, trained_mlp, p
     assert res["quant"][0]["violations"] == 0
     with pytest.raises(Exception, match="outside the stated input range"):
         certify_source(tmp_path / "shifted.pt", cfg, n=48, data=tmp_path / "points.pt")
+
+
+def test_evaluate_stage_and_table2_columns(trained_run, cifar_dir, tmp_path):
+    import shutil
+
+    from approp.evaluate import EvalConfig, Evaluator
+    from approp.experiments.preset import AlgoSpec, Cell
+    from approp.experiments.tables import read_eval, result_from_eval, table2_rows, Reference
+    from approp.config import RunConfig
+
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    cfg = EvalConfig(n=24, pgd_steps=2, autoattack=False, verified=False, param_attack=(0.001,),
+                     param_attack_steps=2, certify=(0.001,), quant=("int8",))
+    res = Evaluator(run, cfg, data_dir=cifar_dir, progress=False).run()
+    cert = res["certify"]
+    attack = res["param_attack"][0]
+    # The certified bound of flips uses the attack's denominator: the points correct before any perturbation.
+    assert cert["curve"][0]["of"] == round(attack["acc_before"] * 24)
+    assert "Certified parameter robustness" in (run / "report.md").read_text()
+    cell = Cell("c", "2/255", 2 / 255, AlgoSpec("standard", "standard", ()), RunConfig())
+    row = table2_rows([result_from_eval(cell, read_eval(run))], (0.001,), Reference())[0]
+    at_most, at_least = row["λ=0.001 at most (certified)"], row["λ=0.001"]
+    assert at_most.n == at_least.n and at_most.value >= at_least.value  # the true rate lies between
