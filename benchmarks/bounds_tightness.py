@@ -35,7 +35,7 @@ from approp.bounds.verify import MarginBounds, best_of, clears, interval_margins
 from approp.checkpoint import load_model, radius_from_meta
 from approp.data import Split, load_cifar10
 from approp.radius import parameter_radii
-from approp.stats import from_share
+from approp.stats.intervals import from_share
 
 METHODS = ("ibp", "crown", "best")
 BATCH = 100

@@ -22,7 +22,7 @@ from approp.experiments import load_preset, read_ledger, reproduce
 from approp.experiments.preset import PRESET_DIR
 from approp.experiments.runner import cell_dir, is_trained
 from approp.experiments.tables import CellResult, read_eval, result_from_eval, write_tables
-from approp.stats import crossed_bootstrap
+from approp.stats.intervals import crossed_bootstrap
 
 REFERENCE = PRESET_DIR / "thesis_reference.toml"
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-import approp.statistical as st
+import approp.certify.statistical as st
 from approp.attacks.joint import joint_attack_margins
 from approp.bounds import margin_lower_bounds
-from approp.binomial import (
+from approp.stats.binomial import (
     binomial_cdf, clopper_pearson_lower, clopper_pearson_upper, round_delta, samples_for_zero_failures,
     samples_needed,
 )
@@ -24,11 +24,11 @@ from approp.checkpoint import load_model, radius_from_meta
 from approp.config import ConfigError, RadiusConfig
 from approp.evaluate import RESULTS, STATE, EvalConfig, Evaluator
 from approp.experiments.tables import Reference, result_from_eval, table1_rows, views_rows
-from approp.extreme_value import fit_reverse_weibull
+from approp.stats.extreme_value import fit_reverse_weibull
 from approp.radius import parameter_box
-from approp.sampling import class_margin, sampled_margins
-from approp.statistical import StatisticalConfig, certify
-from approp.statistical_views import compare, estimates, margin_views
+from approp.certify.sampling import class_margin, sampled_margins
+from approp.certify.statistical import StatisticalConfig, certify
+from approp.certify.statistical_views import compare, estimates, margin_views
 
 pytest_plugins = ["trained"]  # the session's trained model and its fixtures
 

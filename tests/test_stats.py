@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from approp.stats import Estimate, crossed_bootstrap, decided, difference, format_pct, from_share, wilson
+from approp.stats.intervals import Estimate, crossed_bootstrap, decided, difference, format_pct, from_share, wilson
 
 
 class TestWilson:

@@ -22,6 +22,7 @@ from .julia._runtime import preload_for_argv
 # that the other order may segfault); the imports below pull torch in.
 preload_for_argv(sys.argv[1:])
 
+from .bounds.rules import UnsupportedLayerError  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
 from .config import ConfigError, RunConfig  # noqa: E402
 from .data import DataError  # noqa: E402
@@ -31,7 +32,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 err_console = Console(stderr=True)
 
 # Errors that carry a message meant for the user: shown without a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, CheckpointError, TrainingDiverged)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, CheckpointError, TrainingDiverged,
+                                             UnsupportedLayerError)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -164,6 +166,8 @@ def evaluate(
     = 0,
     delta: Annotated[float, typer.Option(help="statistical: confidence 1 - DELTA, jointly over the points")] = 1e-3,
     p0: Annotated[float, typer.Option(help="statistical: the misclassification probability certified")] = 0.01,
+    certify: Annotated[str, typer.Option(help="comma-separated λ of the certified-λ curve ('' skips)")] = "",
+    quant: Annotated[str, typer.Option(help="quantisation certificates, e.g. int8,int4,int8:tensor ('' skips)")] = "",
     n: Annotated[int, typer.Option(help="first N test points")] = 1000,
     data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
@@ -173,7 +177,8 @@ def evaluate(
     from .evaluate import EvalConfig, Evaluator, parse_lams
 
     cfg = EvalConfig(eps=eps, n=n, autoattack=autoattack, autoattack_n=autoattack_n, neighbourhood=neighbourhood,
-                     param_attack=parse_lams(param_attack), statistical=statistical, delta=delta, p0=p0)
+                     param_attack=parse_lams(param_attack), statistical=statistical, delta=delta, p0=p0,
+                     certify=parse_lams(certify), quant=tuple(q for q in quant.split(",") if q.strip()))
     results = Evaluator(run_dir, cfg, data_dir=data_dir, device=device, progress=not quiet).run()
     keys = ("clean_acc", "pgd_acc", "verified_acc")
     summary = {k: results.get(k) for k in keys}
@@ -181,6 +186,40 @@ def evaluate(
     if "statistical" in results:
         summary["statistical_certified"] = results["statistical"]["summary"]["certified"]
     typer.echo(json.dumps({"run_dir": str(run_dir), **summary}))
+
+
+@app.command("certify")
+@user_errors
+def certify_cmd(
+    source: Annotated[Path, typer.Argument(help="a run directory, a torch.save'd nn.Sequential, or .safetensors")],
+    lam: Annotated[str, typer.Option(help="comma-separated λ of the box [θ − λ|θ|, θ + λ|θ|]")]
+    = "0.02,0.04,0.06,0.08,0.1",
+    quant: Annotated[str, typer.Option(help="weight quantisation: int8,int4 (per channel) or int8:tensor ('' skips)")]
+    = "",
+    radius: Annotated[bool, typer.Option("--radius/--no-radius", help="per-point largest certified λ*")] = True,
+    n: Annotated[int, typer.Option(help="first N points")] = 1000,
+    data: Annotated[Optional[Path], typer.Option(help="torch.save'd (x, y) instead of CIFAR-10's test set")] = None,
+    input_range: Annotated[str, typer.Option(help="LO,HI: the range of x in --data (what the model expects)")] = "0,1",
+    arch: Annotated[Optional[str], typer.Option(help="architecture of a .safetensors file: cnn4 or cnn4:WIDTH")] = None,
+    eps: Annotated[float, typer.Option(help="an input ball certified together with the box")] = 0.0,
+    method: Annotated[str, typer.Option(help="best | crown | ibp")] = "best",
+    out: Annotated[Optional[Path], typer.Option(help="folder for certify.json/.md (default: the run, or FILE.certify)")]
+    = None,
+    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+) -> None:
+    """Certify a trained network: certified-λ curve, per-point λ*, quantisation certificates."""
+    from .certify.run import CertifyConfig, certify_source
+    from .certify.sources import parse_range
+    from .evaluate import parse_lams
+
+    cfg = CertifyConfig(lams=parse_lams(lam), radius=radius, quant=tuple(q for q in quant.split(",") if q.strip()),
+                        eps=eps, method=method)
+    result = certify_source(source, cfg, n=n, data=data, data_dir=str(data_dir) if data_dir else None,
+                            input_range=parse_range(input_range), arch=arch, out=out,
+                            command="approp certify " + " ".join(sys.argv[2:]))
+    typer.echo(json.dumps({"model": result["model"], "n": result["n"], "correct": result["correct"],
+                           "certified": {f"{r['lam']:g}": r["certified"] for r in result["curve"]},
+                           "quant": {q["spec"]: q["certified_unchanged"] for q in result["quant"]}}))
 
 
 @app.command()

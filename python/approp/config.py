@@ -27,7 +27,7 @@ from typing import Any, Literal, get_args
 
 import tomli_w
 
-RadiusKind = Literal["abs", "const", "tanh"]
+RadiusKind = Literal["abs", "const", "tanh", "quant"]
 Algo = Literal["app", "standard", "awp", "pgd"]
 OptimName = Literal["sgd", "adam"]
 Schedule = Literal["constant", "cosine", "step"]
@@ -122,8 +122,14 @@ class RadiusConfig:
     const: r = lam
     tanh:  r = lam * tanh(s * θ²) / m      (radius narrowing; defaults s=100, m=10
            give r ≈ 0.076·lam at |θ|=0.1 and r → lam/10 for large |θ|)
+    quant: r = lam * scale / 2 on weights (biases stay float), scale the step of symmetric
+           `bits`-bit round-to-nearest quantisation of the weight's output channel
+           (per_channel, default) or of the whole tensor: lam = 1 is the rounding error
+           box, which holds the really quantised weights (approp.radius.quant_scale).
     perturb_weights / perturb_biases: which parameters get a nonzero radius.
     clamp: if set, every parameter is clamped to [-clamp, clamp] after each step.
+    bits, per_channel: the quantisation of kind "quant" (bits 2 … 8; unset for other kinds,
+           so configurations written before them stay byte-identical).
     """
 
     kind: RadiusKind = "tanh"
@@ -133,9 +139,16 @@ class RadiusConfig:
     perturb_weights: bool = True
     perturb_biases: bool = True
     clamp: float | None = None
+    bits: int | None = None
+    per_channel: bool | None = None
 
     def __post_init__(self) -> None:
         _check_choice("radius.kind", self.kind, RadiusKind)
+        if self.kind == "quant":
+            if not isinstance(self.bits, int) or isinstance(self.bits, bool) or not 2 <= self.bits <= 8:
+                raise ConfigError(f"radius.bits must be an integer in 2 … 8 for kind 'quant'; got {self.bits!r}")
+        elif self.bits is not None or self.per_channel is not None:
+            raise ConfigError(f"radius.bits and radius.per_channel belong to kind 'quant', not {self.kind!r}")
         _check_nonneg("radius.lam", self.lam)
         _check_nonneg("radius.s", self.s)
         if not (isinstance(self.m, (int, float)) and math.isfinite(self.m) and self.m > 0):

@@ -30,22 +30,25 @@ from . import checkpoint as ckpt
 from .attacks import CascadeState, autoattack, parameter_attack, pgd_correct
 from .attacks.parameter import ParamAttackRow
 from .config import ConfigError, RunConfig, check_eps
-from .data import Split, load_cifar10
+from .data import Split, load_cifar10, to_float
 from .metrics import clean_accuracy, verified_accuracy
 from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
 from .progress import Progress
 from .experiments.statistical_plot import STATISTICAL as STATISTICAL_PLOT
 from .experiments.statistical_plot import plot_statistical
-from .statistical import StatisticalConfig, max_rounds
-from .statistical_views import run_statistical, statistical_markdown
+from .certify.run import CertifyConfig, certify_markdown, certify_model
+from .certify.sources import Points
+from .certify.statistical import StatisticalConfig, max_rounds
+from .certify.statistical_views import run_statistical, statistical_markdown
 
 STATE = "eval_state.json"
 RESULTS = "eval.json"
 REPORT = "report.md"
 SECTION = "## Evaluation"
 PARAM_STATE = "eval_param_attack.safetensors"
-STAGES = ("clean", "pgd", "autoattack", "verified", "neighbourhood", "param_attack", "statistical")
+STAGES = ("clean", "pgd", "autoattack", "verified", "neighbourhood", "param_attack", "statistical", "certify")
 STATISTICAL_KEYS = ("statistical", "delta", "p0")  # left out of the resume key while the stage is off
+CERTIFY_KEYS = ("certify", "quant")  # the same for the certificates
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,10 @@ class EvalConfig:
     neighbourhood: K sampled networks per mode, 0 skips [0];
     param_attack: the λ of the parameter attack, empty skips [0.02 … 0.1];
     param_attack_steps: ascent steps per λ [20]; batch_size [500]; seed [0];
-    statistical: most draws per point of the statistical certificates (approp.statistical), 0 skips [0];
-    delta / p0: they certify p ≤ p0 with confidence 1 − delta jointly over the n points [1e-3 / 0.01].
+    statistical: most draws per point of the statistical certificates (approp.certify.statistical), 0 skips [0];
+    delta / p0: they certify p ≤ p0 with confidence 1 − delta jointly over the n points [1e-3 / 0.01];
+    certify: λ of the certified-λ curve (approp.certify.run, with λ* per point), empty skips [()];
+    quant: quantisation certificates, e.g. ("int8", "int4") [()].
     """
 
     eps: float | None = None
@@ -79,8 +84,14 @@ class EvalConfig:
     statistical: int = 0
     delta: float = 1e-3
     p0: float = 0.01
+    certify: tuple[float, ...] = ()
+    quant: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "certify", tuple(self.certify))
+        object.__setattr__(self, "quant", tuple(self.quant))
+        if self.certify or self.quant:
+            CertifyConfig(lams=self.certify, quant=self.quant)  # validates both
         if self.eps is not None:
             check_eps(self.eps, "eval.eps")
         for name in ("n", "pgd_steps", "pgd_restarts", "param_attack_steps", "batch_size"):
@@ -107,7 +118,8 @@ class EvalConfig:
     def stages(self) -> tuple[str, ...]:
         """Returns the names of the stages these options run, in order."""
         off = {"autoattack": not self.autoattack, "verified": not self.verified,
-               "neighbourhood": self.neighbourhood == 0, "param_attack": not self.param_attack, "statistical": self.statistical == 0}
+               "neighbourhood": self.neighbourhood == 0, "param_attack": not self.param_attack, "statistical": self.statistical == 0,
+               "certify": not (self.certify or self.quant)}
         return tuple(s for s in STAGES if not off.get(s, False))
 
 
@@ -158,6 +170,12 @@ class Evaluator:
         if not self.cfg.statistical:  # states saved before the stage existed stay valid
             for name in STATISTICAL_KEYS:
                 self.key["config"].pop(name)
+        if not (self.cfg.certify or self.cfg.quant):
+            for name in CERTIFY_KEYS:
+                self.key["config"].pop(name)
+        else:
+            self.key["config"]["certify"] = list(self.cfg.certify)
+            self.key["config"]["quant"] = list(self.cfg.quant)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -287,6 +305,11 @@ class Evaluator:
         params_path.unlink(missing_ok=True)
         return {"param_attack": [r.to_json() for r in rows]}
 
+    def _stage_certify(self, state, bar) -> dict[str, Any]:
+        """certify: the certified-λ curve with λ* per point, and the quantisation certificates."""
+        points = Points(to_float(self.test.x), self.test.y, "CIFAR-10 test set")
+        return {"certify": certify_model(self.model, points, CertifyConfig(lams=self.cfg.certify, quant=self.cfg.quant))}
+
     def _stage_statistical(self, state, bar) -> dict[str, Any]:
         c = self.cfg
         scfg = StatisticalConfig(samples=c.statistical, delta=c.delta, p0=c.p0, attack_steps=c.pgd_steps,
@@ -342,6 +365,8 @@ def evaluation_markdown(results: dict[str, Any]) -> str:
         lines.append("")
     if "statistical" in r:
         lines += statistical_markdown(r["statistical"])
+    if "certify" in r:
+        lines += ["Certified parameter robustness:", ""] + certify_markdown(r["certify"])[2:]
     if "param_attack" in r:
         lines += ["Parameter attack in [θ − λ|θ|, θ + λ|θ|]:", "",
                   "| λ | acc before | acc after | flipped |", "|---|---|---|---|"]

@@ -19,7 +19,7 @@ t = ±step over R directions (d₁ and R − 1 more draws) and the n points:
 
 smaller is flatter. One direction says little (a model can be flat along one
 draw and sharp along the next), so flatness carries a 95 % interval that
-resamples directions and points (approp.stats.crossed_bootstrap), and Δ is kept
+resamples directions and points (approp.stats.intervals.crossed_bootstrap), and Δ is kept
 so that two models cut along the same draws on the same points can be compared
 pairwise (approp.experiments.tables.comparisons).
 """
@@ -40,7 +40,7 @@ from torch.func import functional_call
 from . import checkpoint as ckpt
 from .config import ConfigError
 from .data import Split, batches, load_cifar10
-from .stats import crossed_bootstrap
+from .stats.intervals import crossed_bootstrap
 
 RESULT = "landscape.json"
 Params = dict[str, torch.Tensor]

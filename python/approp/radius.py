@@ -24,7 +24,36 @@ def radius_of(theta: torch.Tensor, cfg: RadiusConfig, lam: float | None = None) 
         return torch.full_like(theta, lam)
     if cfg.kind == "tanh":
         return lam * torch.tanh(cfg.s * theta * theta) / cfg.m
+    if cfg.kind == "quant":
+        if theta.dim() < 2:  # weight-only quantisation: biases stay float
+            return torch.zeros_like(theta)
+        per_channel = cfg.per_channel is not False
+        return lam * QUANT_SLACK / 2 * quant_scale(theta, cfg.bits, per_channel).expand_as(theta)
     raise ValueError(f"unknown radius kind {cfg.kind!r}")  # unreachable: RadiusConfig validates
+
+
+# Outward slack of the quantisation box: PyTorch quantises as round(θ·(1/s))·s in float32,
+# whose rounding moves a weight by at most about 3·2^(bits−1)·2⁻²⁴·s past the exact s/2
+# (≤ 2.3e-5·s at 8 bits); 1 + 2⁻¹² covers that with room to spare.
+QUANT_SLACK = 1.0 + 2.0 ** -12
+
+
+def quant_levels(bits: int) -> tuple[int, int]:
+    """Returns (q_min, q_max) = (−2^(bits−1), 2^(bits−1) − 1), the signed integer grid."""
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def quant_scale(theta: torch.Tensor, bits: int, per_channel: bool = True) -> torch.Tensor:
+    """Returns the symmetric quantisation step s (C_out, 1, …) or (1, …, 1) of weights θ (C_out, …).
+
+    s = max|θ| / ((q_max − q_min) / 2), at least float32's eps: PyTorch's symmetric
+    MinMaxObserver / PerChannelMinMaxObserver rule (torch.ao.quantization), so θ/s lies
+    in [q_min − ½, q_max + ½] and round-to-nearest with clamping moves θ by at most s/2.
+    """
+    q_min, q_max = quant_levels(bits)
+    dims = tuple(range(1, theta.dim())) if per_channel else tuple(range(theta.dim()))
+    amax = theta.detach().abs().amax(dim=dims, keepdim=True)
+    return torch.clamp(amax / ((q_max - q_min) / 2), min=torch.finfo(torch.float32).eps)
 
 
 def is_perturbed(param: torch.Tensor, cfg: RadiusConfig) -> bool:

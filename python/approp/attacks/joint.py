@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..sampling import Box, batched_logits, class_margin, stacked_uniform, uniform_inputs
+from ..certify.sampling import Box, batched_logits, class_margin, stacked_uniform, uniform_inputs
 from .parameter import project
 
 

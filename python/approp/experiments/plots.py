@@ -1,6 +1,6 @@
 """Plots of the grid: accuracy vs ε per algorithm, and the parameter attack vs λ per algorithm.
 
-Every point carries its 95 % Wilson interval as an error bar (see approp.stats).
+Every point carries its 95 % Wilson interval as an error bar (see approp.stats.intervals).
 """
 
 from __future__ import annotations
@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from .preset import parse_eps
-from ..stats import Proportion
+from ..stats.intervals import Proportion
 from .tables import CellResult
 
 ACCURACY = "accuracy_vs_eps.png"
 PARAM_ATTACK = "param_attack_vs_lambda.png"
+CERTIFIED = "certified_vs_lambda.png"
 
 
 def _pyplot():
@@ -75,6 +76,34 @@ def plot_param_attack(results: list[CellResult], path: Path) -> Path:
         ax.set_xlabel("λ")
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("flipped by the parameter attack (%)")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_certified(results: list[CellResult], path: Path) -> Path | None:
+    """Returns `path` after plotting, per algorithm, the attack's flipped share (at least) and the certified
+    bound (at most) against λ with 95 % intervals, the band between them shaded; None without certificates."""
+    cells = [r for r in results if r.certify and r.flipped]
+    if not cells:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(cells), figsize=(3.4 * len(cells), 3.2), sharey=True, squeeze=False)
+    for ax, r in zip(axes[0], cells):
+        lams = [lam for lam in sorted(r.flipped)
+                if r.share("flipped", lam) is not None and r.share("certified_flips", lam) is not None]
+        low = [r.share("flipped", lam) for lam in lams]
+        high = [r.share("certified_flips", lam) for lam in lams]
+        _errorbar(ax, lams, high, "at most (certified)")
+        _errorbar(ax, lams, low, "at least (attack)")
+        ax.fill_between(lams, [100 * p.value for p in low], [100 * p.value for p in high], alpha=0.15)
+        ax.set_title(f"{r.algo_label}, ε = {r.eps_label}", fontsize=10)
+        ax.set_xlabel("λ")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("correct points flipped (%)")
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -6,7 +6,8 @@ A preset file::
                  reference = "thesis_reference.toml" (relative to the preset), device
     [algorithms.KEY]  label, and RunConfig sections to override (train = {...}, radius = {...})
     [run.SECTION]     the RunConfig every cell starts from (as in configs/main.toml)
-    [eval]       n, autoattack, autoattack_n, param_attack = [λ...], neighbourhood, statistical, delta, p0
+    [eval]       n, autoattack, autoattack_n, param_attack = [λ...], neighbourhood, statistical, delta, p0,
+                 certify = [λ...], quant = ["int8", "int4"]
     [landscape]  n, points, grid, span, step, seed, directions
 
 `--preset NAME` finds configs/presets/NAME.toml in the repository; a path works too.
@@ -57,7 +58,9 @@ class EvalSpec:
     """Evaluation of every cell: first n test points, AutoAttack on/off (on the first
     autoattack_n of them, None: all n), parameter-attack λ, networks sampled per mode in
     the box (neighbourhood, 0: skip), and the statistical certificates (most draws per
-    point, 0: skip; p ≤ p0 at confidence 1 − delta jointly over the points)."""
+    point, 0: skip; p ≤ p0 at confidence 1 − delta jointly over the points), and the
+    certificates of approp.certify (certified-λ curve at `certify`, quantisation at `quant`;
+    empty: skip)."""
 
     n: int = 1000
     autoattack: bool = True
@@ -67,6 +70,8 @@ class EvalSpec:
     statistical: int = 0
     delta: float = 1e-3
     p0: float = 0.01
+    certify: tuple[float, ...] = ()
+    quant: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..data import describe_copy
 from ..landscape import Landscape, landscape_runs
-from .plots import ACCURACY, PARAM_ATTACK, plot_accuracy, plot_param_attack
+from .plots import ACCURACY, CERTIFIED, PARAM_ATTACK, plot_accuracy, plot_certified, plot_param_attack
 from .preset import Cell, Preset, load_preset
 from .runner import CellOutcome, cell_dir, is_trained, run_grid
 from .tables import CellResult, read_eval, result_from_eval, write_tables
@@ -65,9 +65,14 @@ def write_report(preset: Preset, out: Path, results: list[CellResult], files: di
     lines = [f"# Reproduction: preset `{preset.name}`", "", preset.description, "", f"Data: {data}.", "",
              "Tables as CSV: [table1.csv](table1.csv), [table2.csv](table2.csv), "
              "[comparisons.csv](comparisons.csv).", "", t1, "", t2, "", "## Which differences are decided", "", t3, ""]
+    for name, title in (("certified_radius.md", "Certified radius per point"), ("quantisation.md", "Quantisation certificates")):
+        if name in files:
+            lines += [f"## {title}", "", files[name].read_text(), ""]
     if "views.md" in files:
         lines += ["## Proved, statistical, attacked", "", files["views.md"].read_text(), ""]
     lines += ["## Plots", "", f"![accuracy vs ε]({ACCURACY})", "", f"![parameter attack vs λ]({PARAM_ATTACK})", ""]
+    if CERTIFIED in files:
+        lines += [f"![attacked and certified flips vs λ]({CERTIFIED})", ""]
     lines += [f"![{name}]({name})\n" for name in files if name.startswith("landscape")]
     lines += ["## Cells", ""]
     lines += [f"- [{r.eps_label} {r.algo_label}](cells/eps{r.eps_label.replace('/', 'over')}-{r.algo_key}/run/report.md)"
@@ -99,6 +104,9 @@ def reproduce(preset_name: str | Path, out: Path | str, jobs: int = 1, only: str
     files = write_tables(preset, results, out)
     files[ACCURACY] = plot_accuracy(results, out / ACCURACY)
     files[PARAM_ATTACK] = plot_param_attack(results, out / PARAM_ATTACK)
+    certified = plot_certified(results, out / CERTIFIED)
+    if certified is not None:
+        files[CERTIFIED] = certified
     files.update(figures)
     files["report.md"] = write_report(preset, out, results, files, describe_copy(every[0].config.data.data_dir))
     console.print(files["table1.md"].read_text())

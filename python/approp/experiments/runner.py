@@ -97,6 +97,8 @@ def _commands(cell: Cell, folder: Path, ev: EvalSpec) -> dict[str, list[str]]:
                            *(["--neighbourhood", str(ev.neighbourhood)] if ev.neighbourhood else []),
                            *(["--statistical", str(ev.statistical), "--delta", f"{ev.delta:g}", "--p0", f"{ev.p0:g}"]
                              if ev.statistical else []),
+                           *(["--certify", ",".join(f"{lam:g}" for lam in ev.certify)] if ev.certify else []),
+                           *(["--quant", ",".join(ev.quant)] if ev.quant else []),
                            "--device", cfg.train.device, "--quiet", *data],
     }
 

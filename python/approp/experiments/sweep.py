@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from .. import checkpoint as ckpt
-from .. import stats
+from ..stats import intervals as stats
 from ..attacks import pgd_correct
 from ..config import ConfigError, RunConfig, read_toml
 from ..data import Split, describe_copy, load_validation

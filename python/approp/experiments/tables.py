@@ -1,11 +1,13 @@
 """The grid's two tables, our numbers with the thesis's beside them for the same (ε, algorithm) cell.
 
 table1: clean, AutoAttack and verified accuracy (and PGD, and the landscape's flatness);
-table2: share of correct points the adversarial parameter attack flips, per λ.
+table2: share of correct points the adversarial parameter attack flips, per λ (at least), and
+where certificates exist (approp.certify) the share no certificate protects (at most);
+certified_radius and quantisation: λ* per point and the quantisation certificates.
 Both are written as Markdown and CSV; accuracies and shares are in %, each with its
 95 % Wilson interval, and flatness with its bootstrap interval (Markdown: "v [lo, hi]";
 CSV: the value and two more columns "… low" and "… high"). `comparisons` says which
-differences between algorithms are larger than their uncertainty (see approp.stats).
+differences between algorithms are larger than their uncertainty (see approp.stats.intervals).
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from typing import Any
 
 import torch
 
-from .. import stats
+from ..stats import intervals as stats
 from ..checkpoint import CheckpointError, read_meta
 from ..landscape import Landscape
-from ..statistical_views import VIEWS, view_medians
-from ..stats import Estimate, Proportion
+from ..certify.statistical_views import VIEWS, view_medians
+from ..stats.intervals import Estimate, Proportion
 from .preset import Cell, Preset
 
 
@@ -65,13 +67,14 @@ class CellResult:
     autoattack_clean: float | None = None  # clean accuracy on the points AutoAttack ran on
     autoattack_n: int | None = None  # the points AutoAttack ran on (None: all n)
     correct_before: dict[float, float] = field(default_factory=dict)  # accuracy before the parameter attack, by λ
-    statistical: float | None = None  # share certified p ≤ p0 at 1 − δ, jointly (approp.statistical)
+    statistical: float | None = None  # share certified p ≤ p0 at 1 − δ, jointly (approp.certify.statistical)
     verified_best: float | None = None  # verified by the better of interval and linear bounds per margin
-    refuted: float | None = None  # share shown p > p0 at 1 − δ, jointly (approp.statistical)
-    views: dict[str, float | None] = field(default_factory=dict)  # median margin per view (statistical_views.VIEWS)
+    refuted: float | None = None  # share shown p > p0 at 1 − δ, jointly (approp.certify.statistical)
+    views: dict[str, float | None] = field(default_factory=dict)  # median margin per view (certify.statistical_views.VIEWS)
     in_progress: bool = False  # its evaluation has not finished: only some measures are filled
     flatness_interval: tuple[float, float] | None = None  # 95 % over directions and points
     flatness_terms: list[list[float]] | None = None  # Δ (directions, points): approp.landscape
+    certify: dict[str, Any] | None = None  # approp.certify.run results (eval.json or the run's certify.json)
 
     @property
     def label(self) -> str:
@@ -91,6 +94,10 @@ class CellResult:
         autoattack_clean (on the AutoAttack points) or flipped (at λ, on the points correct
         before the attack).
         """
+        if name == "certified_flips":
+            row = next((c for c in (self.certify or {}).get("curve", []) if round(c["lam"], 6) == round(lam, 6)), None)
+            # Same denominator as the attack: the points correct before any perturbation.
+            return None if row is None else stats.wilson(row["flips_at_most"], row["of"])
         if name == "flipped":
             value = self.flipped.get(round(lam, 6))
             base = self.correct_before.get(round(lam, 6), self.clean)
@@ -122,6 +129,7 @@ def result_from_eval(cell: Cell, results: dict[str, Any] | None, landscape: Land
         in_progress=bool(r.get("in_progress")),
         flatness_interval=None if landscape is None else tuple(landscape.flatness_interval),
         flatness_terms=None if landscape is None else landscape.flatness_terms,
+        certify=r.get("certify"),
     )
 
 
@@ -129,7 +137,11 @@ def read_eval(run_dir: Path) -> dict[str, Any] | None:
     """Returns RUN_DIR/eval.json's contents; for an evaluation still running (or interrupted), the
     stages it has finished, marked "in_progress"; None if no stage has finished."""
     path = Path(run_dir) / "eval.json"
-    return json.loads(path.read_text()) if path.is_file() else _finished_stages(Path(run_dir))
+    results = json.loads(path.read_text()) if path.is_file() else _finished_stages(Path(run_dir))
+    extra = Path(run_dir) / "certify.json"  # written by `approp certify` after the evaluation
+    if results is not None and "certify" not in results and extra.is_file():
+        results["certify"] = json.loads(extra.read_text())
+    return results
 
 
 def _finished_stages(run_dir: Path) -> dict[str, Any] | None:
@@ -183,8 +195,44 @@ def table2_rows(results: list[CellResult], lams: tuple[float, ...], ref: Referen
         row: dict[str, Value] = {"ε": r.eps_label, "algorithm": r.label}
         for lam in lams:
             row[f"λ={lam:g}"] = r.share("flipped", lam)
+            if any(c.certify for c in results):
+                row[f"λ={lam:g} at most (certified)"] = r.share("certified_flips", lam)
             row[f"λ={lam:g} (thesis)"] = _ref(theirs.get(round(lam, 6)))
         rows.append(row)
+    return rows
+
+
+def radius_rows(results: list[CellResult]) -> list[dict[str, Value]]:
+    """Returns one row per cell with λ* per point: its quartiles over the points certified at some λ."""
+    from ..certify.run import lam_star_quantiles
+
+    rows = []
+    for r in results:
+        q = lam_star_quantiles(r.certify) if r.certify else None
+        if q is None:
+            continue
+        rad = r.certify["radius"]
+        positive = sum(v > 0 for v in rad["lam_star"])
+        rows.append({"ε": r.eps_label, "algorithm": r.label, "λ* > 0": stats.wilson(positive, r.certify["n"]),
+                     "λ* 25 %": f"{q['q25']:.3g}", "λ* median": f"{q['median']:.3g}", "λ* 75 %": f"{q['q75']:.3g}",
+                     "checks per point": str(rad["checks_per_point"]),
+                     "forward passes per point": f"{rad['forward_passes_per_point']:.0f}"})
+    return rows
+
+
+def quant_rows(results: list[CellResult]) -> list[dict[str, Value]]:
+    """Returns one row per (cell, quantisation): certified unchanged / correct beside the real quantised model."""
+    rows = []
+    for r in results:
+        for q in (r.certify or {}).get("quant", []):
+            n = q["n"]
+            rows.append({"ε": r.eps_label, "algorithm": r.label, "weights": q["spec"],
+                         "certified unchanged": stats.wilson(q["certified_unchanged"], n),
+                         "certified correct": stats.wilson(q["certified_correct"], n),
+                         "float accuracy": stats.wilson(q["float_correct"], n),
+                         "quantised accuracy": stats.wilson(q["quantised_correct"], n),
+                         "prediction kept": stats.wilson(q["kept"], n),
+                         "certified but changed": str(q["violations"])})
     return rows
 
 
@@ -282,6 +330,11 @@ def write_tables(preset: Preset, results: list[CellResult], out: Path) -> dict[s
     cap2 = ("Table 2 — adversarial parameter attack in [θ − λ|θ|, θ + λ|θ|]: share (%) of correctly "
             "classified test points it flips, with its 95 % Wilson interval over those points, lower is "
             "better; thesis numbers beside ours where given.")
+    if any(r.certify for r in results):
+        cap2 += (" 'at most (certified)': share of the same points that the bounds (best of interval and "
+                 "linear, with the rounding allowance, ε = 0) cannot certify against every network in the box "
+                 "— no attack can flip more. The attack's share is at least the true flip rate, the "
+                 "certified one at most: the true rate lies between them.")
     cap3 = ("Which differences between algorithms exceed their uncertainty: A − B with its 95 % interval, "
             "in percentage points for accuracies and attack rates (Newcombe's hybrid score interval from the "
             "two Wilson intervals), in loss for flatness (paired over the same random directions and test "
@@ -292,6 +345,7 @@ def write_tables(preset: Preset, results: list[CellResult], out: Path) -> dict[s
     md3, csv3 = write_table(comparisons(results, preset.eval.param_attack), out / "comparisons", cap3)
     files = {"table1.md": md1, "table1.csv": csv1, "table2.md": md2, "table2.csv": csv2,
              "comparisons.md": md3, "comparisons.csv": csv3}
+    files.update(_certify_tables(results, n, out))
     views = views_rows(results)
     if views:
         cap4 = ("Three views of each test point's worst margin over the training box and ball — proved (bound), "
@@ -300,6 +354,27 @@ def write_tables(preset: Preset, results: list[CellResult], out: Path) -> dict[s
                 "lowest margin a joint parameter-and-input attack reaches): median over the points of "
                 "z_y − max_{j≠y} z_j in logits. The true worst margin lies between bound and joint attack.")
         files["views.md"], files["views.csv"] = write_table(views, out / "views", cap4)
+    return files
+
+
+def _certify_tables(results: list[CellResult], n: int, out: Path) -> dict[str, Path]:
+    """Returns the paths of certified_radius and quantisation (.md, .csv), written where certificates exist."""
+    files: dict[str, Path] = {}
+    rad, quant = radius_rows(results), quant_rows(results)
+    if rad:
+        cap = (f"Certified radius λ* per test point (first {n} test images): the largest λ of a geometric grid at "
+               "which the bounds certify that no network in [θ − λ|θ|, θ + λ|θ|] changes the point's correct "
+               "prediction, found by bisection; quartiles over the points with λ* > 0 (their share in % with "
+               "its 95 % interval). Cost: plain forward passes over the same points the bisection took, per point.")
+        files["certified_radius.md"], files["certified_radius.csv"] = write_table(rad, out / "certified_radius", cap)
+    if quant:
+        cap = (f"Quantisation certificates (first {n} test images, weight-only symmetric round-to-nearest, "
+               "per output channel or per tensor; biases and activations float): shares in % with 95 % Wilson "
+               "intervals. Certified unchanged: no rounding of the weights to the grid can change the float "
+               "model's prediction; certified correct: nor a correct one. Quantised accuracy and prediction kept: "
+               "the model really quantised by PyTorch (observer step, fake_quantize). 'certified but changed' "
+               "counts certified points the real quantised model changed: it must be 0.")
+        files["quantisation.md"], files["quantisation.csv"] = write_table(quant, out / "quantisation", cap)
     return files
 
 

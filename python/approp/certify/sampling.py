@@ -1,6 +1,6 @@
 """Margins of many sampled networks on many sampled inputs in one batched call.
 
-The sampling distribution used throughout approp.statistical: a network θ̃
+The sampling distribution used throughout approp.certify.statistical: a network θ̃
 drawn uniformly from the parameter box B∞(θ, r(θ)) (every parameter
 independently uniform on [θ − r, θ + r]; parameters with r = 0 stay fixed)
 and, independently, an input x̃ drawn uniformly from B∞(x, ε) ∩ [0, 1]^d

@@ -2,11 +2,11 @@
 
 For test point (x, y) let p(x) = P(argmax f_θ̃(x̃) ≠ y), where θ̃ is uniform on
 the parameter box B∞(θ, r(θ)) and x̃ is, independently, uniform on
-B∞(x, ε) ∩ [0, 1]^d (see approp.sampling; a tie z_y = max_{j≠y} z_j counts as
+B∞(x, ε) ∩ [0, 1]^d (see approp.certify.sampling; a tie z_y = max_{j≠y} z_j counts as
 a misclassification). Each point is sampled in rounds k = 1, 2, … of
 first_round·2^(k−1) fresh i.i.d. draws, until `samples` draws are spent or
 its one-sided Clopper–Pearson bounds at δ_k = δ_pt·6/(π²k²) decide p
-against p₀ (approp.binomial):
+against p₀ (approp.stats.binomial):
 
 - certified: upper bound U ≤ p₀, stated "p(x) ≤ p₀";
 - refuted: lower bound L > p₀, stated "p(x) > p₀";
@@ -22,7 +22,7 @@ every decision holds at once; in particular the share of the N test points
 with p(x) ≤ p₀ is at least the certified share. The randomness is that of
 the sampler only: nothing is claimed about other test points, other boxes,
 or the worst case inside the box (for that see the interval bounds; the
-extreme-value estimate in approp.extreme_value is an estimate, not a bound).
+extreme-value estimate in approp.stats.extreme_value is an estimate, not a bound).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from torch import nn
 
-from .binomial import clopper_pearson_lower, clopper_pearson_upper, round_delta
-from .config import ConfigError
-from .extreme_value import block_maxima
+from ..stats.binomial import clopper_pearson_lower, clopper_pearson_upper, round_delta
+from ..config import ConfigError
+from ..stats.extreme_value import block_maxima
 from .sampling import Box, sampled_margins
 
 CERTIFIED, REFUTED, UNDECIDED = "certified", "refuted", "undecided"

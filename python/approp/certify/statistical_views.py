@@ -7,7 +7,7 @@
 - attack: the lowest margin the joint parameter-and-input attack reaches (approp.attacks.joint)
   — achieved, so the true worst case is at most this;
 - estimate: −location of the reverse Weibull fitted to block maxima of sampled negated margins
-  (approp.extreme_value) — an estimate of the sampling distribution's lowest margin, not a bound.
+  (approp.stats.extreme_value) — an estimate of the sampling distribution's lowest margin, not a bound.
 
 The true worst margin m* satisfies bound ≤ m* ≤ attack. Nothing orders the
 estimate against m*; `compare` counts where it falls.
@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks.joint import joint_attack_margins
-from .bounds import margin_lower_bounds
-from .bounds.linear import linear_margin_bounds
-from .config import RadiusConfig
-from .data import Split, batches, to_float
-from .extreme_value import MIN_BLOCKS, fit_reverse_weibull
-from .radius import parameter_box
+from ..attacks.joint import joint_attack_margins
+from ..bounds import margin_lower_bounds
+from ..bounds.linear import linear_margin_bounds
+from ..config import RadiusConfig
+from ..data import Split, batches, to_float
+from ..stats.extreme_value import MIN_BLOCKS, fit_reverse_weibull
+from ..radius import parameter_box
 from .sampling import class_margin
 from .statistical import PointState, StatisticalConfig, certify, dataset_statement, points_from_json, points_to_json
 

@@ -1,0 +1,11 @@
+"""Certificates about a trained network's parameter neighbourhood.
+
+- parameter: the certified-λ curve in the relative box [θ − λ|θ|, θ + λ|θ|] and λ* per point;
+- quantise: certificates that no round-to-nearest weight quantisation changes a prediction,
+  beside PyTorch's really quantised network;
+- sources: the models (run directories, your own nn.Sequential) and points they apply to;
+- run: `approp certify` and the evaluate stage, results as JSON and Markdown;
+- statistical: sequential Clopper–Pearson certificates of p(x) ≤ p₀ over networks drawn
+  uniformly from the box (sampling: the draws); statistical_views: the three views of a
+  point's worst margin (bound, extreme-value estimate, attack).
+"""

@@ -1,0 +1,143 @@
+"""What `approp certify` certifies: a run directory or a user's own model, on CIFAR-10 or the user's points.
+
+Models: an approp run directory (its checkpoint); a file saved with torch.save holding
+an nn.Sequential (or a module with a `.layers` nn.Sequential); or a safetensors state
+dict with the architecture named (`cnn4` or `cnn4:WIDTH`). Every layer is checked
+against the registered interval rules (approp.bounds.rules.RULES) and linear-bound
+rules (approp.bounds.linear_rules.BACKWARD_RULES) before any data is read, so an
+unsupported layer is refused by name at once, and a layer kind is accepted as soon
+as both its rules are registered.
+
+Points: the first n CIFAR-10 test images, or a file saved with torch.save holding
+(x, y): x (N, C, H, W) float in the stated input range [lo, hi], y (N,) integer
+labels. The bounds take inputs in [0, 1]; a range other than [0, 1] is mapped there
+and the inverse map put in front of the model as its first layer (a per-channel
+positive affine map, which has both rules), so the model sees exactly its inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from ..bounds.linear_rules import BACKWARD_RULES
+from ..bounds.propagate import layers_of
+from ..bounds.rules import RULES, UnsupportedLayerError
+from ..checkpoint import CheckpointError, load_model
+from ..config import ConfigError, ModelConfig
+from ..data import DataError, Split, load_cifar10, to_float
+from ..models import Normalize, build_model
+
+
+@dataclass(frozen=True)
+class Points:
+    """Test points: x (N, C, H, W) float in [0, 1], y (N,) labels, and where they came from."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    source: str
+
+
+def check_supported(model: nn.Module) -> nn.Sequential:
+    """Returns the model's flat layer sequence; UnsupportedLayerError naming the first layer lacking a rule."""
+    try:
+        layers = layers_of(model)
+    except TypeError as err:
+        raise UnsupportedLayerError(str(err)) from None
+    for index, layer in enumerate(layers):
+        missing = [what for what, table in (("interval", RULES), ("linear-bound", BACKWARD_RULES))
+                   if type(layer) not in table]
+        if missing:
+            supported = ", ".join(sorted(k.__name__ for k in RULES if k in BACKWARD_RULES))
+            raise UnsupportedLayerError(
+                f"layer {index} ({type(layer).__name__}) is not supported: no {' and no '.join(missing)} rule; "
+                f"supported layers: {supported}")
+    if not layers or not isinstance(layers[-1], nn.Linear):
+        raise UnsupportedLayerError("the last layer must be an nn.Linear (the margins are formed there)")
+    return layers
+
+
+def parse_arch(text: str) -> ModelConfig:
+    """Returns the ModelConfig of 'cnn4' or 'cnn4:WIDTH'."""
+    arch, _, width = text.partition(":")
+    try:
+        return ModelConfig(arch=arch, width=int(width) if width else 1)
+    except ValueError as err:
+        raise ConfigError(f"--arch must be 'cnn4' or 'cnn4:WIDTH'; {err}") from None
+
+
+def load_source(source: Path, arch: str | None = None) -> tuple[nn.Module, str]:
+    """Returns (model in eval mode, a label) from a run directory, a torch.save file or safetensors + arch.
+
+    Raises UnsupportedLayerError (naming the layer) before any data is read.
+    """
+    source = Path(source)
+    if source.is_dir():
+        model, _ = load_model(source)
+    elif source.suffix == ".safetensors":
+        if arch is None:
+            raise ConfigError(f"{source} holds weights only: name the architecture with --arch (e.g. cnn4)")
+        model = build_model(parse_arch(arch))
+        try:
+            model.load_state_dict(load_file(str(source)))
+        except (SafetensorError, OSError, RuntimeError) as err:
+            raise CheckpointError(f"{source} does not fit {arch}: {err}") from None
+    elif source.is_file():
+        # A pickled module: only load files you trust (torch.load runs their code).
+        model = torch.load(source, map_location="cpu", weights_only=False)
+        if not isinstance(model, nn.Module):
+            raise CheckpointError(f"{source} holds a {type(model).__name__}, not an nn.Module (save the model itself)")
+    else:
+        raise CheckpointError(f"{source} is neither a run directory nor a model file")
+    check_supported(model)
+    return model.float().eval(), str(source)
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """Returns (lo, hi) of 'LO,HI' with lo < hi."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--input-range must be 'LO,HI'; got {text!r}") from None
+    if not lo < hi:
+        raise ConfigError(f"--input-range needs LO < HI; got {text!r}")
+    return lo, hi
+
+
+def load_points(data: Path | None, n: int, data_dir: str | None = None,
+                input_range: tuple[float, float] = (0.0, 1.0)) -> Points:
+    """Returns the first n points: of the (x, y) file `data` (values within input_range), else of CIFAR-10's test set.
+
+    Points of a file come back mapped to [0, 1] (see the module docstring and `wrap_range`).
+    """
+    if data is None:
+        test = Split(*load_cifar10(data_dir, train=False)).take(n)
+        return Points(to_float(test.x), test.y, "CIFAR-10 test set")
+    try:
+        x, y = torch.load(data, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, TypeError) as err:
+        raise DataError(f"{data} is not a torch.save'd (x, y) pair of tensors: {err}") from None
+    x, y = torch.as_tensor(x)[:n], torch.as_tensor(y)[:n].long()
+    if x.dim() != 4 or y.shape != x.shape[:1]:
+        raise DataError(f"{data}: need x (N, C, H, W) and y (N,); got {tuple(x.shape)} and {tuple(y.shape)}")
+    lo, hi = input_range
+    x = x.float()
+    if x.numel() and (x.min().item() < lo or x.max().item() > hi):
+        raise DataError(f"{data}: x spans [{x.min().item():g}, {x.max().item():g}], outside the stated input range "
+                        f"[{lo:g}, {hi:g}]")
+    return Points((x - lo) / (hi - lo), y, str(data))
+
+
+def wrap_range(model: nn.Module, channels: int, input_range: tuple[float, float]) -> nn.Module:
+    """Returns the model fed inputs in [0, 1] that it sees as lo + (hi − lo)·x (itself for [0, 1])."""
+    lo, hi = input_range
+    if (lo, hi) == (0.0, 1.0):
+        return model
+    # Normalize computes (x − mean)/std: mean = −lo/(hi − lo), std = 1/(hi − lo) gives lo + (hi − lo)·x.
+    front = Normalize((-lo / (hi - lo),) * channels, (1.0 / (hi - lo),) * channels)
+    return nn.Sequential(front, *layers_of(model)).eval()

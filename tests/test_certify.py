@@ -1,0 +1,184 @@
+"""Certified parameter robustness: λ* is sound and found by a monotone bisection, the quantisation box holds
+PyTorch's really quantised weights, no certified point changes under real quantisation, and a model with an
+unsupported layer is refused by that layer's name before any work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from approp.attacks.joint import joint_attack_margins
+from approp.attacks.parameter import relative_box
+from approp.bounds.rules import UnsupportedLayerError
+from approp.certify.parameter import RadiusGrid, certified_curve, certified_radius
+from approp.certify.quantise import QuantSpec, predictions, quant_certificate, quantise_weight, quantised_model
+from approp.certify.run import CertifyConfig, certify_source
+from approp.certify.sources import load_source
+from approp.cli import app
+from approp.data import to_float
+from approp.radius import radius_of
+
+pytest_plugins = ["trained"]  # the session's trained model and its fixtures
+
+SPECS = [QuantSpec(8, True), QuantSpec(4, True), QuantSpec(8, False), QuantSpec(4, False)]
+GRID = RadiusGrid(1e-5, 0.2, 24)
+
+
+@pytest.fixture(scope="module")
+def points(eval_points):
+    return to_float(eval_points.x[:48]), eval_points.y[:48]
+
+
+@pytest.fixture(scope="module")
+def trained_mlp(cifar_dir):
+    """Returns a one-hidden-layer MLP trained for a few seconds on 2,000 CIFAR-10 images (≈ 30 % test accuracy):
+    small enough that the quantisation boxes certify many of its points."""
+    from approp.data import Split, load_cifar10
+
+    train = Split(*load_cifar10(cifar_dir, train=True)).take(2000)
+    x, y = to_float(train.x), train.y
+    gen = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3072, 32), nn.ReLU(), nn.Linear(32, 10))
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.02, generator=gen)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in range(40):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_quantisation_box_contains_the_real_quantised_weights(trained_model, spec):
+    for name, w in trained_model.named_parameters():
+        r = radius_of(w.detach(), spec.radius())
+        if w.dim() < 2:  # weight-only: biases stay float, radius 0
+            assert bool((r == 0).all())
+            continue
+        err = (w.detach() - quantise_weight(w, spec)).abs()
+        assert bool((err <= r).all()), f"{name}: rounding error {err.max():.3g} above its radius"
+        # The box is tight: its half-width is the rounding step's half, which some weight nearly reaches.
+        assert err.max().item() >= 0.3 * r.max().item()
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_certified_points_keep_their_prediction_under_real_quantisation(trained_model, trained_mlp, points, bits):
+    x, y = points
+    for model in (trained_model, trained_mlp):
+        for per_channel in (True, False):
+            res = quant_certificate(model, x, y, QuantSpec(bits, per_channel))
+            assert res["violations"] == 0  # must never fail
+            assert res["certified_unchanged"] <= res["kept"]
+            assert res["certified_correct"] <= min(res["certified_unchanged"], res["float_correct"])
+    # On the small MLP the certificate is not vacuous (int8: 12 of 48 points), int4 certifies fewer.
+    res8 = quant_certificate(trained_mlp, x, y, QuantSpec(8, True))
+    res4 = quant_certificate(trained_mlp, x, y, QuantSpec(4, True))
+    assert res8["certified_unchanged"] >= len(x) // 8
+    assert res4["certified_unchanged"] <= res8["certified_unchanged"]
+
+
+def test_quantised_model_is_pytorchs(trained_mlp):
+    """The real quantised weights take at most 2^bits values per output channel, as PyTorch's grid does."""
+    q = quantised_model(trained_mlp, QuantSpec(4, True))
+    w = q[1].weight.detach()
+    assert max(len(row.unique()) for row in w) <= 16
+    assert not torch.equal(w, trained_mlp[1].weight.detach())
+
+
+@pytest.mark.slow  # about 50 s: one 30-step attack per distinct λ*
+def test_lambda_star_is_sound_against_a_float64_attack(trained_model, points):
+    x, y = points
+    lam_star = certified_radius(trained_model, x, y, GRID)
+    certified = lam_star > 0
+    assert certified.sum() >= 5  # something to attack
+    model64 = trained_model.double()
+    theta = {n: p.detach() for n, p in model64.named_parameters()}
+    for lam in lam_star[certified].unique().tolist():  # λ* takes grid values: one box per value
+        idx = (lam_star == lam).nonzero().flatten()
+        margins = joint_attack_margins(model64, relative_box(theta, lam), x[idx].double(), y[idx], 0.0, steps=30,
+                                       generator=torch.Generator().manual_seed(0))
+        assert bool((margins > 0).all()), f"a point certified at λ* = {lam:.3g} was flipped"
+
+
+@pytest.mark.parametrize("method", ["ibp", "best"])
+def test_bisection_agrees_with_the_direct_decision_and_is_monotone(trained_model, points, method):
+    x, y = points
+    lam_star = certified_radius(trained_model, x, y, GRID, method=method)
+    values = GRID.values()
+    probe = [values[k].item() for k in (2, 8, 12, 16, 20)]
+    direct = certified_curve(trained_model, x, y, tuple(probe), method=method)
+    shares = []
+    for lam in probe:
+        # Bisection (λ* ≥ λ) and the direct check at λ agree point by point on grid values.
+        assert torch.equal(lam_star >= lam - 1e-15, direct[lam])
+        shares.append(int(direct[lam].sum()))
+    assert shares == sorted(shares, reverse=True)  # nested boxes certify fewer points
+    assert (lam_star > 0).any() and (lam_star < values[-1]).all()
+
+
+def test_best_certifies_at_least_what_intervals_do(trained_model, points):
+    x, y = points
+    ibp = certified_radius(trained_model, x, y, GRID, method="ibp")
+    best = certified_radius(trained_model, x, y, GRID, method="best")
+    assert bool((best >= ibp).all())
+
+
+def test_unsupported_layer_is_refused_by_name_before_any_data(tmp_path, cifar_dir):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3072, 16), nn.Tanh(), nn.Linear(16, 10))
+    path = tmp_path / "tanh.pt"
+    torch.save(model, path)
+    with pytest.raises(UnsupportedLayerError, match=r"layer 2 \(Tanh\)"):
+        load_source(path)
+    # The CLI names it too, and fails before reading data (the data folder does not exist).
+    res = CliRunner().invoke(app, ["certify", str(path), "--data-dir", str(tmp_path / "no-data")])
+    assert res.exit_code == 1
+    assert "Tanh" in res.output and "no-data" not in res.output
+
+
+def test_own_sequential_on_own_points_in_a_stated_range(tmp_path, trained_mlp, points):
+    x, y = points
+    torch.save(trained_mlp, tmp_path / "mlp.pt")
+    torch.save((x * 2 - 1, y), tmp_path / "points.pt")  # the user's data lives in [−1, 1]
+    # The same network fed [−1, 1] inputs: its first layer undoes the map, so predictions match the [0, 1] case.
+    shifted = nn.Sequential(nn.Flatten(), nn.Linear(3072, 32), nn.ReLU(), nn.Linear(32, 10))
+    shifted.load_state_dict(trained_mlp.state_dict())
+    with torch.no_grad():  # W·((u + 1)/2) + b = (W/2)·u + (b + W·1/2)
+        shifted[1].bias.add_(shifted[1].weight.sum(1) / 2)
+        shifted[1].weight.mul_(0.5)
+    torch.save(shifted, tmp_path / "shifted.pt")
+    cfg = CertifyConfig(lams=(0.001, 0.01), radius=False, quant=("int8",))
+    res = certify_source(tmp_path / "shifted.pt", cfg, n=48, data=tmp_path / "points.pt", input_range=(-1.0, 1.0))
+    assert res["correct"] == int((predictions(trained_mlp, x) == y).sum())
+    assert json.loads((tmp_path / "shifted.pt.certify" / "certify.json").read_text())["n"] == 48
+    assert res["curve"][0]["certified"] >= res["curve"][1]["certified"]
+    assert res["quant"][0]["violations"] == 0
+    with pytest.raises(Exception, match="outside the stated input range"):
+        certify_source(tmp_path / "shifted.pt", cfg, n=48, data=tmp_path / "points.pt")
+
+
+def test_evaluate_stage_and_table2_columns(trained_run, cifar_dir, tmp_path):
+    import shutil
+
+    from approp.evaluate import EvalConfig, Evaluator
+    from approp.experiments.preset import AlgoSpec, Cell
+    from approp.experiments.tables import read_eval, result_from_eval, table2_rows, Reference
+    from approp.config import RunConfig
+
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    cfg = EvalConfig(n=24, pgd_steps=2, autoattack=False, verified=False, param_attack=(0.001,),
+                     param_attack_steps=2, certify=(0.001,), quant=("int8",))
+    res = Evaluator(run, cfg, data_dir=cifar_dir, progress=False).run()
+    cert = res["certify"]
+    attack = res["param_attack"][0]
+    # The certified bound of flips uses the attack's denominator: the points correct before any perturbation.
+    assert cert["curve"][0]["of"] == round(attack["acc_before"] * 24)
+    assert "Certified parameter robustness" in (run / "report.md").read_text()
+    cell = Cell("c", "2/255", 2 / 255, AlgoSpec("standard", "standard", ()), RunConfig())
+    row = table2_rows([result_from_eval(cell, read_eval(run))], (0.001,), Reference())[0]
+    at_most, at_least = row["λ=0.001 at most (certified)"], row["λ=0.001"]
+    assert at_most.n == at_least.n and at_most.value >= at_least.value  # the true rate lies between
