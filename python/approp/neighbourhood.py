@@ -23,6 +23,7 @@ from .attacks.pgd import pgd_correct
 from .config import RadiusConfig
 from .data import Split
 from .metrics import clean_accuracy
+from .precision import full_precision
 from .radius import parameter_box
 
 SampleMode = Literal["uniform", "corner"]
@@ -65,6 +66,7 @@ def sample_network(model: nn.Module, box: Box, mode: SampleMode, index: int, see
     return net.eval()
 
 
+@full_precision()
 def neighbourhood(
     model: nn.Module,
     split: Split,

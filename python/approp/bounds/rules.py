@@ -4,6 +4,16 @@ A rule is ``rule(layer, x: Interval, params: dict[str, ParamInterval]) -> Interv
 and must be sound: for every parameter in the box and every input in `x`, the
 layer's output lies in the returned interval. `params` holds the boxes of the
 layer's own parameters by local name ("weight", "bias").
+
+Low precision (bf16 autocast): affine rules need nothing special (their
+products accumulate in fp32 and every radius term is a sum of nonnegative
+terms), but a rule that goes through the ends would round the radius away
+(see approp.bounds.interval). The ReLU keeps ⟨c, r⟩ of stable-active units
+unchanged, gives dead ones ⟨0, 0⟩, and only unstable ones pass through their
+upper end (|c| < r there, so c + r has no cancellation); max-pool takes the
+fp32 ends that Interval forms from a bf16 ⟨c, r⟩ and leaves its output in
+fp32 for the next affine rule; Normalize and Flatten keep whichever form
+they get. fp32 intervals take the end-based paths, which move less memory.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import Normalize
-from .interval import Interval, ParamInterval
+from .interval import Interval, ParamInterval, is_low_precision
 
 Rule = Callable[[nn.Module, Interval, dict[str, ParamInterval]], Interval]
 RULES: dict[type, Rule] = {}
@@ -112,11 +122,26 @@ def conv2d_rule(layer: nn.Conv2d, x: Interval, params: dict[str, ParamInterval])
 def relu_rule(layer: nn.ReLU, x: Interval, params: dict[str, ParamInterval]) -> Interval:
     if x.has_bounds:
         return x.map_monotone(F.relu)
+    if is_low_precision(x.center):
+        return relu_keep_radius(x.center, x.radius)
     # The ends are fresh tensors here, so ReLU may run in place (autograd allows it:
     # subtraction's backward does not need its output): no extra allocation per end.
     lower = torch.sub(x.center, x.radius).relu_()
     upper = torch.add(x.center, x.radius).relu_()
     return Interval.from_bounds(lower, upper)
+
+
+def relu_keep_radius(c: torch.Tensor, r: torch.Tensor) -> Interval:
+    """Returns relu over ⟨c, r⟩ in midpoint-radius form, never forming c − r.
+
+    Stable-active units (c >= r, an exact comparison) keep ⟨c, r⟩; the others map
+    to [0, max(u, 0)] = ⟨u⁺/2, u⁺/2⟩ with u = c + r: unstable units (|c| < r) form
+    u without cancellation, dead ones (u <= 0) give ⟨0, 0⟩. Used for 16-bit
+    intervals, where the ends c ± r would lose the radius.
+    """
+    half = (c + r).relu_() * 0.5  # (same shape as c)
+    active = c >= r
+    return Interval(torch.where(active, c, half), torch.where(active, r, half))
 
 
 @register(nn.MaxPool2d)

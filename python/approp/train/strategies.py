@@ -15,6 +15,7 @@ from torch import nn
 
 from ..bounds import worst_case_loss
 from ..config import RadiusConfig, RunConfig, TrainConfig
+from ..precision import upcast
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ def step_context(cfg: RunConfig, r: float) -> StepContext:
 Logs = dict[str, torch.Tensor]
 
 
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Returns the mean cross-entropy of logits (B, K), in fp32 for 16-bit logits (bf16 under autocast), else in their dtype."""
+    return F.cross_entropy(upcast(logits), y)
+
+
 class Strategy:
     """Base class: subclasses implement `loss`; `after_step` is optional."""
 
@@ -59,7 +65,7 @@ class Standard(Strategy):
     name = "standard"
 
     def loss(self, model, x, y, ctx):
-        loss = F.cross_entropy(model(x), y)
+        loss = cross_entropy(model(x), y)
         return loss, {"clean_loss": loss.detach()}
 
 
@@ -71,13 +77,13 @@ class APP(Strategy):
     def loss(self, model, x, y, ctx):
         kappa = ctx.kappa
         if ctx.eps == 0 and ctx.lam == 0:  # warm-up: the box is a point, L_worst = L_clean
-            clean = F.cross_entropy(model(x), y)
+            clean = cross_entropy(model(x), y)
             return clean, {"worst_loss": clean.detach(), "clean_loss": clean.detach()}
         worst = worst_case_loss(model, x, y, ctx.eps, ctx.radius, ctx.lam, margin=ctx.train.margin_loss)
         logs = {"worst_loss": worst.detach()}
         if kappa == 0:
             return worst, logs
-        clean = F.cross_entropy(model(x), y)
+        clean = cross_entropy(model(x), y)
         logs["clean_loss"] = clean.detach()
         return (1 - kappa) * worst + kappa * clean, logs
 
