@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from approp.bounds.propagate import layer_params
 from approp.bounds.rules import rule_for
 from approp.config import ConfigError, RadiusConfig, RunConfig, TrainConfig
 from approp.evaluate import EvalConfig, Evaluator
+from approp.experiments.sweep import load_sweep
 from approp.models import CNN4
 from approp.precision import full_precision, training_autocast
 from approp.train import fit, make_strategy
@@ -27,6 +29,7 @@ from approp.train.strategies import step_context
 pytest_plugins = ["trained"]  # the session's trained model and its fixtures
 
 EPS = 2 / 255
+REPO = Path(__file__).resolve().parents[1]
 
 
 # -- the setting ------------------------------------------------------------------------------
@@ -41,6 +44,18 @@ def test_precision_is_validated():
         TrainConfig(precision="bf16", engine="julia")
     cfg = RunConfig().replace(train={"precision": "bf16"})
     assert RunConfig.from_dict(cfg.to_dict()) == cfg  # survives the TOML round trip
+
+
+def test_bf16_check_sweep_varies_only_the_precision():
+    sweep = load_sweep(REPO / "configs" / "sweeps" / "bf16_check.toml")
+    by_key = {v.key: v.config for v in sweep.variants}
+    assert len(by_key) == 6 and sweep.val_n == 2000 and sweep.eval_eps == pytest.approx(2 / 255)
+    for algo in ("standard", "awp", "app_tanh"):
+        fp32, bf16 = by_key[f"{algo}_fp32"], by_key[f"{algo}_bf16"]
+        assert (fp32.train.precision, bf16.train.precision) == ("fp32", "bf16")
+        assert bf16 == fp32.replace(train={"precision": "bf16"})  # nothing else differs
+        assert fp32.data.subset == 8000 and fp32.train.epochs == 6 and fp32.data.val_split > 0
+    assert by_key["app_tanh_fp32"].train.kappa == 0.95 and by_key["app_tanh_fp32"].radius.lam == 0.01
 
 
 # -- autocast inside training -----------------------------------------------------------------
