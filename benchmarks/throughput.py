@@ -3,11 +3,14 @@
     python benchmarks/throughput.py                     # the best device present
     python benchmarks/throughput.py --device cpu --batch-size 128 --steps 5
     python benchmarks/throughput.py --compile           # add torch.compile of the forward
+    python benchmarks/throughput.py --precision fp32,bf16   # both precisions side by side
 
 Each algorithm runs the training loop's own optimiser step (approp.train.loop)
 on synthetic CIFAR-sized data resident on the device, at full ε and λ (the
 cost after the ramp), after a few warm-up steps; on CUDA the timing
-synchronises once per measurement, not per step. Prints a Markdown table.
+synchronises once per measurement, not per step. With several precisions
+(`train.precision`) each algorithm runs in each, interleaved, and the table
+gives images/s per precision and bf16's speed-up over fp32. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Measurement:
     """Images per second of one algorithm, and the settings it ran with."""
 
     algo: str
+    precision: str
     images_per_s: float
     batch_size: int
     steps: int
@@ -48,11 +52,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(label: str, device: torch.device, batch_size: int, steps: int, warmup: int, compile_: bool) -> Measurement:
-    """Returns the training throughput of one algorithm on `device`."""
+def measure(label: str, device: torch.device, batch_size: int, steps: int, warmup: int, compile_: bool,
+            precision: str = "fp32") -> Measurement:
+    """Returns the training throughput of one algorithm on `device` in `precision` (fp32 | bf16)."""
     over = ALGOS[label]
     cfg = RunConfig().replace(
-        train={"device": str(device), "compile": compile_, "eps": 2 / 255, **over["train"]},
+        train={"device": str(device), "compile": compile_, "eps": 2 / 255, "precision": precision, **over["train"]},
         radius={"lam": 0.01, **over.get("radius", {})},
     )
     model, channels_last = prepare_model(cfg, device)
@@ -72,7 +77,7 @@ def measure(label: str, device: torch.device, batch_size: int, steps: int, warmu
     for _ in range(steps):
         _optimiser_step(step, x, y, ctx, check=False)
     _sync(device)
-    return Measurement(label, batch_size * steps / (time.perf_counter() - t0), batch_size, steps)
+    return Measurement(label, precision, batch_size * steps / (time.perf_counter() - t0), batch_size, steps)
 
 
 def device_name(device: torch.device) -> str:
@@ -90,17 +95,33 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model's forward")
     parser.add_argument("--algos", default=",".join(ALGOS), help="comma-separated subset of " + ", ".join(ALGOS))
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16 or fp32,bf16 (side by side)")
     args = parser.parse_args()
+    precisions = args.precision.split(",")
+    if not set(precisions) <= {"fp32", "bf16"}:
+        parser.error(f"--precision takes fp32, bf16 or fp32,bf16; got {args.precision!r}")
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     batch = args.batch_size or (512 if gpu else 128)
     steps = args.steps or (50 if gpu else 5)
-    rows = [measure(a, device, batch, steps, args.warmup, args.compile) for a in args.algos.split(",")]
+    rows = {(a, p): measure(a, device, batch, steps, args.warmup, args.compile, p)
+            for a in args.algos.split(",") for p in precisions}
     print(f"Training throughput on {device_name(device)}, batch {batch}, {steps} timed steps"
           f"{', torch.compile' if args.compile else ''}:\n")
-    print("| algorithm | images/s |\n|---|---|")
-    for r in rows:
-        print(f"| {r.algo} | {r.images_per_s:.0f} |")
+    print(throughput_table(rows, args.algos.split(","), precisions))
+
+
+def throughput_table(rows: dict[tuple[str, str], Measurement], algos: list[str], precisions: list[str]) -> str:
+    """Returns a Markdown table of images/s per algorithm and precision (and bf16 over fp32 where both ran)."""
+    both = precisions == ["fp32", "bf16"] or precisions == ["bf16", "fp32"]
+    head = "| algorithm | " + " | ".join(f"images/s {p}" for p in precisions) + (" | bf16 speed-up |" if both else " |")
+    out = [head, "|---|" + "---:|" * (len(precisions) + both)]
+    for a in algos:
+        line = f"| {a} | " + " | ".join(f"{rows[a, p].images_per_s:.0f}" for p in precisions) + " |"
+        if both:
+            line += f" {rows[a, 'bf16'].images_per_s / rows[a, 'fp32'].images_per_s:.2f}× |"
+        out.append(line)
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

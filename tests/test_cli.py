@@ -23,6 +23,8 @@ def invoke(*args):
         (["--lam", "-1"], "radius.lam"),
         (["--radius", "relative"], "radius.kind"),
         (["--algo", "magic"], "train.algo"),
+        (["--precision", "fp16"], "train.precision"),
+        (["--precision", "bf16", "--engine", "julia"], "train.precision"),
     ],
 )
 def test_invalid_options_fail_before_any_work(tmp_path, args, message):

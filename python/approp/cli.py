@@ -86,6 +86,7 @@ def train(
     margin_loss: Annotated[Optional[bool], typer.Option("--margin-loss/--no-margin-loss")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu | cuda")] = None,
     engine: Annotated[Optional[str], typer.Option(help="torch | julia")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 (autocast in training; verification stays fp32)")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
@@ -103,7 +104,7 @@ def train(
             optim={"lr": lr, "name": optimizer},
             train={"algo": algo, "eps": eps, "kappa": kappa, "epochs": epochs, "seed": seed,
                    "ramp_epochs": ramp_epochs, "device": device, "engine": engine,
-                   "margin_loss": margin_loss},
+                   "margin_loss": margin_loss, "precision": precision},
         )
     )
     result = fit(cfg, out, progress=not quiet)

@@ -33,6 +33,7 @@ from .config import ConfigError, RunConfig, check_eps
 from .data import Split, load_cifar10, to_float
 from .metrics import clean_accuracy, verified_accuracy
 from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
+from .precision import full_precision
 from .progress import Progress
 from .experiments.statistical_plot import STATISTICAL as STATISTICAL_PLOT
 from .experiments.statistical_plot import plot_statistical
@@ -198,7 +199,14 @@ class Evaluator:
     # -- running -------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        """Returns all results after running (or resuming) every enabled stage; writes eval.json and report.md."""
+        """Returns all results after running (or resuming) every enabled stage; writes eval.json and report.md.
+
+        Every stage computes in fp32 with autocast off, whatever precision the run trained in.
+        """
+        with full_precision():
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         state = self.load_state()
         stages = self.cfg.stages()
         with _StageBar(enabled=self.progress) as bar:

@@ -40,6 +40,7 @@ from torch.func import functional_call
 from . import checkpoint as ckpt
 from .config import ConfigError
 from .data import Split, batches, load_cifar10
+from .precision import full_precision
 from .stats.intervals import crossed_bootstrap
 
 RESULT = "landscape.json"
@@ -126,6 +127,7 @@ def _linspace(span: float, count: int) -> list[float]:
     return torch.linspace(-span, span, count, dtype=torch.float64).tolist() if count > 1 else [0.0]
 
 
+@full_precision()
 def compute_landscape(model: nn.Module, split: Split, cfg: LandscapeConfig, on_point=None) -> Landscape:
     """Returns the 1-D and 2-D landscape of `model` on `split`; on_point() is called after each loss."""
     model.eval()

@@ -9,9 +9,11 @@ from .bounds import verified
 from .bounds.verify import check_method, verified_by
 from .config import ConfigError, RadiusConfig
 from .data import Split, batches
+from .precision import full_precision
 
 
 @torch.no_grad()
+@full_precision()
 def clean_accuracy(model: nn.Module, split: Split, batch_size: int = 500) -> float:
     """Returns the share of the split the model classifies correctly."""
     model.eval()
@@ -22,6 +24,7 @@ def clean_accuracy(model: nn.Module, split: Split, batch_size: int = 500) -> flo
 
 
 @torch.no_grad()
+@full_precision()
 def verified_accuracy(
     model: nn.Module,
     split: Split,
@@ -49,6 +52,7 @@ def verified_accuracy(
     return count.item() / max(len(split), 1)
 
 
+@full_precision()
 def bound_summary(
     run_dir, eps: float | None = None, lam: float | None = None, n: int = 1000,
     data_dir=None, device: str = "cpu", engine: str = "torch", method: str = "ibp",

@@ -25,6 +25,7 @@ from .attacks.pgd import pgd_correct
 from .config import RadiusConfig
 from .data import Split
 from .metrics import clean_accuracy
+from .precision import full_precision
 from .radius import parameter_box
 
 SampleMode = Literal["uniform", "corner"]
@@ -67,6 +68,7 @@ def sample_network(model: nn.Module, box: Box, mode: SampleMode, index: int, see
     return net.eval()
 
 
+@full_precision()
 def neighbourhood(
     model: nn.Module,
     split: Split,

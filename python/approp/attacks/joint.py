@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..certify.sampling import Box, batched_logits, class_margin, stacked_uniform, uniform_inputs
+from ..precision import full_precision
 from .parameter import project
 
 
@@ -29,6 +30,7 @@ def _step(model: nn.Module, params: dict, xs: torch.Tensor, y: torch.Tensor):
     return margin.detach(), dict(zip(leaves, grads[:-1])), grads[-1]
 
 
+@full_precision()
 def joint_attack_margins(
     model: nn.Module, box: Box, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 20,
     generator: torch.Generator | None = None,

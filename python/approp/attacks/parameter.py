@@ -30,6 +30,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..data import Split, batches
+from ..precision import full_precision
 
 Params = dict[str, torch.Tensor]
 
@@ -96,6 +97,7 @@ def attack_box(
     return best, best_mask
 
 
+@full_precision()
 def parameter_attack(
     model: nn.Module,
     split: Split,

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import check_eps
 from ..data import Split, batches
+from ..precision import upcast
 
 
 def pgd_attack(
@@ -46,7 +47,7 @@ def pgd_attack(
         x_adv = (x + delta).clamp(0.0, 1.0).detach()
         for _ in range(steps):
             x_adv.requires_grad_(True)
-            loss = F.cross_entropy(model(x_adv), y, reduction="sum")
+            loss = F.cross_entropy(upcast(model(x_adv)), y, reduction="sum")  # fp32 loss under bf16 autocast
             (grad,) = torch.autograd.grad(loss, x_adv)
             step = x_adv.detach() + alpha * grad.sign()
             x_adv = torch.min(torch.max(step, x - eps), x + eps).clamp(0.0, 1.0).detach()

@@ -6,6 +6,15 @@ Interval stores the form it was built from and derives the other on first
 use (then caches it), so a chain affine → ReLU → pool → affine converts once
 per layer instead of after every rule: on a CPU the bound pass is bound by
 memory traffic of these elementwise conversions, not by the convolutions.
+
+Low precision (bf16 autocast in training). With 8 bits of mantissa, c ± r for
+c ≈ 1, r ≈ 0.01 rounds away about half of r, and the radius recovered from
+such ends, (upper − lower)/2, is off by as much. So the ends of a
+low-precision ⟨c, r⟩ are formed in fp32 (where c − r of two bf16 numbers is
+exact or nearly so), and the rules that would go through the ends keep the
+midpoint-radius form wherever the arithmetic allows (approp.bounds.rules).
+fp32 intervals take exactly the paths they always took: the precision-keeping
+forms cost memory traffic there and gain nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from ..precision import LOW_PRECISION
+
+
+def is_low_precision(t: torch.Tensor) -> bool:
+    """Returns whether t is a 16-bit float (its ends c ± r would lose the radius)."""
+    return t.dtype in LOW_PRECISION
 
 
 class Interval:
@@ -51,15 +67,25 @@ class Interval:
 
     @property
     def lower(self) -> torch.Tensor:
+        """Returns the lower end; from a low-precision ⟨c, r⟩ it is formed (and kept) in fp32."""
         if self._lower is None:
-            self._lower = self._center - self._radius
+            c, r = self._fp32_form()
+            self._lower = c - r
         return self._lower
 
     @property
     def upper(self) -> torch.Tensor:
+        """Returns the upper end; from a low-precision ⟨c, r⟩ it is formed (and kept) in fp32."""
         if self._upper is None:
-            self._upper = self._center + self._radius
+            c, r = self._fp32_form()
+            self._upper = c + r
         return self._upper
+
+    def _fp32_form(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (center, radius), upcast to fp32 when they are 16-bit floats."""
+        if is_low_precision(self._center):
+            return self._center.float(), self._radius.float()
+        return self._center, self._radius
 
     def map_monotone(self, fn) -> "Interval":
         """Returns fn applied to both ends; sound for any elementwise nondecreasing fn."""

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..config import RadiusConfig
+from ..precision import full_precision
 from .interval import Interval, ParamInterval, input_ball
 from .linear_rules import Context, _log_fan, _sum_tail, backward_rule_for
 from .propagate import layer_params, layers_of
@@ -157,6 +158,7 @@ def linear_margins(prep: Prepared, y: torch.Tensor) -> MarginBounds:
     return MarginBounds(full.scatter(1, others, lower), full.scatter(1, others, rounding))
 
 
+@full_precision()
 def linear_margin_bounds(
     model: nn.Module,
     x: torch.Tensor,

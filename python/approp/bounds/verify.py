@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import RadiusConfig
+from ..precision import full_precision
 from .batchnorm import BATCHNORMS, BN_FAN
 from .linear import MarginBounds, Prepared, backward, linear_margins, prepare
 from .linear_rules import affine_fan
@@ -121,6 +122,7 @@ def _linear_in_passes(prep: Prepared, y: torch.Tensor, rows: torch.Tensor) -> Ma
 
 
 @torch.no_grad()
+@full_precision()
 def verified_by(
     model: nn.Module,
     x: torch.Tensor,

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..precision import full_precision
+
 Box = dict[str, tuple[torch.Tensor, torch.Tensor]]
 Params = dict[str, torch.Tensor]
 
@@ -73,6 +75,7 @@ def batched_logits(model: nn.Module, params: Params, xs: torch.Tensor) -> torch.
 
 
 @torch.no_grad()
+@full_precision()
 def sampled_margins(
     model: nn.Module, box: Box, x: torch.Tensor, y: torch.Tensor, eps: float, m: int,
     generator: torch.Generator, chunk_images: int = 512,

@@ -29,6 +29,7 @@ from ..bounds.linear import linear_margin_bounds
 from ..config import RadiusConfig
 from ..data import Split, batches, to_float
 from ..stats.extreme_value import MIN_BLOCKS, fit_reverse_weibull
+from ..precision import full_precision
 from ..radius import parameter_box
 from .sampling import class_margin
 from .statistical import PointState, StatisticalConfig, certify, dataset_statement, points_from_json, points_to_json
@@ -160,6 +161,7 @@ def statistical_markdown(stat: dict) -> list[str]:
     return lines
 
 
+@full_precision()
 def run_statistical(
     model: nn.Module, split: Split, radius: RadiusConfig, eps: float, cfg: StatisticalConfig,
     partial: dict, save: Callable[[], None], on_round: Callable[[], None] | None = None,

@@ -32,6 +32,7 @@ from ..attacks import pgd_correct
 from ..config import ConfigError, RunConfig, read_toml
 from ..data import Split, describe_copy, load_validation
 from ..metrics import clean_accuracy, verified_accuracy
+from ..precision import full_precision
 from .preset import AlgoSpec, _algo, parse_eps
 from .tables import write_table
 
@@ -97,6 +98,7 @@ def load_sweep(path: Path | str, data_dir: str | None = None) -> Sweep:
     return sweep
 
 
+@full_precision()
 def score_variant(model: torch.nn.Module, cfg: RunConfig, sweep: Sweep) -> dict[str, Any]:
     """Returns clean, PGD and verified accuracy of a trained model on the first val_n validation images."""
     val = _validation(cfg, sweep)

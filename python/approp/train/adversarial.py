@@ -24,11 +24,10 @@ schedule.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..attacks.pgd import pgd_attack
-from .strategies import STRATEGIES, StepContext, Strategy
+from .strategies import STRATEGIES, StepContext, Strategy, cross_entropy
 
 AWP_EPS = 1e-20  # guards ‖g‖ = 0, as in the reference implementation
 
@@ -48,7 +47,7 @@ def awp_perturbation(
 ) -> dict[str, torch.Tensor]:
     """Returns {name: v_l} with v_l = γ·‖w_l‖·g_l/‖g_l‖, g_l the adversarial loss gradient."""
     named = perturbed_weights(model)
-    loss = F.cross_entropy(model(x_adv), y)
+    loss = cross_entropy(model(x_adv), y)
     grads = torch.autograd.grad(loss, [p for _, p in named])
     return {
         n: gamma * p.detach().norm() * g / (g.norm() + AWP_EPS)
@@ -70,7 +69,7 @@ class PGDTraining(Strategy):
     name = "pgd"
 
     def loss(self, model, x, y, ctx):
-        loss = F.cross_entropy(model(_adversarial(model, x, y, ctx)), y)
+        loss = cross_entropy(model(_adversarial(model, x, y, ctx)), y)
         return loss, {"adv_loss": loss.detach()}
 
 
@@ -91,7 +90,7 @@ class AWP(Strategy):
         if gamma > 0:
             self.diff = awp_perturbation(model, x_adv, y, gamma)
             add_into(model, self.diff, 1.0)
-        loss = F.cross_entropy(model(x_adv), y)
+        loss = cross_entropy(model(x_adv), y)
         return loss, {"adv_loss": loss.detach()}
 
     def after_step(self, model: nn.Module) -> None:

@@ -36,6 +36,7 @@ from ..config import ConfigError, RunConfig
 from ..data import Split, batches, load_splits
 from ..metrics import clean_accuracy, verified_accuracy
 from ..models import build_model
+from ..precision import training_autocast
 from ..progress import Progress
 from ..radius import clamp_parameters
 from .schedule import gradient_norm, make_optimizer, make_scheduler, ramp_at
@@ -174,6 +175,7 @@ def _meta(cfg: RunConfig, epoch: int) -> dict[str, Any]:
         "epoch": epoch,
         "epochs": cfg.train.epochs,
         "engine": cfg.train.engine,
+        "precision": cfg.train.precision,
     }
 
 
@@ -277,12 +279,15 @@ def _optimiser_step(step: _Step, x, y, ctx: StepContext, check: bool):
     Under DDP this rank trains on its shard; the loss is rescaled so that the averaged
     gradient is exactly the whole batch's. logs["grad_norm"] is the gradient's global
     L2 norm before clipping (optim.grad_clip clips it; the averaged gradient under DDP).
+    With train.precision "bf16" the loss (forward, bounds, attacks) runs under bf16
+    autocast; backward and the update stay outside it, on the fp32 parameters.
     """
     n_batch = len(y)
     x, y = ddp.shard(x, step.dist), ddp.shard(y, step.dist)
     if step.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    loss, logs = step.step_fn(x, y, ctx)
+    with training_autocast(step.cfg.train.precision, x.device):
+        loss, logs = step.step_fn(x, y, ctx)
     if check and not ddp.all_finite(loss, step.dist):
         return loss.item(), {}
     step.opt.zero_grad(set_to_none=True)

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..bounds import BoundsRecord, clean_statistics, has_batchnorm, interval_bounds, worst_case_loss
 from ..config import RadiusConfig, RunConfig, TrainConfig
+from ..precision import upcast
 from .regularisers import REG_MIN_EPS, regulariser_weight, warmup_regulariser
 
 
@@ -63,6 +64,11 @@ def step_context(cfg: RunConfig, r: float) -> StepContext:
 Logs = dict[str, torch.Tensor]
 
 
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Returns the mean cross-entropy of logits (B, K), in fp32 for 16-bit logits (bf16 under autocast), else in their dtype."""
+    return F.cross_entropy(upcast(logits), y)
+
+
 class Strategy:
     """Base class: subclasses implement `loss`; `after_step` is optional."""
 
@@ -81,7 +87,7 @@ class Standard(Strategy):
     name = "standard"
 
     def loss(self, model, x, y, ctx):
-        loss = F.cross_entropy(model(x), y)
+        loss = cross_entropy(model(x), y)
         return loss, {"clean_loss": loss.detach()}
 
 
@@ -102,13 +108,13 @@ class APP(Strategy):
         record = BoundsRecord() if w_reg > 0 else None
         warmup = ctx.eps == 0 and ctx.lam == 0  # the box is a point: L_worst = L_clean
         if warmup and record is None:
-            clean = F.cross_entropy(model(x), y)
+            clean = cross_entropy(model(x), y)
             return clean, {"worst_loss": clean.detach(), "clean_loss": clean.detach()}
         # BatchNorm: the clean forward runs first and records the clean batch's statistics,
         # which the bounds then use (approp.bounds.batchnorm); it is needed even at κ = 0.
         bn = has_batchnorm(model)
         with clean_statistics(model) if bn else nullcontext():
-            clean = F.cross_entropy(model(x), y) if warmup or kappa > 0 or bn else None
+            clean = cross_entropy(model(x), y) if warmup or kappa > 0 or bn else None
             if warmup:  # only the regularisers need bounds: over Shi et al.'s tiny ball
                 interval_bounds(model, x, REG_MIN_EPS, ctx.radius, 0.0, record)
                 worst = clean
