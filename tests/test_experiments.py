@@ -263,3 +263,15 @@ def test_quick_preset_runs_the_whole_grid(cifar_dir, tmp_path):
     assert len(rows) == 12
     assert all(r[c] not in ("", "–") for r in rows for c in ("clean", "AutoAttack", "verified", "flatness"))
     assert all(r["λ=0.1"] != "" for r in read_csv(tmp_path / "quick" / "table2.csv"))
+
+
+def test_committed_cpu_cells_stay_done_as_options_are_added():
+    """A new config field at the value the cpu preset ran with must not make its finished cells look unfinished
+    (reproduce would re-run hours of evaluation on the committed results)."""
+    from approp.experiments.runner import is_done
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results" / "cpu"
+    preset = load_preset("cpu")
+    cells = preset.cells("data")  # as committed: `approp reproduce --preset cpu --data-dir data`
+    assert len(cells) == 4
+    assert all(is_done(results, cell, preset.eval) for cell in cells)

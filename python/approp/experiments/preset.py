@@ -74,6 +74,20 @@ class EvalSpec:
     quant: tuple[str, ...] = ()
 
 
+# Config fields added after presets had finished cells, each with the value that reproduces
+# what those cells ran: a cell holding that value hashes as it did before the field existed,
+# so a new option does not make every finished cell look unfinished. (Not the field's current
+# default: a default that changes later must change the fingerprint of cells that use it.)
+NEUTRAL_FIELDS: dict[tuple[str, str], object] = {
+    ("model", "init"): "default",
+    ("train", "ramp"): "linear",
+    ("train", "kappa_schedule"): "gowal",
+    ("train", "reg_weight"): 0.0,
+    ("train", "reg_tol"): 0.5,
+    ("train", "precision"): "fp32",
+}
+
+
 @dataclass(frozen=True)
 class Cell:
     """One (ε, algorithm) job: its name, ε label and value, algorithm, and full training config."""
@@ -92,7 +106,11 @@ class Cell:
         """
         defaults = EvalSpec()
         ev_set = {k: v for k, v in ev.__dict__.items() if v != getattr(defaults, k)}
-        blob = json.dumps({"config": self.config.to_dict(), "eval": ev_set}, sort_keys=True, default=list)
+        config = self.config.to_dict()
+        for (section, key), value in NEUTRAL_FIELDS.items():
+            if config[section].get(key) == value:
+                del config[section][key]
+        blob = json.dumps({"config": config, "eval": ev_set}, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
