@@ -54,11 +54,7 @@ def plot_accuracy(results: list[CellResult], path: Path) -> Path:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("ε × 255")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("%")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, axes[0], "%", path)
     return path
 
 
@@ -75,11 +71,7 @@ def plot_param_attack(results: list[CellResult], path: Path) -> Path:
         ax.set_title(f"ε = {eps}", fontsize=10)
         ax.set_xlabel("λ")
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("flipped by the parameter attack (%)")
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, axes[0, 0], "flipped by the parameter attack (%)", path)
     return path
 
 
@@ -103,9 +95,14 @@ def plot_certified(results: list[CellResult], path: Path) -> Path | None:
         ax.set_xlabel("λ")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("correct points flipped (%)")
-    axes[0, 0].legend(fontsize=8)
+    _save(plt, fig, axes[0, 0], "correct points flipped (%)", path)
+    return path
+
+
+def _save(plt, fig, first_ax, ylabel: str, path: Path) -> None:
+    """Labels the first panel's y axis and legend, then writes the figure to `path` and closes it."""
+    first_ax.set_ylabel(ylabel)
+    first_ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return path
