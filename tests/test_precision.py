@@ -16,11 +16,11 @@ from approp.bounds import RULES, worst_case_loss
 from approp.bounds.interval import Interval, input_ball
 from approp.bounds.propagate import layer_params
 from approp.bounds.rules import rule_for
-from approp.config import ConfigError, RadiusConfig, RunConfig, TrainConfig
+from approp.config import ConfigError, RadiusConfig, RunConfig, TrainConfig, load_run_config
 from approp.evaluate import EvalConfig, Evaluator
 from approp.experiments.sweep import load_sweep
 from approp.models import CNN4
-from approp.precision import full_precision, training_autocast
+from approp.precision import full_precision, native_bf16, resolve_precision, training_autocast
 from approp.train import fit, make_strategy
 from approp.train.loop import LossModule, _optimiser_step, _Step, prepare_model
 from approp.train.schedule import make_optimizer, make_scheduler
@@ -240,3 +240,50 @@ def test_bf16_run_trains_in_bf16_and_verifies_in_fp32(cifar_dir, tmp_path, conv_
         res = Evaluator(tmp_path / "run", ev, data_dir=cifar_dir, progress=False).run()
     assert conv_spy.dtypes and set(conv_spy.dtypes) == {(torch.float32, torch.float32)}
     assert 0.0 <= res["verified_acc"] <= res["clean_acc"] <= 1.0
+
+
+# -- "auto": bf16 where the hardware has it, recorded concretely in the run ----------------------
+
+
+@pytest.mark.parametrize(("flags", "native"), [
+    ("fpu sse avx512f avx512bw avx512_bf16 amx_tile", True),  # x86 with AVX-512 BF16
+    ("fpu sse avx512f avx512bw amx_bf16", True),              # x86 with AMX
+    ("fpu sse avx2 avx512f avx512bw", False),                 # AVX-512 without bf16: emulated only
+])
+def test_native_bf16_reads_the_cpu_flags(tmp_path, flags, native):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert native_bf16("cpu", info) is native
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n")
+    assert native_bf16("cpu", arm) and not native_bf16("cpu", tmp_path / "missing")
+
+
+def test_auto_resolves_to_the_resumed_run_then_the_hardware():
+    native = "bf16" if native_bf16("cpu") else "fp32"
+    assert resolve_precision("auto", "cpu") == native
+    assert resolve_precision("auto", "cpu", resumed="fp32") == "fp32"  # a resumed run keeps its precision
+    assert resolve_precision("auto", "cpu", resumed="bf16") == "bf16"
+    assert resolve_precision("auto", "cpu", engine="julia") == "fp32"  # the Julia engine is fp32 only
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    TrainConfig(precision="auto", engine="julia")  # valid: it means fp32 there
+
+
+def test_auto_run_records_its_precision_and_an_old_run_resumes_in_fp32(cifar_dir, tmp_path):
+    cfg = RunConfig().replace(
+        data={"data_dir": str(cifar_dir), "subset": 64, "test_subset": 32, "batch_size": 32, "augment": False},
+        train={"algo": "standard", "epochs": 2, "warmup_epochs": 0, "ramp_epochs": 0, "precision": "auto"},
+    )
+    native = "bf16" if native_bf16("cpu") else "fp32"
+    run = tmp_path / "new"
+    fit(cfg.replace(train={"epochs": 1}), run, progress=False)
+    assert load_run_config(run / "config.toml").train.precision == native
+    # A run directory written before train.precision existed trained in fp32: "auto" resumes it so.
+    old = tmp_path / "old"
+    fit(cfg.replace(train={"epochs": 1, "precision": "fp32"}), old, progress=False)
+    text = (old / "config.toml").read_text()
+    (old / "config.toml").write_text(text.replace('precision = "fp32"\n', ""))
+    assert "precision" not in (old / "config.toml").read_text()
+    fit(cfg.replace(train={"epochs": 1}), old, progress=False)  # resumes (nothing left), no mismatch
+    with pytest.raises(ConfigError, match="different configuration"):
+        fit(cfg.replace(train={"epochs": 1, "precision": "bf16"}), old, progress=False)

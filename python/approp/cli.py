@@ -86,7 +86,7 @@ def train(
     margin_loss: Annotated[Optional[bool], typer.Option("--margin-loss/--no-margin-loss")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu | cuda")] = None,
     engine: Annotated[Optional[str], typer.Option(help="torch | julia")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 (autocast in training; verification stays fp32)")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | auto (bf16 autocast in training where the device has native bf16; verification stays fp32)")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:

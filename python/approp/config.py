@@ -36,7 +36,7 @@ Arch = Literal["cnn4", "cnn4_bn", "cnn7"]
 Init = Literal["default", "ibp"]
 RampKind = Literal["linear", "smoothed"]
 KappaSchedule = Literal["gowal", "constant", "none"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "auto"]
 
 
 class ConfigError(ValueError):
@@ -226,7 +226,7 @@ class TrainConfig:
         (tests/test_bounds_channels_last.py). Ignored by the Julia engine. [True]
     compile: compile the model's forward with torch.compile (first epoch pays the
         compilation; worth it on a GPU for long runs). [False]
-    precision: "fp32" or "bf16". bf16 runs each step's loss — forward pass, interval
+    precision: "fp32", "bf16" or "auto". bf16 runs each step's loss — forward pass, interval
         bounds, and the attacks inside training (PGD-AT, AWP with its weight ascent) —
         under torch.autocast(dtype=bfloat16): about 2× faster steps on CPUs with native
         bf16 (AVX-512 BF16/AMX) and on tensor cores. Master weights, gradients,
@@ -235,8 +235,12 @@ class TrainConfig:
         keep the radius exact where a unit is stable and form ends, reductions and the
         worst-case loss in fp32 (approp.bounds.rules). Verification, the per-epoch
         metrics and every number of `approp evaluate` are computed in fp32 whatever this
-        says (approp.precision). The Julia engine has no bf16 path: "bf16" with
-        engine = "julia" is an error. ["fp32"]
+        says (approp.precision). "auto" is resolved when training starts and the run
+        directory records the result: the run's own precision when it resumes, else bf16
+        where the device computes it natively (CUDA with bf16, a CPU with AVX-512 BF16,
+        AMX or Arm BF16), else fp32 (approp.precision.resolve_precision). The Julia
+        engine has no bf16 path: "bf16" with engine = "julia" is an error, "auto" means
+        fp32 there. ["fp32"]
     """
 
     algo: Algo = "app"
@@ -269,7 +273,7 @@ class TrainConfig:
         if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and 0.0 < tol <= 1.0):
             raise ConfigError(f"train.reg_tol must be in (0, 1]; got {self.reg_tol!r}")
         _check_choice("train.precision", self.precision, Precision)
-        if self.precision != "fp32" and self.engine == "julia":
+        if self.precision == "bf16" and self.engine == "julia":
             raise ConfigError(
                 f"train.precision = {self.precision!r} needs engine 'torch': the Julia engine "
                 "computes in fp32 only; use precision 'fp32' with engine 'julia'"
@@ -340,6 +344,17 @@ class RunConfig:
     def load(cls, path: Path | str) -> "RunConfig":
         """Returns the RunConfig read from a TOML file."""
         return cls.from_dict(read_toml(path, "config file"))
+
+
+def load_run_config(path: Path | str) -> RunConfig:
+    """Returns the RunConfig a run directory's config.toml records.
+
+    A file written before train.precision existed has no such key: that run trained
+    in fp32, whatever the default is now.
+    """
+    raw = read_toml(path, "config file")
+    raw.setdefault("train", {}).setdefault("precision", "fp32")
+    return RunConfig.from_dict(raw)
 
 
 def read_toml(path: Path | str, what: str = "file") -> dict[str, Any]:

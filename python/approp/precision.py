@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
+
 import torch
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -50,3 +52,39 @@ def full_precision() -> Iterator[None]:
         if torch.cuda.is_available():
             stack.enter_context(torch.autocast("cuda", enabled=False))
         yield
+
+
+# CPU feature flags (Linux /proc/cpuinfo) of native bf16 arithmetic: x86 AVX-512 BF16 and
+# AMX, Arm's BF16 extension. oneDNN also "supports" bf16 on plain AVX-512 by emulation,
+# which is no faster than fp32, so its own check does not decide.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def native_bf16(device: torch.device | str, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Returns whether `device` computes bf16 natively: a CUDA device with bf16, or a CPU whose flags name it."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags = {word for line in text.splitlines() if line.startswith(("flags", "Features"))
+             for word in line.split(":", 1)[-1].split()}
+    return bool(flags & NATIVE_BF16_FLAGS)
+
+
+def resolve_precision(precision: str, device: torch.device | str, engine: str = "torch",
+                      resumed: str | None = None) -> str:
+    """Returns "fp32" or "bf16" for a run's train.precision.
+
+    "auto" becomes the resumed run's own precision (`resumed`, from its config.toml) if there
+    is one, fp32 on the Julia engine, else bf16 where `device` computes it natively, else fp32.
+    """
+    if precision != "auto":
+        return precision
+    if resumed is not None and resumed != "auto":
+        return resumed
+    if engine == "julia":
+        return "fp32"
+    return "bf16" if native_bf16(device) else "fp32"

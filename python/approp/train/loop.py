@@ -32,11 +32,11 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from .. import distributed as ddp
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, RunConfig, load_run_config
 from ..data import Split, batches, load_splits
 from ..metrics import clean_accuracy, verified_accuracy
 from ..models import build_model
-from ..precision import training_autocast
+from ..precision import resolve_precision, training_autocast
 from ..progress import Progress
 from ..radius import clamp_parameters
 from .schedule import gradient_norm, make_optimizer, make_scheduler, ramp_at
@@ -99,6 +99,7 @@ def prepare_model(cfg: RunConfig, device: torch.device) -> tuple[nn.Module, bool
 def fit(cfg: RunConfig, run_dir: Path | str, progress: bool = True) -> FitResult:
     """Trains per `cfg` into run_dir (resuming if it holds the same run); returns the result."""
     run_dir = Path(run_dir)
+    cfg = _resolve_precision(cfg, run_dir)
     device = torch.device(cfg.train.device)
     _check_device(device)
     dist, device = ddp.setup(device)
@@ -106,6 +107,15 @@ def fit(cfg: RunConfig, run_dir: Path | str, progress: bool = True) -> FitResult
         return _fit(cfg, run_dir, device, dist, progress and dist.is_main)
     finally:
         ddp.teardown(dist)
+
+
+def _resolve_precision(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """Returns cfg with train.precision "auto" made concrete (recorded so in the run directory)."""
+    saved = run_dir / CONFIG
+    resumed = load_run_config(saved).train.precision if saved.is_file() else None
+    t = cfg.train
+    precision = resolve_precision(t.precision, t.device, t.engine, resumed)
+    return cfg if precision == t.precision else cfg.replace(train={"precision": precision})
 
 
 def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo, progress: bool) -> FitResult:
@@ -197,7 +207,7 @@ def _open_run_dir(cfg, run_dir, model, opt, sched, gen) -> int:
     """Returns the first epoch to run after checking run_dir's config (creating the dir if new)."""
     cfg_path = run_dir / CONFIG
     if cfg_path.exists():
-        old = RunConfig.load(cfg_path)
+        old = load_run_config(cfg_path)
         if old != cfg:
             raise ConfigError(
                 f"{run_dir} already holds a run with a different configuration "
