@@ -54,7 +54,8 @@ def _check_nonneg(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be a finite number >= 0; got {value!r}")
 
 
-def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+def check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    """Raises ConfigError naming `name` unless value is a positive int (not a bool; None if allow_none)."""
     if value is None and allow_none:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -79,7 +80,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_choice("model.arch", self.arch, Arch)
-        _check_positive_int("model.width", self.width)
+        check_positive_int("model.width", self.width)
         _check_choice("model.init", self.init, Init)
 
 
@@ -109,10 +110,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.val_split, int) or isinstance(self.val_split, bool) or self.val_split < 0:
             raise ConfigError(f"data.val_split must be an integer >= 0; got {self.val_split!r}")
-        _check_positive_int("data.subset", self.subset, allow_none=True)
-        _check_positive_int("data.test_subset", self.test_subset, allow_none=True)
-        _check_positive_int("data.batch_size", self.batch_size)
-        _check_positive_int("data.eval_batch_size", self.eval_batch_size)
+        check_positive_int("data.subset", self.subset, allow_none=True)
+        check_positive_int("data.test_subset", self.test_subset, allow_none=True)
+        check_positive_int("data.batch_size", self.batch_size)
+        check_positive_int("data.eval_batch_size", self.eval_batch_size)
 
 
 @dataclass(frozen=True)
@@ -278,8 +279,8 @@ class TrainConfig:
                 f"train.precision = {self.precision!r} needs engine 'torch': the Julia engine "
                 "computes in fp32 only; use precision 'fp32' with engine 'julia'"
             )
-        _check_positive_int("train.epochs", self.epochs)
-        _check_positive_int("train.pgd_steps", self.pgd_steps)
+        check_positive_int("train.epochs", self.epochs)
+        check_positive_int("train.pgd_steps", self.pgd_steps)
         check_eps(self.eps, "train.eps")
         if not (0.0 <= self.kappa <= 1.0):
             raise ConfigError(f"train.kappa must be in [0, 1]; got {self.kappa!r}")

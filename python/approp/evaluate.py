@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from . import checkpoint as ckpt
 from .attacks import CascadeState, autoattack, parameter_attack, pgd_correct
 from .attacks.parameter import ParamAttackRow
-from .config import ConfigError, RunConfig, check_eps
+from .config import ConfigError, RunConfig, check_eps, check_positive_int
 from .data import Split, load_cifar10, to_float
 from .metrics import clean_accuracy, verified_accuracy
 from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
@@ -96,13 +96,8 @@ class EvalConfig:
         if self.eps is not None:
             check_eps(self.eps, "eval.eps")
         for name in ("n", "pgd_steps", "pgd_restarts", "param_attack_steps", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"eval.{name} must be a positive integer; got {value!r}")
-        if self.autoattack_n is not None and (
-            not isinstance(self.autoattack_n, int) or isinstance(self.autoattack_n, bool) or self.autoattack_n <= 0
-        ):
-            raise ConfigError(f"eval.autoattack_n must be a positive integer or unset; got {self.autoattack_n!r}")
+            check_positive_int(f"eval.{name}", getattr(self, name))
+        check_positive_int("eval.autoattack_n", self.autoattack_n, allow_none=True)
         if not isinstance(self.neighbourhood, int) or self.neighbourhood < 0:
             raise ConfigError(f"eval.neighbourhood must be an integer >= 0; got {self.neighbourhood!r}")
         if not isinstance(self.statistical, int) or isinstance(self.statistical, bool) or self.statistical < 0:

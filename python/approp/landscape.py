@@ -38,7 +38,7 @@ from torch import nn
 from torch.func import functional_call
 
 from . import checkpoint as ckpt
-from .config import ConfigError
+from .config import ConfigError, check_positive_int
 from .data import Split, batches, load_cifar10
 from .precision import full_precision
 from .stats.intervals import crossed_bootstrap
@@ -63,9 +63,7 @@ class LandscapeConfig:
 
     def __post_init__(self) -> None:
         for name in ("n", "points", "grid", "directions"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"landscape.{name} must be a positive integer; got {value!r}")
+            check_positive_int(f"landscape.{name}", getattr(self, name))
         for name in ("span", "step"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:

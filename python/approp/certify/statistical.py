@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..stats.binomial import clopper_pearson_lower, clopper_pearson_upper, round_delta
-from ..config import ConfigError
+from ..config import ConfigError, check_positive_int
 from ..stats.extreme_value import block_maxima
 from .sampling import Box, sampled_margins
 
@@ -64,9 +64,7 @@ class StatisticalConfig:
 
     def __post_init__(self) -> None:
         for name in ("samples", "first_round", "block", "attack_steps", "chunk_images"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"statistical.{name} must be a positive integer; got {value!r}")
+            check_positive_int(f"statistical.{name}", getattr(self, name))
         for name in ("delta", "p0"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value < 1:

@@ -29,7 +29,7 @@ import torch
 from .. import checkpoint as ckpt
 from ..stats import intervals as stats
 from ..attacks import pgd_correct
-from ..config import ConfigError, RunConfig, read_toml
+from ..config import ConfigError, RunConfig, check_positive_int, read_toml
 from ..data import Split, describe_copy, load_validation
 from ..metrics import clean_accuracy, verified_accuracy
 from ..precision import full_precision
@@ -85,9 +85,7 @@ def load_sweep(path: Path | str, data_dir: str | None = None) -> Sweep:
     if not variants:
         raise ConfigError(f"{path}: a sweep needs at least one [variants.KEY]")
     for name in ("val_n", "pgd_steps"):
-        value = head.get(name, 1)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{path}: [sweep] {name} must be a positive integer; got {value!r}")
+        check_positive_int(f"{path}: [sweep] {name}", head.get(name, 1))
     eval_lam = head.get("eval_lam")
     if eval_lam is not None and not (isinstance(eval_lam, (int, float)) and eval_lam >= 0):
         raise ConfigError(f"{path}: [sweep] eval_lam must be a number >= 0; got {eval_lam!r}")
