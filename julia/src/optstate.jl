@@ -21,23 +21,31 @@ end
     restore_optimiser_state!(t::APPTrainer, slots, step) -> t
 
 Returns `t` with the optimiser state that `optimiser_state` gave (arrays in Flux
-layout, order `PARAM_NAMES`, any element type: they are converted to the
-state's and copied into its own arrays, on the CPU or the GPU) and Adam's step
-count `step`. A wrong number of slots or a shape that does not match its
-parameter throws a `DimensionMismatch` before any state is written, so a failed
-restore leaves `t` as it was.
+layout, order `PARAM_NAMES`, any element type or array wrapper: they are
+converted to dense arrays of the state's eltype and copied into its own arrays,
+on the CPU or the GPU) and Adam's step count `step` (≥ 0). A wrong number of
+slots or arrays, or a shape that does not match its parameter, throws a
+`DimensionMismatch`, a bad `step` an `ArgumentError` or `InexactError`, and an
+array that cannot be converted its conversion error — all before any state is
+written, so a failed restore leaves `t` as it was.
 """
 function restore_optimiser_state!(t::APPTrainer, slots, step::Integer)
+    n = Int(step) # a BigInt beyond Int throws here, before anything is written
+    n >= 0 || throw(ArgumentError("Adam's step count must be ≥ 0; got $step"))
     leaves = _state_leaves(t.opt_state)
-    for (i, leaf) in enumerate(leaves)
-        # check everything first: no half-restored state
+    all(s -> length(s) == length(leaves), slots) ||
+        throw(DimensionMismatch(
+            "each state slot needs $(length(leaves)) arrays, one per parameter",
+        ))
+    # Check and convert everything first, write after: no half-restored state.
+    sources = map(enumerate(leaves)) do (i, leaf)
         held, _ = _slots(_last_rule(leaf.rule, leaf.state)...)
         _nslots(slots, length(held))
-        foreach((dest, s) -> _check_size(dest, s[i]), held, slots)
+        map((dest, s) -> _converted(dest, s[i]), held, Tuple(slots))
     end
-    for (i, leaf) in enumerate(leaves)
+    for (leaf, src) in zip(leaves, sources)
         # Leaf is mutable; the new state has the type of the old one (same arrays, an Int).
-        leaf.state = _restore(leaf.rule, leaf.state, map(s -> s[i], slots), step)
+        leaf.state = _restore(leaf.rule, leaf.state, src, n)
     end
     return t
 end
@@ -63,11 +71,11 @@ function _restore(rule::Optimisers.OptimiserChain, state, slots, step)
 end
 
 _restore(::Optimisers.Descent, ::Nothing, slots, step) = (_nslots(slots, 0); nothing)
-_restore(::TorchMomentum, v, slots, step) = (_nslots(slots, 1); _copy!(v, slots[1]))
+_restore(::TorchMomentum, v, slots, step) = (_nslots(slots, 1); copyto!(v, slots[1]))
 
 function _restore(::TorchAdam, state, slots, step)
     _nslots(slots, 2)
-    return (_copy!(state[1], slots[1]), _copy!(state[2], slots[2]), Int(step))
+    return (copyto!(state[1], slots[1]), copyto!(state[2], slots[2]), Int(step))
 end
 
 function _nslots(slots, n)
@@ -86,9 +94,10 @@ function _check_size(dest, src)
     return nothing
 end
 
-function _copy!(dest, src)
+function _converted(dest, src)
     _check_size(dest, src)
-    # A dense Array of dest's eltype: CUDA.jl's copyto!(::CuArray{T}, ::Array{T}) uploads it
-    # in one call, where a wrapper (PyArray) or another eltype would fall back to scalar indexing.
-    return copyto!(dest, convert(Array{eltype(dest)}, src))
+    # A dense Array of dest's eltype: CUDA.jl uploads it with one copy; a non-Array source
+    # (a PyArray, a view) would otherwise go through Base's element-by-element copyto!,
+    # which a CuArray refuses.
+    return convert(Array{eltype(dest)}, src)
 end

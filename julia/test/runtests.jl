@@ -373,6 +373,21 @@ end
                 step,
             )
             @test first(optimiser_state(resumed)) == slots
+            # Arrays that are not Arrays (as a PyArray with reversed strides) are made dense first.
+            rev(a) = (
+                p = ntuple(k -> ndims(a) + 1 - k, ndims(a));
+                PermutedDimsArray(permutedims(a, p), p)
+            )
+            restore_optimiser_state!(resumed, map(s -> map(rev, s), slots), step)
+            @test first(optimiser_state(resumed)) == slots
+            # A bad step or a slot with too few arrays is refused before anything is written.
+            @test_throws ArgumentError restore_optimiser_state!(resumed, slots, -1)
+            @test_throws DimensionMismatch restore_optimiser_state!(
+                resumed,
+                map(s -> s[1:2], slots),
+                step,
+            )
+            @test first(optimiser_state(resumed)) == slots
         end
         @testset "TorchAdam's documented constructors" begin
             @test TorchAdam(1.0e-3, (0.9, 0.99)) == TorchAdam(1.0e-3, (0.9, 0.99), 1.0e-8)
