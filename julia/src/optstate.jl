@@ -70,13 +70,14 @@ function _restore(rule::Optimisers.OptimiserChain, state, slots, step)
     return (Base.front(state)..., _restore(last(rule.opts), last(state), slots, step))
 end
 
-_restore(::Optimisers.Descent, ::Nothing, slots, step) = (_nslots(slots, 0); nothing)
-_restore(::TorchMomentum, v, slots, step) = (_nslots(slots, 1); copyto!(v, slots[1]))
-
-function _restore(::TorchAdam, state, slots, step)
-    _nslots(slots, 2)
-    return (copyto!(state[1], slots[1]), copyto!(state[2], slots[2]), Int(step))
-end
+# `slots` here are already checked and converted (restore_optimiser_state!), `step` an Int ≥ 0.
+_restore(::Optimisers.Descent, ::Nothing, slots, step) = nothing
+_restore(::TorchMomentum, v, slots, step) = copyto!(v, slots[1])
+_restore(::TorchAdam, state, slots, step) = (
+    copyto!(state[1], slots[1]),
+    copyto!(state[2], slots[2]),
+    step,
+)
 
 function _nslots(slots, n)
     length(slots) == n ||

@@ -373,21 +373,29 @@ end
                 step,
             )
             @test first(optimiser_state(resumed)) == slots
-            # Arrays that are not Arrays (as a PyArray with reversed strides) are made dense first.
+            # Arrays that are not Arrays (as a PyArray with reversed strides) are made dense first
+            # (on the CPU copyto! would take them anyway; a CuArray state would refuse them).
             rev(a) = (
                 p = ntuple(k -> ndims(a) + 1 - k, ndims(a));
                 PermutedDimsArray(permutedims(a, p), p)
             )
             restore_optimiser_state!(resumed, map(s -> map(rev, s), slots), step)
-            @test first(optimiser_state(resumed)) == slots
-            # A bad step or a slot with too few arrays is refused before anything is written.
+            @test optimiser_state(resumed) == (slots, step)
+            # A bad step, a slot with too few arrays or an array that cannot be converted is
+            # refused before anything is written: arrays and step stay as they were.
             @test_throws ArgumentError restore_optimiser_state!(resumed, slots, -1)
+            @test_throws InexactError restore_optimiser_state!(resumed, slots, big(2)^70)
             @test_throws DimensionMismatch restore_optimiser_state!(
                 resumed,
                 map(s -> s[1:2], slots),
                 step,
             )
-            @test first(optimiser_state(resumed)) == slots
+            unconvertible = map(
+                s -> (s[1:(end - 1)]..., fill(missing, size(s[end]))),
+                slots,
+            )
+            @test_throws MethodError restore_optimiser_state!(resumed, unconvertible, step)
+            @test optimiser_state(resumed) == (slots, step)
         end
         @testset "TorchAdam's documented constructors" begin
             @test TorchAdam(1.0e-3, (0.9, 0.99)) == TorchAdam(1.0e-3, (0.9, 0.99), 1.0e-8)
