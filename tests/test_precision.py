@@ -287,3 +287,19 @@ def test_auto_run_records_its_precision_and_an_old_run_resumes_in_fp32(cifar_dir
     fit(cfg.replace(train={"epochs": 1}), old, progress=False)  # resumes (nothing left), no mismatch
     with pytest.raises(ConfigError, match="different configuration"):
         fit(cfg.replace(train={"epochs": 1, "precision": "bf16"}), old, progress=False)
+
+
+def test_relu_keep_radius_is_exactly_relu_of_the_ends_in_float64():
+    """The bf16 ReLU form equals [relu(c − r), relu(c + r)] for stable-active, dead and unstable units."""
+    from approp.bounds.rules import relu_keep_radius
+
+    gen = torch.Generator().manual_seed(0)
+    c = torch.randn(4096, generator=gen, dtype=torch.float64)
+    r = torch.rand(4096, generator=gen, dtype=torch.float64)
+    c[:3], r[:3] = torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64), torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
+    out = relu_keep_radius(c, r)
+    assert torch.allclose(out.lower, (c - r).relu(), atol=1e-15, rtol=0)
+    assert torch.allclose(out.upper, (c + r).relu(), atol=1e-15, rtol=0)
+    active = c >= r  # stable-active units keep ⟨c, r⟩ bit for bit
+    assert torch.equal(out.center[active], c[active]) and torch.equal(out.radius[active], r[active])
+    assert (out.radius >= 0).all()
