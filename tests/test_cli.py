@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from approp.cli import app
 from approp.config import RunConfig
+from approp.precision import native_bf16
 from conftest import REPO
 
 runner = CliRunner()
@@ -42,7 +43,7 @@ def test_missing_data_folder(tmp_path):
 
 def test_main_config_is_valid():
     cfg = RunConfig.load(REPO / "configs" / "main.toml")
-    assert cfg.train.algo == "app" and cfg.radius.kind == "tanh"
+    assert cfg.train.algo == "app" and cfg.radius.kind == "tanh" and cfg.train.precision == "auto"
 
 
 def test_train_then_bounds(cifar_dir, tmp_path):
@@ -56,6 +57,8 @@ def test_train_then_bounds(cifar_dir, tmp_path):
     assert 0.0 <= summary["clean_acc"] <= 1.0
     cfg = RunConfig.load(run / "config.toml")
     assert cfg.radius.kind == "abs" and cfg.train.eps == 0.001 and cfg.data.subset == 256
+    # No config file, no --precision: bf16 where the CPU has it natively, recorded as such.
+    assert cfg.train.precision == ("bf16" if native_bf16("cpu") else "fp32")
     result = invoke("bounds", run, "--data-dir", cifar_dir, "--n", 64)
     assert result.exit_code == 0, result.output
     out = json.loads(result.output.strip().splitlines()[-1])

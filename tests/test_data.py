@@ -115,13 +115,17 @@ class TestProvenance:
 
     def test_reencoded_copy_is_never_called_official(self, cifar_dir):
         line = describe_copy(cifar_dir)
-        assert "NOT the official archive" in line and "md5" in line
+        assert "NOT the official archive" in line and "JPEG quality-75" in line
 
     def test_official_digest_is_recognised(self, tmp_path, monkeypatch):
         root = write_fake_layout(tmp_path)
         monkeypatch.setattr("approp.data.OFFICIAL_TEST_MD5",
                             hashlib.md5((root / FOLDER / "test_batch").read_bytes()).hexdigest())
         assert describe_copy(root) == "CIFAR-10, the official archive"
+
+    def test_other_copies_are_named_by_digest(self, tmp_path):
+        line = describe_copy(write_fake_layout(tmp_path))
+        assert "NOT the official archive" in line and "unknown copy" in line and "md5" in line
 
     def test_missing_folder_is_unknown(self, tmp_path):
         assert "unknown" in describe_copy(tmp_path / "nowhere")

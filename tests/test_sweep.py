@@ -17,6 +17,7 @@ eval_eps = "2/255"
 eval_lam = 0.01
 val_n = 64
 pgd_steps = 2
+pairs = [["base", "small_eps"]]
 
 [run.data]
 data_dir = "{data}"
@@ -64,9 +65,33 @@ def test_variants_are_scored_on_validation_images_and_resume(cifar_dir, tmp_path
     assert [r["variant"] for r in table] == ["base", "small_eps"]
     assert float(table[0]["val clean low"]) <= float(table[0]["val clean"]) <= float(table[0]["val clean high"])
     assert "validation images" in (out / "sweep.md").read_text()
+    # The pair's differences, each with its interval around it, on the same validation points.
+    pairs = list(csv.DictReader(open(out / "pairs.csv")))
+    assert [p["measure"] for p in pairs] == ["val clean", "val PGD", "val verified (own box)",
+                                             "val verified (target box)"]
+    base, small = (json.loads((out / k / "val.json").read_text()) for k in ("base", "small_eps"))
+    clean = {k: float(clean_v) for k, clean_v in pairs[0].items() if k.startswith("A − B")}
+    assert clean["A − B (pp)"] == pytest.approx(100 * (base["clean_acc"] - small["clean_acc"]), abs=1e-4)
+    assert clean["A − B (pp) low"] <= clean["A − B (pp)"] <= clean["A − B (pp) high"]
+    assert (pairs[0]["verdict"] == "undecided") == (clean["A − B (pp) low"] <= 0 <= clean["A − B (pp) high"])
     stamp = (out / "base" / "model.safetensors").stat().st_mtime_ns
     run_sweep(sweep, out, progress=False)  # finished variants are not trained again
     assert (out / "base" / "model.safetensors").stat().st_mtime_ns == stamp
+    # ... nor are variants scored before a field existed, if it holds the value they ran with.
+    val = out / "base" / "val.json"
+    old = json.loads(val.read_text())
+    del old["config"]["train"]["precision"]
+    val.write_text(json.dumps(old))
+    run_sweep(sweep, out, progress=False)
+    assert "precision" not in json.loads(val.read_text())["config"]["train"]  # not scored again
+
+
+@pytest.mark.parametrize("pairs", ['[["base", "nowhere"]]', '[["base"]]', '"base"'])
+def test_pairs_must_name_two_variants(tmp_path, pairs):
+    text = SWEEP.format(data=tmp_path, val_split=5000).replace('pairs = [["base", "small_eps"]]', f"pairs = {pairs}")
+    (tmp_path / "s.toml").write_text(text)
+    with pytest.raises(ConfigError, match="pairs"):
+        load_sweep(tmp_path / "s.toml")
 
 
 def test_a_sweep_without_held_out_data_is_refused(tmp_path):

@@ -241,7 +241,10 @@ class TrainConfig:
         where the device computes it natively (CUDA with bf16, a CPU with AVX-512 BF16,
         AMX or Arm BF16), else fp32 (approp.precision.resolve_precision). The Julia
         engine has no bf16 path: "bf16" with engine = "julia" is an error, "auto" means
-        fp32 there. ["fp32"]
+        fp32 there. bf16 matched fp32 on validation for standard, AWP and APP(tanh)
+        (docs/results/bf16), so `approp train` without a config file and the shipped
+        configs use "auto"; this library default stays "fp32", so that a config that
+        names no precision trains the same way on every machine. ["fp32"]
     """
 
     algo: Algo = "app"

@@ -31,6 +31,7 @@ NUM_CLASSES = 10
 # test_batch differs is a re-encoding (e.g. the JPEG quality-75 copy in ../shared), and every
 # result computed from it must say so.
 OFFICIAL_TEST_MD5 = "40351d587109b95175f43aff81a1287e"
+JPEG75_TEST_MD5 = "b452585c37f80371a9d81bbd1e0b66c8"  # ../shared/tools/cifar10_from_jpeg.py's output
 
 
 class DataError(RuntimeError):
@@ -57,8 +58,9 @@ def describe_copy(data_dir: str | os.PathLike | None) -> str:
         return f"CIFAR-10 copy unknown ({path} not readable)"
     if digest == OFFICIAL_TEST_MD5:
         return "CIFAR-10, the official archive"
-    return (f"CIFAR-10, NOT the official archive: a re-encoded copy (test_batch md5 {digest[:12]}…; "
-            "the JPEG quality-75 copy in ../shared has b452585c37f8…)")
+    if digest == JPEG75_TEST_MD5:
+        return "CIFAR-10, NOT the official archive: its JPEG quality-75 re-encoding (../shared/data/cifar10-jpeg75)"
+    return f"CIFAR-10, NOT the official archive: an unknown copy (test_batch md5 {digest[:12]}…)"
 
 
 def _how_to_get(root: Path) -> str:

@@ -88,6 +88,15 @@ NEUTRAL_FIELDS: dict[tuple[str, str], object] = {
 }
 
 
+def comparable_config(config: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Returns a copy of RunConfig.to_dict() without the NEUTRAL_FIELDS that hold their neutral value."""
+    config = {section: dict(values) for section, values in config.items()}
+    for (section, key), value in NEUTRAL_FIELDS.items():
+        if config[section].get(key) == value:
+            del config[section][key]
+    return config
+
+
 @dataclass(frozen=True)
 class Cell:
     """One (ε, algorithm) job: its name, ε label and value, algorithm, and full training config."""
@@ -106,10 +115,7 @@ class Cell:
         """
         defaults = EvalSpec()
         ev_set = {k: v for k, v in ev.__dict__.items() if v != getattr(defaults, k)}
-        config = self.config.to_dict()
-        for (section, key), value in NEUTRAL_FIELDS.items():
-            if config[section].get(key) == value:
-                del config[section][key]
+        config = comparable_config(self.config.to_dict())
         blob = json.dumps({"config": config, "eval": ev_set}, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

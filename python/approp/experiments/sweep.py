@@ -9,6 +9,8 @@ A sweep file::
                        target box every variant is also verified over), val_n, pgd_steps
     [run.SECTION]      the RunConfig every variant starts from; data.val_split must be > 0
     [variants.KEY]     label, note, and RunConfig sections to override (train = {...}, ...)
+    pairs (in [sweep]) [["A", "B"], ...]: variants to compare; OUT/pairs.md gives A − B per
+                       measure with Newcombe's 95 % interval and says which are decided
 
 Each variant trains into OUT/KEY (resuming per epoch like any run), then
 OUT/KEY/val.json records clean, PGD and verified accuracy on the first `val_n`
@@ -33,7 +35,7 @@ from ..config import ConfigError, RunConfig, check_positive_int, read_toml
 from ..data import Split, describe_copy, load_validation
 from ..metrics import clean_accuracy, verified_accuracy
 from ..precision import full_precision
-from .preset import AlgoSpec, _algo, parse_eps
+from .preset import AlgoSpec, _algo, comparable_config, parse_eps
 from .tables import write_table
 
 VAL = "val.json"
@@ -60,6 +62,7 @@ class Sweep:
     pgd_steps: int
     variants: tuple[Variant, ...]
     eval_lam: float | None = None
+    pairs: tuple[tuple[str, str], ...] = ()
 
     @property
     def eval_eps(self) -> float:
@@ -91,9 +94,18 @@ def load_sweep(path: Path | str, data_dir: str | None = None) -> Sweep:
         raise ConfigError(f"{path}: [sweep] eval_lam must be a number >= 0; got {eval_lam!r}")
     sweep = Sweep(head.get("name", path.stem), head.get("description", ""), str(head.get("eval_eps", "2/255")),
                   head.get("val_n", 2000), head.get("pgd_steps", 20), tuple(variants),
-                  None if eval_lam is None else float(eval_lam))
+                  None if eval_lam is None else float(eval_lam), _pairs(head.get("pairs", []), variants, path))
     sweep.eval_eps  # validates the label
     return sweep
+
+
+def _pairs(raw: Any, variants: list[Variant], path: Path) -> tuple[tuple[str, str], ...]:
+    """Returns the [sweep] pairs as (A, B) keys; ConfigError unless each names two variants of the file."""
+    keys = {v.key for v in variants}
+    if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 and set(p) <= keys for p in raw):
+        raise ConfigError(f"{path}: [sweep] pairs must be a list of [A, B] variant keys out of {sorted(keys)}; "
+                          f"got {raw!r}")
+    return tuple((a, b) for a, b in raw)
 
 
 @full_precision()
@@ -142,7 +154,7 @@ def run_sweep(sweep: Sweep, out: Path, only: str | None = None, progress: bool =
             continue
         folder = out / v.key
         done = folder / VAL
-        if done.is_file() and json.loads(done.read_text()).get("config") == v.config.to_dict():
+        if done.is_file() and _same_config(json.loads(done.read_text()).get("config"), v.config):
             _complete_scores(v, folder, sweep)
             continue
         result = fit(v.config, folder, progress=progress)
@@ -150,7 +162,14 @@ def run_sweep(sweep: Sweep, out: Path, only: str | None = None, progress: bool =
         done.write_text(json.dumps({"config": v.config.to_dict(), **scores}, indent=2))
     rows = [_row(v, out / v.key) for v in sweep.variants]
     write_sweep_table(sweep, rows, out)
+    if sweep.pairs:
+        write_pairs_table(sweep, rows, out)
     return rows
+
+
+def _same_config(recorded: dict[str, Any] | None, cfg: RunConfig) -> bool:
+    """Returns whether a scored variant's recorded config is cfg (fields added since at their neutral value)."""
+    return recorded is not None and comparable_config(recorded) == comparable_config(cfg.to_dict())
 
 
 def _complete_scores(v: Variant, folder: Path, sweep: Sweep) -> None:
@@ -195,3 +214,31 @@ def write_sweep_table(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> tu
                "'clean by epoch': clean accuracy (%) on all validation images after each epoch.")
     return write_table(table, Path(out) / "sweep", caption)
 
+
+class PointsDifference(stats.Estimate):
+    """A difference of two shares in percentage points with its 95 % interval, shown as '+1.2 [-0.8, +3.1]'."""
+
+    def __str__(self) -> str:
+        return f"{self.value:+.1f} [{self.lower:+.1f}, {self.upper:+.1f}]"
+
+
+PAIRED = (("clean_acc", "val clean"), ("pgd_acc", "val PGD"), ("verified_acc", "val verified (own box)"),
+          ("verified_target_acc", "val verified (target box)"))
+
+
+def write_pairs_table(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
+    """Returns the (md, csv) paths of OUT/pairs: A − B per measure for the sweep's pairs of scored variants."""
+    by_key = {r["key"]: r["scores"] for r in rows}
+    table = []
+    for a, b in sweep.pairs:
+        sa, sb = by_key.get(a, {}), by_key.get(b, {})
+        for key, measure in PAIRED:
+            if key in sa and key in sb:
+                d, lo, hi = stats.difference(stats.from_share(sa[key], sa["n"]), stats.from_share(sb[key], sb["n"]))
+                verdict = "undecided" if lo <= 0 <= hi else f"{a if d > 0 else b} higher"
+                table.append({"A": a, "B": b, "measure": measure,
+                              "A − B (pp)": PointsDifference(100 * d, 100 * lo, 100 * hi), "verdict": verdict})
+    caption = (f"{sweep.description}\n\nPaired variants on the same first {sweep.val_n} validation images: A − B in "
+               "percentage points with Newcombe's hybrid score 95 % interval (conservative for paired points); "
+               "'undecided' where the interval contains 0.")
+    return write_table(table, Path(out) / "pairs", caption)
