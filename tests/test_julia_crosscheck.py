@@ -159,11 +159,14 @@ def test_trainer_keeps_momentum_like_torch(engine, case):
         _close(trainer.params()[name], p.numpy())
 
 
-def _torch_adam_steps(params, x, y, radius, lrs, weight_decay=5e-4):
-    """Returns (model, opt) after one PyTorch Adam APP step per learning rate in `lrs`."""
+def _torch_steps(params, x, y, radius, lrs, optimizer="adam", weight_decay=5e-4):
+    """Returns (model, opt) after one PyTorch APP step (SGD with momentum 0.9, or Adam) per learning rate in `lrs`."""
     model = CNN4().double()
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
-    opt = torch.optim.Adam(model.parameters(), lr=lrs[0], weight_decay=weight_decay)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lrs[0], momentum=0.9, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=lrs[0], weight_decay=weight_decay)
     for lr in lrs:
         for group in opt.param_groups:
             group["lr"] = lr
@@ -183,7 +186,7 @@ def test_adam_over_several_steps_agrees(engine, case):
     # builds βᵗ by repeated products, about 1e-5 relative per step in Float32.
     _, x, y, params = case
     radius = RadiusConfig("tanh", lam=0.02)  # no clamp: Adam's steps are what is compared
-    model, opt = _torch_adam_steps(params, x, y, radius, ADAM_LRS)
+    model, opt = _torch_steps(params, x, y, radius, ADAM_LRS)
     trainer = engine.trainer(params, radius, optimizer="adam", lr=ADAM_LRS[0], weight_decay=5e-4, kappa=0.5)
     for lr in ADAM_LRS:
         trainer.step(x.numpy(), y.numpy(), 0.01, lr=lr)
@@ -204,18 +207,7 @@ def test_resumed_trainer_continues_like_torch(engine, case, optimizer):
     _, x, y, params = case
     radius = RADII[0]
     lrs = (0.01, 0.01, 0.005, 0.002) if optimizer == "sgd" else ADAM_LRS
-    model = CNN4().double()
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lrs[0], momentum=0.9, weight_decay=5e-4)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=lrs[0], weight_decay=5e-4)
-    for lr in lrs:
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.zero_grad()
-        _torch_app_loss(model, x, y, 0.01, radius, kappa=0.5).backward()
-        opt.step()
+    model, _ = _torch_steps(params, x, y, radius, lrs, optimizer)
     kw = dict(optimizer=optimizer, lr=lrs[0], momentum=0.9, weight_decay=5e-4, kappa=0.5)
     first = engine.trainer(params, radius, **kw)
     for lr in lrs[:2]:
