@@ -44,6 +44,10 @@ def test_missing_data_folder(tmp_path):
 def test_main_config_is_valid():
     cfg = RunConfig.load(REPO / "configs" / "main.toml")
     assert cfg.train.algo == "app" and cfg.radius.kind == "tanh" and cfg.train.precision == "auto"
+    # The recipe the validation sweep chose (docs/ibp_recipe_sweep.md), not the κ = 0.5 one that collapsed.
+    assert cfg.model.init == "ibp" and cfg.train.kappa_schedule == "none" and cfg.train.ramp == "smoothed"
+    assert cfg.train.reg_weight == 0.5 and cfg.optim.grad_clip == 10.0
+    assert 2 * cfg.train.ramp_epochs == cfg.train.epochs  # the ramp is half the run, as the references
 
 
 def test_train_then_bounds(cifar_dir, tmp_path):
