@@ -275,3 +275,23 @@ def test_committed_cpu_cells_stay_done_as_options_are_added():
     cells = preset.cells("data")  # as committed: `approp reproduce --preset cpu --data-dir data`
     assert len(cells) == 4
     assert all(is_done(results, cell, preset.eval) for cell in cells)
+
+
+def test_cpu_recipe_shares_the_cpu_presets_awp_and_standard_cells():
+    """cpu_recipe changes only the APP cells: AWP and standard must hash exactly as the cpu preset's
+    finished cells (their results are reused, not retrained), and the APP cells must differ."""
+    from approp.experiments.runner import is_done
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results" / "cpu"
+    cpu, recipe = load_preset("cpu"), load_preset("cpu_recipe")
+    old = {c.algo.key: c for c in cpu.cells("data")}
+    new = {c.algo.key: c for c in recipe.cells("data")}
+    assert old.keys() == new.keys()
+    for key in ("awp", "standard"):
+        assert new[key].fingerprint(recipe.eval) == old[key].fingerprint(cpu.eval)
+        assert is_done(results, new[key], recipe.eval)
+    for key in ("app_tanh", "app_abs"):
+        assert new[key].fingerprint(recipe.eval) != old[key].fingerprint(cpu.eval)
+        cfg = new[key].config
+        assert cfg.model.init == "ibp" and cfg.train.kappa_schedule == "none" and cfg.train.reg_weight == 0.5
+        assert cfg.model.arch == old["awp"].config.model.arch  # the comparison is on the same network
