@@ -18,6 +18,7 @@ import torch
 from conftest import REPO
 
 from approp.checkpoint import FORMAT_VERSION
+from approp.config import ConfigError
 from approp.experiments import load_preset, read_ledger, reproduce
 from approp.experiments.preset import PRESET_DIR
 from approp.experiments.runner import cell_dir, is_trained
@@ -295,3 +296,29 @@ def test_cpu_recipe_shares_the_cpu_presets_awp_and_standard_cells():
         cfg = new[key].config
         assert cfg.model.init == "ibp" and cfg.train.kappa_schedule == "none" and cfg.train.reg_weight == 0.5
         assert cfg.model.arch == old["awp"].config.model.arch  # the comparison is on the same network
+
+
+def test_compare_presets_pairs_every_model_and_refuses_other_test_points(tmp_path):
+    """`approp compare` on the committed cpu results: a preset given twice collapses to its four
+    models (shared cells appear once) and its pairs equal the preset's own comparisons table;
+    presets evaluated on other test points are refused, as is a missing folder."""
+    from approp.experiments.compare import collect_presets, compare
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results" / "cpu"
+    cells = collect_presets({"cpu": results, str(PRESET_DIR / "cpu.toml"): results})
+    assert [c.algo_label for c in cells] == ["APP(tanh) [cpu]", "APP(abs) [cpu]", "AWP [cpu]", "standard [cpu]"]
+    files = compare({"cpu": results, str(PRESET_DIR / "cpu.toml"): results}, tmp_path / "cmp")
+    assert (tmp_path / "cmp" / "tradeoff.png").stat().st_size > 0 and files["models.csv"].is_file()
+    ours = {(r["A"], r["B"], r["measure"]): r["A − B"] for r in read_csv(files["comparisons.csv"])}
+    theirs = {(r["A"] + " [cpu]", r["B"] + " [cpu]", r["measure"]): r["A − B"]
+              for r in read_csv(results / "comparisons.csv") if r["measure"] != "flatness"}
+    assert ours == theirs and len(ours) == 6 * 9
+    rows = {r["model"]: r for r in read_csv(files["models.csv"])}
+    assert rows["AWP [cpu]"]["clean"] == "65.20" and float(rows["AWP [cpu]"]["clean low"]) < 65.2
+
+    other = tmp_path / "other.toml"
+    other.write_text((PRESET_DIR / "cpu.toml").read_text().replace("n = 1000", "n = 500"))
+    with pytest.raises(ConfigError, match="other test points"):
+        collect_presets({"cpu": results, str(other): results})
+    with pytest.raises(ConfigError, match="no results folder"):
+        collect_presets({"cpu": results, "quick": tmp_path / "missing"})

@@ -251,6 +251,23 @@ def reproduce(
 
 @app.command()
 @user_errors
+def compare(
+    presets: Annotated[list[str], typer.Argument(help="PRESET=RESULTS_DIR, two or more (e.g. cpu=docs/results/cpu)")],
+    out: Annotated[Path, typer.Option(help="folder for models.md/.csv, comparisons.md/.csv, tradeoff.png")],
+) -> None:
+    """Compare the evaluated models of finished presets: every pair with its interval, and the trade-off plot."""
+    from .experiments.compare import compare as run
+
+    pairs = [p.partition("=") for p in presets]
+    bad = [given for given, (name, sep, folder) in zip(presets, pairs) if not (name and sep and folder)]
+    if bad:
+        raise ConfigError(f"expected PRESET=RESULTS_DIR, got {', '.join(map(repr, bad))}")
+    files = run({name: Path(folder) for name, _, folder in pairs}, out)
+    typer.echo(json.dumps({name: str(path) for name, path in files.items()}))
+
+
+@app.command()
+@user_errors
 def sweep(
     config: Annotated[Path, typer.Argument(help="sweep .toml file (e.g. configs/sweeps/app_recipe.toml)")],
     out: Annotated[Path, typer.Option(help="output directory: one run per variant, sweep.md/.csv")],
