@@ -296,6 +296,8 @@ def test_cpu_recipe_shares_the_cpu_presets_awp_and_standard_cells():
         cfg = new[key].config
         assert cfg.model.init == "ibp" and cfg.train.kappa_schedule == "none" and cfg.train.reg_weight == 0.5
         assert cfg.model.arch == old["awp"].config.model.arch  # the comparison is on the same network
+    committed = results.parent / "cpu_recipe"  # every cell finished: reproduce on it only re-tabulates
+    assert all(is_done(committed, cell, recipe.eval) for cell in new.values())
 
 
 def test_compare_presets_pairs_every_model_and_refuses_other_test_points(tmp_path):
