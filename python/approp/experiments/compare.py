@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..config import ConfigError
-from .plots import _pyplot
+from .plots import _pyplot, _save
 from .preset import Preset, load_preset
 from .runner import cell_dir
 from .tables import CellResult, Value, comparisons, read_eval, result_from_eval, write_table
@@ -88,14 +88,11 @@ def plot_tradeoff(results: list[CellResult], path: Path) -> Path:
             ax.errorbar([100 * x.value], [100 * y.value],
                         xerr=[[100 * (x.value - x.lower)], [100 * (x.upper - x.value)]],
                         yerr=[[100 * (y.value - y.lower)], [100 * (y.upper - y.value)]],
-                        marker="o", capsize=3, label=r.algo_label)
+                        marker="o", capsize=3, label=r.label)
         ax.set_xlabel("clean accuracy (%)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, axes[0], panels[0][1], path)
     return path
 
 
@@ -103,11 +100,11 @@ def compare(results: dict[str, Path | str], out: Path | str, lams: tuple[float, 
     """Returns the files written into `out`: models (every model's numbers with intervals),
     comparisons (every pair, decided or not) as .md and .csv, and the trade-off figure.
 
-    lams: parameter-attack λ compared (default: the first preset's)."""
+    lams: parameter-attack λ compared (default: every λ the models were attacked at)."""
     cells = collect_presets(results)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lams = lams if lams is not None else load_preset(next(iter(results))).eval.param_attack
+    lams = lams if lams is not None else tuple(sorted({lam for c in cells for lam in c.flipped}))
     files: dict[str, Path] = {}
     caption = ("Every model of the presets, on the same test points: accuracy in % with 95 % Wilson "
                "intervals (AutoAttack on its subset of the points; verified at the model's training box "
