@@ -18,7 +18,7 @@ import torch
 from conftest import REPO
 
 from approp.checkpoint import FORMAT_VERSION
-from approp.config import ConfigError
+from approp.config import ConfigError, RunConfig
 from approp.experiments import load_preset, read_ledger, reproduce
 from approp.experiments.preset import PRESET_DIR
 from approp.experiments.runner import cell_dir, is_trained
@@ -92,6 +92,33 @@ class TestPresets:
         done = {c.name: c.fingerprint(quick.eval) for c in quick.cells()}
         mine = {c.name: c.fingerprint(compare.eval) for c in compare.cells()}
         assert [k for k in mine if done.get(k) != mine[k]] == ["eps2over255-standard"]
+
+
+    def test_fronts_preset_spans_each_methods_knob_on_one_network(self):
+        """The fronts differ within a method only in its knob (APP's κ, AWP's γ), every cell trains
+        cnn4_bn on all 45,000 images for 20 epochs in bf16, and no landscape is drawn."""
+        preset = load_preset("fronts")
+        cells = {c.algo.key: c.config for c in preset.cells("data")}
+        assert len(cells) == 8 and preset.landscape is None
+        assert {(c.model.arch, c.train.epochs, c.train.precision, c.data.subset, c.data.val_split)
+                for c in cells.values()} == {("cnn4_bn", 20, "bf16", None, 5000)}
+        app = {k: c for k, c in cells.items() if c.train.algo == "app"}
+        awp = {k: c for k, c in cells.items() if c.train.algo == "awp"}
+        assert sorted(c.train.kappa for c in app.values() if c.train.kappa_schedule == "gowal") == [0.5, 0.8, 0.95]
+        assert [c.train.kappa_schedule for c in app.values()].count("none") == 1
+        assert sorted(c.train.awp_gamma for c in awp.values()) == [0.005, 0.01, 0.02]
+        # Within a method, nothing but the knob differs.
+        for group, knob in ((app, ("kappa", "kappa_schedule")), (awp, ("awp_gamma",))):
+            neutral = {c.replace(train={k: getattr(RunConfig().train, k) for k in knob}) for c in group.values()}
+            assert len(neutral) == 1
+        assert all(c.model.init == "ibp" and c.radius.lam == 0.01 for c in app.values())
+        assert preset.eval.certify == preset.eval.param_attack and preset.eval.quant == ("int8",)
+
+    def test_landscape_switch_must_be_a_boolean(self, tmp_path):
+        path = write_preset(tmp_path / "p.toml")
+        path.write_text(path.read_text().replace('device = "cpu"', 'device = "cpu"\nlandscape = "no"'))
+        with pytest.raises(ConfigError, match="landscape must be true or false"):
+            load_preset(path)
 
 
 class TestTables:

@@ -3,7 +3,8 @@
 A preset file::
 
     [preset]     name, description, eps = ["0.001", "2/255", ...], algorithms = [...],
-                 reference = "thesis_reference.toml" (relative to the preset), device
+                 reference = "thesis_reference.toml" (relative to the preset), device,
+                 landscape = false (skip the landscapes; default true)
     [algorithms.KEY]  label, and RunConfig sections to override (train = {...}, radius = {...})
     [run.SECTION]     the RunConfig every cell starts from (as in configs/main.toml)
     [eval]       n, autoattack, autoattack_n, param_attack = [λ...], neighbourhood, statistical, delta, p0,
@@ -130,7 +131,7 @@ class Preset:
     algos: tuple[AlgoSpec, ...]
     base: RunConfig
     eval: EvalSpec = field(default_factory=EvalSpec)
-    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+    landscape: LandscapeConfig | None = field(default_factory=LandscapeConfig)  # None: skipped
     reference: Path | None = None
 
     def cells(self, data_dir: str | None = None, device: str | None = None, only: str | None = None) -> list[Cell]:
@@ -181,10 +182,13 @@ def load_preset(name_or_path: str | Path) -> Preset:
     for label in labels:
         parse_eps(label)
     ref = head.get("reference")
+    draw = head.get("landscape", True)
+    if not isinstance(draw, bool):
+        raise ConfigError(f"{path}: [preset] landscape must be true or false; got {draw!r}")
     preset = Preset(
         name=head.get("name", path.stem), description=head.get("description", ""), eps_labels=labels,
         algos=algos, base=base, eval=_section(EvalSpec, raw.get("eval", {}), path, "eval"),
-        landscape=_section(LandscapeConfig, raw.get("landscape", {}), path, "landscape"),
+        landscape=_section(LandscapeConfig, raw.get("landscape", {}), path, "landscape") if draw else None,
         reference=(path.parent / ref) if ref else None,
     )
     for algo in algos:  # fail now, not in a worker, if an override is invalid

@@ -33,8 +33,11 @@ def _landscapes(preset: Preset, cells: list[Cell], out: Path, progress: bool) ->
     """Returns ({cell name: landscape}, {figure name: path}) over the trained cells of every ε.
 
     A landscape needs only the final checkpoint, so a cell whose evaluation still runs is in it.
+    A preset with `landscape = false` draws none.
     """
     found, figures = {}, {}
+    if preset.landscape is None:
+        return found, figures
     for label in dict.fromkeys(c.eps_label for c in cells):
         group = [c for c in cells if c.eps_label == label and is_trained(out, c)]
         if not group:

@@ -311,6 +311,15 @@ def write_table(rows: list[dict[str, Value]], stem: Path, caption: str) -> tuple
     return md, cs
 
 
+def _flatness_caption(preset: Preset) -> str:
+    """Returns the caption's flatness clause ("" where the preset draws no landscape)."""
+    if preset.landscape is None:
+        return "; no landscape drawn (flatness not measured)"
+    return ("; flatness = mean test-loss increase at a relative weight step "
+            f"of ±{preset.landscape.step:g} along {preset.landscape.directions} filter-normalised random directions "
+            "(lower is flatter; its 95 % interval resamples directions and test points)")
+
+
 def write_tables(preset: Preset, results: list[CellResult], out: Path) -> dict[str, Path]:
     """Returns the paths of table1/table2 (.md, .csv) written into `out`."""
     ref = load_reference(preset.reference)
@@ -320,9 +329,7 @@ def write_tables(preset: Preset, results: list[CellResult], out: Path) -> dict[s
     cap1 = (f"Table 1 — accuracy in % with 95 % Wilson intervals on the first {n} CIFAR-10 test images: clean, AutoAttack (standard, L∞, "
             f"{aa_on}at the cell's ε), verified (interval bounds over the training box and ball; "
             "best: per margin the better of interval and linear bounds), PGD-20; "
-            "thesis numbers beside ours; flatness = mean test-loss increase at a relative weight step "
-            f"of ±{preset.landscape.step:g} along {preset.landscape.directions} filter-normalised random directions "
-            "(lower is flatter; its 95 % interval resamples directions and test points).")
+            "thesis numbers beside ours" + _flatness_caption(preset) + ".")
     if any(r.statistical is not None for r in results):
         cap1 += (" p ≤ p₀ at 1 − δ = share of the points certified to be misclassified with probability ≤ p₀ by "
                  "a network uniform in the box on an input uniform in the ball, all points jointly at confidence "

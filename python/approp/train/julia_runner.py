@@ -29,6 +29,7 @@ from torch import nn
 
 from ..config import ConfigError, RunConfig
 from ..data import Split, batches
+from .epoch_means import EpochMeans
 from .schedule import ramp_at
 from .strategies import step_context
 
@@ -87,7 +88,7 @@ class JuliaEpochs:
                 self._restore_optimizer_state(epoch)
         steps = math.ceil(len(train) / cfg.data.batch_size)
         task = bar.start_batches(epoch, steps)
-        sums: dict[str, float] = {}
+        means = EpochMeans()
         t = cfg.train
         for i, (x, y) in enumerate(batches(train, cfg.data.batch_size, True, gen, cfg.data.augment)):
             ctx = step_context(cfg, ramp_at(epoch * steps + i, steps, t))
@@ -99,13 +100,12 @@ class JuliaEpochs:
             with warnings.catch_warnings():  # the optimiser steps in Julia, so torch sees no opt.step()
                 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
                 sched.step()
-            for k, v in logs.items():  # as loop._train_epoch: a key absent from a step adds 0
-                sums[k] = sums.get(k, 0.0) + v
+            means.add(logs)  # as loop._train_epoch: each key over the steps that logged it
             bar.advance(task)
         state = {k: torch.from_numpy(v) for k, v in self.trainer.params().items()}
         self.model.load_state_dict(state)
         self._save_optimizer_state()
-        out = {k: v / steps for k, v in sums.items()}
+        out = means.means()
         out["ramp"] = ramp_at((epoch + 1) * steps - 1, steps, t)
         return out
 

@@ -39,6 +39,7 @@ from ..models import build_model
 from ..precision import resolve_precision, training_autocast
 from ..progress import Progress
 from ..radius import clamp_parameters
+from .epoch_means import EpochMeans
 from .schedule import gradient_norm, make_optimizer, make_scheduler, ramp_at
 from .strategies import StepContext, Strategy, make_strategy, step_context
 
@@ -263,11 +264,12 @@ def _diverged(loss: float, epoch: int, batch: int, run_dir: Path) -> TrainingDiv
 
 
 def _train_epoch(step: _Step, train: Split, gen, epoch, bar, run_dir):
-    """Runs one epoch; returns the mean of each logged value (floats; this rank's shards under DDP)."""
+    """Runs one epoch; returns the mean of each logged value over the steps that logged it
+    (floats; this rank's shards under DDP)."""
     cfg = step.cfg
     step.model.train()
     steps = math.ceil(len(train) / cfg.data.batch_size)
-    sums: dict[str, torch.Tensor] = {}
+    means = EpochMeans()
     check_every = 1 if train.y.device.type == "cpu" else NAN_CHECK_EVERY
     task = bar.start_batches(epoch, steps)
     for i, (x, y) in enumerate(batches(train, cfg.data.batch_size, True, gen, cfg.data.augment)):
@@ -275,10 +277,9 @@ def _train_epoch(step: _Step, train: Split, gen, epoch, bar, run_dir):
         loss, logs = _optimiser_step(step, x, y, ctx, check=i % check_every == 0 or i == steps - 1)
         if loss is not None:
             raise _diverged(loss, epoch, i + 1, run_dir)
-        for k, v in logs.items():
-            sums[k] = sums.get(k, 0.0) + v  # device tensors: no host sync here
+        means.add(logs)  # device tensors: no host sync here
         bar.advance(task)
-    out = {k: (v / steps).item() for k, v in sums.items()}
+    out = means.means()
     out["ramp"] = ramp_at((epoch + 1) * steps - 1, steps, cfg.train)
     return out
 
