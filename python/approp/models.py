@@ -19,23 +19,10 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .layers import Normalize  # noqa: F401  (re-exported: approp.models.Normalize stays valid)
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
-
-
-class Normalize(nn.Module):
-    """Returns (x - mean) / std per channel; x is (B, C, H, W)."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        # Non-persistent: constants of the architecture, not trained parameters,
-        # so checkpoints hold exactly the parameters that the box perturbs.
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 class CNN4(nn.Module):

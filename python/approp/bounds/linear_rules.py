@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import Normalize
+from ..layers import Normalize
 from .interval import Interval, ParamInterval
 from .rules import UnsupportedLayerError, find_rule, register_in
 

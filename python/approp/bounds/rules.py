@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import Normalize
+from ..layers import Normalize
 from .interval import Interval, ParamInterval, is_low_precision
 
 Rule = Callable[[nn.Module, Interval, dict[str, ParamInterval]], Interval]
