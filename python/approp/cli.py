@@ -28,7 +28,15 @@ from .config import ConfigError, RunConfig  # noqa: E402
 from .data import DataError  # noqa: E402
 from .train.loop import TrainingDiverged  # noqa: E402
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="approp (Adversarial Parameter Propagation) trains and evaluates CNNs that stay correct when "
+    "their parameters and their inputs are perturbed: it bounds a network's outputs over a box of "
+    "parameters and a ball of inputs (interval and linear bounds), trains on that worst case (APP) or "
+    "with AWP, PGD-AT or standard training, attacks and certifies trained networks, and runs the "
+    "thesis's CIFAR-10 experiments. Run a command with --help for its options.",
+)
 err_console = Console(stderr=True)
 
 # Errors that carry a message meant for the user: shown without a traceback.
