@@ -14,6 +14,8 @@ TOML layout (every section and key optional)::
     [optim]   name = "sgd", lr, momentum, weight_decay, schedule, grad_clip
     [train]   algo = "app", epochs, eps, kappa, kappa_schedule, ramp, ramp_epochs,
               reg_weight, reg_tol, seed, device, engine, ...
+
+On the command line `--set section.key=value` reaches any field (parse_set).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import tomli_w
 
@@ -370,6 +373,69 @@ def read_toml(path: Path | str, what: str = "file") -> dict[str, Any]:
         raise ConfigError(f"{what} not found: {path}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
+
+
+def parse_set(items: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Returns {section: {key: value}} from "section.key=value" strings (a later one wins).
+
+    Each value is parsed by its field's declared type: int; float, also as a fraction
+    such as "2/255" (any float field); bool (true/false, yes/no, on/off, 1/0); str; one
+    of a Literal's choices; "none" or "null" unsets a field typed `X | None`. Ranges are
+    checked where the result builds a config (RunConfig.replace). ConfigError names the
+    field, or the known sections or keys.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        section, _, key = name.strip().partition(".")
+        if not (sep and section and key):
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, e.g. train.epochs=5; "
+                              f"got {item!r}")
+        if section not in _SECTIONS:
+            raise ConfigError(f"--set {item!r}: unknown config section {section!r}; "
+                              f"known: {', '.join(_SECTIONS)}")
+        hints = get_type_hints(_SECTIONS[section])
+        declared = {f.name: hints[f.name] for f in fields(_SECTIONS[section])}
+        if key not in declared:
+            raise ConfigError(f"--set {item!r}: unknown key {key!r} in [{section}]; "
+                              f"known: {', '.join(declared)}")
+        value = _parse_value(f"{section}.{key}", declared[key], text.strip())
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _fraction(text: str) -> float:
+    """Returns float(text), or num/den for a fraction "num/den"."""
+    num, sep, den = text.partition("/")
+    return float(num) / float(den) if sep else float(num)
+
+
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True,
+          "false": False, "no": False, "off": False, "0": False}
+_PARSERS: dict[type, tuple[Any, str]] = {
+    int: (int, "an integer"),
+    float: (_fraction, "a number (or a fraction such as 2/255)"),
+    bool: (lambda text: _BOOLS[text.lower()], "true or false"),
+    str: (str, "text"),
+}
+
+
+def _parse_value(name: str, declared: Any, text: str) -> Any:
+    """Returns text parsed as the declared type of field `name`; ConfigError naming it otherwise."""
+    optional = type(None) in get_args(declared)
+    if optional:
+        if text.lower() in ("none", "null"):
+            return None
+        (declared,) = [t for t in get_args(declared) if t is not type(None)]
+    if get_origin(declared) is Literal:
+        _check_choice(name, text, declared)
+        return text
+    parse, what = _PARSERS[declared]
+    try:
+        return parse(text)
+    except (ValueError, KeyError, ZeroDivisionError):
+        unset = " or none" if optional else ""
+        raise ConfigError(f"{name} must be {what}{unset}; got {text!r}") from None
 
 
 _SECTIONS: dict[str, type] = {
