@@ -1,7 +1,7 @@
 import pytest
 
 from approp.config import (
-    ConfigError, DataConfig, OptimConfig, RadiusConfig, RunConfig, TrainConfig, check_eps,
+    ConfigError, DataConfig, OptimConfig, RadiusConfig, RunConfig, TrainConfig, check_eps, parse_set,
 )
 
 
@@ -86,3 +86,67 @@ class TestToml:
         (tmp_path / "c.toml").write_text("[train\n")
         with pytest.raises(ConfigError, match="not valid TOML"):
             RunConfig.load(tmp_path / "c.toml")
+
+
+class TestSet:
+    """`--set section.key=value`: parsed by the field's declared type, checked by the dataclasses."""
+
+    def test_values_take_the_declared_type(self):
+        got = parse_set([
+            "model.width=2", "train.eps=2/255", "optim.lr=0.01", "optim.grad_clip=10",
+            "train.margin_loss=yes", "data.augment=false", "data.subset=none", "radius.clamp=null",
+            "train.ramp=smoothed", "train.device=cuda:1", "radius.bits=4", "radius.per_channel=off",
+        ])
+        assert got == {
+            "model": {"width": 2},
+            "train": {"eps": 2 / 255, "margin_loss": True, "ramp": "smoothed", "device": "cuda:1"},
+            "optim": {"lr": 0.01, "grad_clip": 10.0},
+            "data": {"augment": False, "subset": None},
+            "radius": {"clamp": None, "bits": 4, "per_channel": False},
+        }
+        assert type(got["model"]["width"]) is int and type(got["optim"]["grad_clip"]) is float
+
+    def test_later_item_wins(self):
+        assert parse_set(["train.epochs=3", "train.epochs=1"]) == {"train": {"epochs": 1}}
+
+    def test_every_field_parses_its_own_default(self):
+        # The parser knows every declared type: each field's default, written as text, reads back.
+        for section, values in RunConfig().replace(data={"subset": 5}).to_dict().items():
+            for key, value in values.items():
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                assert parse_set([f"{section}.{key}={text}"]) == {section: {key: value}}
+
+    def test_none_unsets_what_a_file_set(self):
+        cfg = RunConfig().replace(optim={"grad_clip": 10.0}, data={"subset": 64})
+        cfg = cfg.replace(**parse_set(["optim.grad_clip=none", "data.subset=None"]))
+        assert cfg.optim.grad_clip is None and cfg.data.subset is None
+
+    @pytest.mark.parametrize(
+        "item, message",
+        [
+            ("trian.eps=0.1", r"unknown config section 'trian'; known: model, data, radius, optim, train"),
+            ("train.epsilon=0.1", r"unknown key 'epsilon' in \[train\]; known: algo, epochs, eps"),
+            ("train.eps", r"SECTION\.KEY=VALUE"),
+            ("train=0.1", r"SECTION\.KEY=VALUE"),
+            (".eps=0.1", r"SECTION\.KEY=VALUE"),
+            ("train.epochs=1.5", r"train\.epochs must be an integer; got '1\.5'"),
+            ("train.epochs=none", r"train\.epochs must be an integer; got 'none'"),
+            ("data.subset=all", r"data\.subset must be an integer or none"),
+            ("train.eps=small", r"train\.eps must be a number"),
+            ("train.eps=2/0", r"train\.eps must be a number"),
+            ("train.margin_loss=maybe", r"train\.margin_loss must be true or false"),
+            ("radius.kind=relative", r"radius\.kind must be one of 'abs', 'const', 'tanh', 'quant'"),
+            ("train.precision=fp16", r"train\.precision must be one of"),
+        ],
+    )
+    def test_bad_items_name_the_field_or_the_known_keys(self, item, message):
+        with pytest.raises(ConfigError, match=message):
+            parse_set([item])
+
+    @pytest.mark.parametrize(
+        "item, field",
+        [("train.eps=2", "train.eps"), ("model.width=0", "model.width"), ("radius.lam=-1", "radius.lam")],
+    )
+    def test_ranges_are_checked_by_the_dataclasses(self, item, field):
+        with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+            RunConfig().replace(**parse_set([item]))

@@ -24,7 +24,7 @@ preload_for_argv(sys.argv[1:])
 
 from .bounds.rules import UnsupportedLayerError  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
-from .config import ConfigError, RunConfig  # noqa: E402
+from .config import ConfigError, RunConfig, parse_set  # noqa: E402
 from .data import DataError  # noqa: E402
 from .train.loop import TrainingDiverged  # noqa: E402
 
@@ -52,23 +52,35 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as err:
-            err_console.print(f"[bold red]error:[/] {err}")
+            from rich.markup import escape  # messages name sections as [train]: not markup
+
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}")
             raise typer.Exit(1) from None
 
     return wrapper
 
 
-def _overrides(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Returns only the options the user gave (None means 'not given')."""
+def _overrides(sets: dict[str, dict[str, Any]], **sections: dict[str, Any]
+               ) -> dict[str, dict[str, Any]]:
+    """Returns the options the user gave (None: not given), the --set values `sets` over them."""
     out = {}
     for name, values in sections.items():
         given = {k: v for k, v in values.items() if v is not None}
         if given:
             out[name] = given
+    for name, values in sets.items():
+        out[name] = {**out.get(name, {}), **values}
     return out
 
 
 CLI_PRECISION = "auto"
+SET_VAR = "SECTION.KEY=VALUE"
+SET_HELP = "any config field, e.g. train.ramp=smoothed or data.subset=none (repeatable)"
+# --set on a grid or sweep: what it does to the finished cells or variants.
+SET_GRID = ("; applied over every {0}'s run config, so it changes their fingerprints: "
+            "{0}s finished with other settings run again, and a run folder holding another "
+            "config refuses it (use a new --out)")
+SET_TRAIN = SET_HELP + "; precedence: defaults < --config < the options above < --set"
 
 
 @app.command()
@@ -77,45 +89,41 @@ def train(
     out: Annotated[Path, typer.Option(help="run directory (resumes if it holds the same run)")],
     config: Annotated[Optional[Path], typer.Option(help="TOML config; options below override it")] = None,
     algo: Annotated[Optional[str], typer.Option(help="app | standard | awp | pgd")] = None,
-    radius: Annotated[Optional[str], typer.Option(help="abs | const | tanh")] = None,
+    radius: Annotated[Optional[str], typer.Option(
+        help="abs | const | tanh | quant (with --set radius.bits=N)")] = None,
     eps: Annotated[Optional[float], typer.Option(help="L∞ input radius on the [0,1] scale")] = None,
     lam: Annotated[Optional[float], typer.Option(help="parameter radius scale λ")] = None,
-    kappa: Annotated[Optional[float], typer.Option(help="weight of the clean loss")] = None,
     epochs: Annotated[Optional[int], typer.Option()] = None,
     ramp_epochs: Annotated[Optional[int], typer.Option(help="epochs over which ε, λ ramp up")] = None,
     lr: Annotated[Optional[float], typer.Option()] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="sgd | adam")] = None,
-    batch_size: Annotated[Optional[int], typer.Option()] = None,
-    width: Annotated[Optional[int], typer.Option(help="CNN4 channel multiplier")] = None,
-    clamp: Annotated[Optional[float], typer.Option(help="clamp parameters to [-c, c]")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
     download: Annotated[bool, typer.Option(help="fetch CIFAR-10 with torchvision if missing")] = False,
     subset: Annotated[Optional[int], typer.Option(help="first N training images")] = None,
     val_split: Annotated[Optional[int], typer.Option(help="hold out the last N training images for validation")] = None,
     test_subset: Annotated[Optional[int], typer.Option(help="first N test images")] = None,
-    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment")] = None,
     margin_loss: Annotated[Optional[bool], typer.Option("--margin-loss/--no-margin-loss")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu | cuda")] = None,
     engine: Annotated[Optional[str], typer.Option(help="torch | julia")] = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | auto (bf16 autocast in training where the device has native bf16; verification stays fp32) [default: the config's, else auto]")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
+    sets: Annotated[Optional[list[str]], typer.Option("--set", metavar=SET_VAR, help=SET_TRAIN)] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Train a CNN4 (APP, standard, AWP or PGD-AT) and write a run directory."""
     from .train import fit
 
+    given = parse_set(sets or [])
     # Without a config file the command line trains in bf16 where the hardware has it (validated
     # against fp32 in docs/results/bf16); a file says for itself, and the library default is fp32.
     base = RunConfig.load(config) if config else RunConfig().replace(train={"precision": CLI_PRECISION})
     cfg = base.replace(
         **_overrides(
-            model={"width": width},
+            given,
             data={"data_dir": str(data_dir) if data_dir else None, "subset": subset, "val_split": val_split,
-                  "test_subset": test_subset, "augment": augment, "batch_size": batch_size,
-                  "download": download or None},
-            radius={"kind": radius, "lam": lam, "clamp": clamp},
-            optim={"lr": lr, "name": optimizer},
-            train={"algo": algo, "eps": eps, "kappa": kappa, "epochs": epochs, "seed": seed,
+                  "test_subset": test_subset, "download": download or None},
+            radius={"kind": radius, "lam": lam},
+            optim={"lr": lr},
+            train={"algo": algo, "eps": eps, "epochs": epochs, "seed": seed,
                    "ramp_epochs": ramp_epochs, "device": device, "engine": engine,
                    "margin_loss": margin_loss, "precision": precision},
         )
@@ -245,14 +253,19 @@ def reproduce(
     only: Annotated[Optional[str], typer.Option(help="glob over cell names, e.g. 'eps0.001-*'")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
     device: Annotated[Optional[str], typer.Option(help="override the preset's device (cpu | cuda)")] = None,
+    sets: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar=SET_VAR,
+        help=SET_HELP + " (not train.eps, the grid's axis)" + SET_GRID.format("cell")
+    )] = None,
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
 ) -> None:
     """Run the thesis grid of a preset (train + evaluate per cell), then tables, plots and report."""
     from .experiments import reproduce as run
 
+    given = parse_set(sets or [])
     target = out or Path("runs") / Path(preset).stem
     summary = run(preset, target, jobs=jobs, only=only, data_dir=str(data_dir) if data_dir else None,
-                  device=device, progress=not quiet)
+                  device=device, progress=not quiet, overrides=given)
     typer.echo(json.dumps({"out": str(target), "report": str(summary.files["report.md"]),
                            "cells": {o.name: o.status for o in summary.outcomes}}))
 
@@ -281,12 +294,15 @@ def sweep(
     out: Annotated[Path, typer.Option(help="output directory: one run per variant, sweep.md/.csv")],
     only: Annotated[Optional[str], typer.Option(help="comma-separated globs over variant keys")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+    sets: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar=SET_VAR, help=SET_HELP + SET_GRID.format("variant"))] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Train every variant of a sweep and score it on the validation split (never on test data)."""
     from .experiments.sweep import load_sweep, run_sweep
 
-    spec = load_sweep(config, data_dir=str(data_dir) if data_dir else None)
+    given = parse_set(sets or [])
+    spec = load_sweep(config, data_dir=str(data_dir) if data_dir else None, overrides=given)
     rows = run_sweep(spec, out, only=only, progress=not quiet)
     typer.echo(json.dumps({"out": str(out), "table": str(out / "sweep.md"),
                            "scored": [r["key"] for r in rows if r["scores"]]}))

@@ -14,6 +14,8 @@ TOML layout (every section and key optional)::
     [optim]   name = "sgd", lr, momentum, weight_decay, schedule, grad_clip
     [train]   algo = "app", epochs, eps, kappa, kappa_schedule, ramp, ramp_epochs,
               reg_weight, reg_tol, seed, device, engine, ...
+
+On the command line `--set section.key=value` reaches any field (parse_set).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import tomli_w
 
@@ -197,16 +200,15 @@ class TrainConfig:
     kappa: weight of the clean loss, loss = (1-kappa)·L_worst + kappa·L_clean.
     kappa_schedule: how the clean weight moves once the ramp starts (ramp factor r > 0):
         gowal: from 1 to `kappa` with the ramp, κ_t = 1 − r·(1 − kappa) (Gowal et al.'s
-            IBP; the behaviour of every run before this option existed); [default]
+            IBP); [default]
         constant: `kappa` from the first ramp step on (CTBench's IBP: 0.2);
         none: the worst-case loss alone (κ_t = 0) from the first ramp step on, `kappa`
             unused (Shi et al.'s IBP).
         During the warm-up (r = 0) every schedule trains on the clean loss.
     warmup_epochs: clean training (eps = lam = 0) before the ramp starts.
     ramp_epochs: then eps and lam grow from 0 to their targets over this many epochs
-        (per batch). Starting APP at full strength from a random initialisation, whose
-        bounds are thousands of logits wide, collapses the network to a constant;
-        warm-up plus ramp avoids that (IBP/CROWN-IBP practice).
+        (per batch). APP at full strength from a random initialisation collapses the
+        network to a constant; warm-up plus ramp avoids that (IBP/CROWN-IBP practice).
     ramp: the ramp's shape: "linear" [default], or "smoothed" (auto_LiRPA's
         SmoothedScheduler: ε ∝ step⁴ over the first quarter of the ramp, then linear
         to the target with a continuous slope; see train.schedule.smoothed_ramp).
@@ -219,32 +221,29 @@ class TrainConfig:
         instead of (lower_y, upper_j).
     pgd_steps / awp_gamma: inner attack steps (step size eps/4) and AWP's relative size
         (γ follows the warm-up and ramp as eps does).
-    channels_last: keep the model and its inputs in channels_last memory format:
-        faster convolutions on tensor cores, and on the CPU oneDNN's native layout
-        (no reorder per call; measured at 1 thread: standard and APP steps 5–12 %
-        faster, so the ratio of the two barely moves; see benchmarks/bounds_speed.py).
+    channels_last: keep the model and its inputs in channels_last memory format, the
+        native layout of tensor cores and of oneDNN on the CPU (no reorder per call).
         Bounds and gradients equal the contiguous path's to float rounding
         (tests/test_bounds_channels_last.py). Ignored by the Julia engine. [True]
     compile: compile the model's forward with torch.compile (first epoch pays the
         compilation; worth it on a GPU for long runs). [False]
     precision: "fp32", "bf16" or "auto". bf16 runs each step's loss — forward pass, interval
         bounds, and the attacks inside training (PGD-AT, AWP with its weight ascent) —
-        under torch.autocast(dtype=bfloat16): about 2× faster steps on CPUs with native
-        bf16 (AVX-512 BF16/AMX) and on tensor cores. Master weights, gradients,
-        optimiser state and checkpoints stay fp32; no loss scaler is needed (bf16 has
-        fp32's exponent range, so nothing underflows that fp32 keeps). The interval rules
-        keep the radius exact where a unit is stable and form ends, reductions and the
-        worst-case loss in fp32 (approp.bounds.rules). Verification, the per-epoch
-        metrics and every number of `approp evaluate` are computed in fp32 whatever this
-        says (approp.precision). "auto" is resolved when training starts and the run
-        directory records the result: the run's own precision when it resumes, else bf16
-        where the device computes it natively (CUDA with bf16, a CPU with AVX-512 BF16,
-        AMX or Arm BF16), else fp32 (approp.precision.resolve_precision). The Julia
-        engine has no bf16 path: "bf16" with engine = "julia" is an error, "auto" means
-        fp32 there. bf16 matched fp32 on validation for standard, AWP and APP(tanh)
-        (docs/results/bf16), so `approp train` without a config file and the shipped
-        configs use "auto"; this library default stays "fp32", so that a config that
-        names no precision trains the same way on every machine. ["fp32"]
+        under torch.autocast(dtype=bfloat16), for CPUs with native bf16 (AVX-512 BF16,
+        AMX) and tensor cores. Master weights, gradients, optimiser state and checkpoints
+        stay fp32; no loss scaler is needed (bf16 has fp32's exponent range, so nothing
+        underflows that fp32 keeps). The interval rules keep the radius exact where a
+        unit is stable and form ends, reductions and the worst-case loss in fp32
+        (approp.bounds.rules). Verification, the per-epoch metrics and every number of
+        `approp evaluate` are computed in fp32 whatever this says (approp.precision).
+        "auto" is resolved when training starts and the run directory records the
+        result: the run's own precision when it resumes, else bf16 where the device
+        computes it natively (CUDA with bf16, a CPU with AVX-512 BF16, AMX or Arm BF16),
+        else fp32 (approp.precision.resolve_precision). The Julia engine has no bf16
+        path: "bf16" with engine = "julia" is an error, "auto" means fp32 there.
+        `approp train` without a config file and the shipped configs use "auto"; this
+        library default stays "fp32", so that a config that names no precision trains
+        the same way on every machine. ["fp32"]
     """
 
     algo: Algo = "app"
@@ -370,6 +369,69 @@ def read_toml(path: Path | str, what: str = "file") -> dict[str, Any]:
         raise ConfigError(f"{what} not found: {path}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
+
+
+def parse_set(items: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Returns {section: {key: value}} from "section.key=value" strings (a later one wins).
+
+    Each value is parsed by its field's declared type: int; float, also as a fraction
+    such as "2/255" (any float field); bool (true/false, yes/no, on/off, 1/0); str; one
+    of a Literal's choices; "none" or "null" unsets a field typed `X | None`. Ranges are
+    checked where the result builds a config (RunConfig.replace). ConfigError names the
+    field, or the known sections or keys.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        section, _, key = name.strip().partition(".")
+        if not (sep and section and key):
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, e.g. train.epochs=5; "
+                              f"got {item!r}")
+        if section not in _SECTIONS:
+            raise ConfigError(f"--set {item!r}: unknown config section {section!r}; "
+                              f"known: {', '.join(_SECTIONS)}")
+        hints = get_type_hints(_SECTIONS[section])
+        declared = {f.name: hints[f.name] for f in fields(_SECTIONS[section])}
+        if key not in declared:
+            raise ConfigError(f"--set {item!r}: unknown key {key!r} in [{section}]; "
+                              f"known: {', '.join(declared)}")
+        value = _parse_value(f"{section}.{key}", declared[key], text.strip())
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _fraction(text: str) -> float:
+    """Returns float(text), or num/den for a fraction "num/den"."""
+    num, sep, den = text.partition("/")
+    return float(num) / float(den) if sep else float(num)
+
+
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True,
+          "false": False, "no": False, "off": False, "0": False}
+_PARSERS: dict[type, tuple[Any, str]] = {
+    int: (int, "an integer"),
+    float: (_fraction, "a number (or a fraction such as 2/255)"),
+    bool: (lambda text: _BOOLS[text.lower()], "true or false"),
+    str: (str, "text"),
+}
+
+
+def _parse_value(name: str, declared: Any, text: str) -> Any:
+    """Returns text parsed as the declared type of field `name`; ConfigError naming it otherwise."""
+    optional = type(None) in get_args(declared)
+    if optional:
+        if text.lower() in ("none", "null"):
+            return None
+        (declared,) = [t for t in get_args(declared) if t is not type(None)]
+    if get_origin(declared) is Literal:
+        _check_choice(name, text, declared)
+        return text
+    parse, what = _PARSERS[declared]
+    try:
+        return parse(text)
+    except (ValueError, KeyError, ZeroDivisionError):
+        unset = " or none" if optional else ""
+        raise ConfigError(f"{name} must be {what}{unset}; got {text!r}") from None
 
 
 _SECTIONS: dict[str, type] = {

@@ -134,8 +134,16 @@ class Preset:
     landscape: LandscapeConfig | None = field(default_factory=LandscapeConfig)  # None: skipped
     reference: Path | None = None
 
-    def cells(self, data_dir: str | None = None, device: str | None = None, only: str | None = None) -> list[Cell]:
-        """Returns the grid's cells in order (ε-major), those matching the glob `only` if given."""
+    def cells(self, data_dir: str | None = None, device: str | None = None, only: str | None = None,
+              overrides: dict[str, dict[str, Any]] | None = None) -> list[Cell]:
+        """Returns the grid's cells in order (ε-major), those matching the glob `only` if given.
+
+        overrides: {section: {key: value}} applied last to every cell's config (`--set`); not
+        train.eps, the grid's axis, which names the cells (ConfigError).
+        """
+        if "eps" in (overrides or {}).get("train", {}):
+            raise ConfigError("train.eps is the preset's grid axis (its cells are named by it): "
+                              "choose cells with --only, or give a preset file with other eps")
         out = []
         for label in self.eps_labels:
             eps = parse_eps(label)
@@ -145,6 +153,8 @@ class Preset:
                     cfg = cfg.replace(data={"data_dir": str(data_dir)})
                 if device is not None:
                     cfg = cfg.replace(train={"device": device})
+                if overrides:
+                    cfg = cfg.replace(**overrides)
                 name = f"eps{_slug(label)}-{algo.key}"
                 if only is None or fnmatch.fnmatch(name, only):
                     out.append(Cell(name, label, eps, algo, cfg))

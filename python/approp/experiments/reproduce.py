@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..data import describe_copy
 from ..landscape import Landscape, landscape_runs
@@ -86,16 +87,21 @@ def write_report(preset: Preset, out: Path, results: list[CellResult], files: di
 
 
 def reproduce(preset_name: str | Path, out: Path | str, jobs: int = 1, only: str | None = None,
-              data_dir: str | None = None, device: str | None = None, progress: bool = True) -> ReproduceSummary:
-    """Returns the summary after running (or resuming) the preset's grid and writing tables, plots and report."""
+              data_dir: str | None = None, device: str | None = None, progress: bool = True,
+              overrides: dict[str, dict[str, Any]] | None = None) -> ReproduceSummary:
+    """Returns the summary after running (or resuming) the preset's grid and writing tables, plots and report.
+
+    overrides: {section: {key: value}} over every cell's config (Preset.cells); it changes the
+    cells' fingerprints, so cells finished with other settings run again.
+    """
     from rich.console import Console
 
     console = Console(stderr=True, quiet=not progress)
     preset = load_preset(preset_name)
+    every = preset.cells(data_dir, device, overrides=overrides)  # invalid overrides fail here
+    chosen = preset.cells(data_dir, device, only, overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    every = preset.cells(data_dir, device)
-    chosen = preset.cells(data_dir, device, only)
     console.print(f"preset {preset.name}: {len(chosen)} of {len(every)} cells → {out}")
 
     def report(o: CellOutcome) -> None:

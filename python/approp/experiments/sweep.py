@@ -69,8 +69,12 @@ class Sweep:
         return parse_eps(self.eval_eps_label)
 
 
-def load_sweep(path: Path | str, data_dir: str | None = None) -> Sweep:
-    """Returns the Sweep in a TOML file; ConfigError on anything invalid (checked before any training)."""
+def load_sweep(path: Path | str, data_dir: str | None = None,
+               overrides: dict[str, dict[str, Any]] | None = None) -> Sweep:
+    """Returns the Sweep in a TOML file; ConfigError on anything invalid (checked before any training).
+
+    overrides: {section: {key: value}} applied last to every variant's config (`--set`).
+    """
     path = Path(path)
     raw = read_toml(path, "sweep file")
     head = raw.get("sweep", {})
@@ -84,9 +88,14 @@ def load_sweep(path: Path | str, data_dir: str | None = None) -> Sweep:
     for key in table:
         note = table[key].pop("note", "")
         spec: AlgoSpec = _algo(key, table, path)
-        variants.append(Variant(key, spec.label, note, spec.apply(base)))
+        config = spec.apply(base).replace(**(overrides or {}))
+        variants.append(Variant(key, spec.label, note, config))
     if not variants:
         raise ConfigError(f"{path}: a sweep needs at least one [variants.KEY]")
+    unscored = [v.key for v in variants if v.config.data.val_split <= 0]
+    if unscored:
+        raise ConfigError(f"{path}: a sweep is scored on held-out data; "
+                          f"data.val_split is 0 in {', '.join(unscored)}")
     for name in ("val_n", "pgd_steps"):
         check_positive_int(f"{path}: [sweep] {name}", head.get(name, 1))
     eval_lam = head.get("eval_lam")
