@@ -309,3 +309,20 @@ def landscape(
     curves = landscape_runs(run_dirs, cfg, out, names, data_dir, device, progress=not quiet)
     typer.echo(json.dumps({"figure": str(out), "flatness": {k: ls.flatness for k, ls in curves.items()},
                            "flatness_interval": {k: ls.flatness_interval for k, ls in curves.items()}}))
+
+
+@app.command()
+@user_errors
+def fronts(
+    results: Annotated[Path, typer.Argument(help="a preset's results folder (e.g. runs/fronts or docs/results/fronts)")],
+    out: Annotated[Optional[Path], typer.Option(help="folder for the fronts_* files (default: RESULTS)")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="list this preset's cells (default: the folder's cells)")]
+    = None,
+) -> None:
+    """Trade-off fronts (APP vs AWP) of a results folder: table, pairs, plots and verdicts, pending cells listed."""
+    from .experiments.fronts import fronts as run
+
+    view = run(results, out, preset=preset)
+    typer.echo(json.dumps({"files": {name: str(path) for name, path in view.files.items()},
+                           "verdicts": [{"claim": v.claim, "decided": v.decided} for v in view.verdicts],
+                           "pending": [p.name for p in view.pending]}, ensure_ascii=False))
