@@ -180,3 +180,51 @@ def test_cli_writes_the_view_and_reports_pending_cells(tmp_path):
     assert summary["verdicts"][0]["decided"] is False and (tmp_path / "view" / "fronts_pairs.md").is_file()
     bad = CliRunner().invoke(app, ["fronts", str(tmp_path / "missing")])
     assert bad.exit_code == 1 and "no results folder" in bad.output
+
+
+def test_validate_scores_held_out_training_images_into_val_json(cifar_dir, tmp_path):
+    """`approp validate` on a tiny trained run: its clean accuracy agrees with a plain forward pass over
+    the first n of the last val_split training images, every share carries its Wilson interval, PGD at
+    ε = 0 is clean accuracy, and a run without held-out images is refused with one line."""
+    import shutil
+
+    import torch
+
+    from approp.checkpoint import load_model
+    from approp.config import RunConfig
+    from approp.data import load_cifar10, to_float
+    from approp.experiments.validate import validate_run
+    from approp.train import fit
+
+    cfg = RunConfig().replace(
+        data={"data_dir": str(cifar_dir), "subset": 256, "val_split": 500, "batch_size": 64, "augment": False},
+        optim={"name": "adam", "lr": 0.002}, radius={"kind": "abs", "lam": 0.001},
+        train={"algo": "standard", "epochs": 1, "warmup_epochs": 0, "ramp_epochs": 0, "eps": 2 / 255})
+    run = tmp_path / "run"
+    fit(cfg, run, progress=False)
+    result = validate_run(run, n=96, pgd_steps=3)
+    assert json.loads((run / "val.json").read_text()) == json.loads(json.dumps(result))
+    assert not (run / "val.json.tmp").exists()
+
+    x, y = load_cifar10(cifar_dir, train=True)
+    model, _ = load_model(run)
+    with torch.no_grad():
+        correct = int((model(to_float(torch.as_tensor(x[-500:][:96]))).argmax(1) == torch.as_tensor(y[-500:][:96])).sum())
+    clean = result["intervals"]["clean_acc"]
+    assert result["n"] == 96 and clean["k"] == correct and clean["n"] == 96
+    assert (clean["lower"], clean["upper"]) == pytest.approx(wilson(correct, 96), abs=1e-12)
+    assert result["verified_acc"] <= result["pgd_acc"] <= result["clean_acc"]
+    assert result["config"]["data"]["val_split"] == 500 and result["eps"] == pytest.approx(2 / 255)
+    at_zero = validate_run(run, n=32, eps=0.0, pgd_steps=2)  # no ball: PGD cannot move a point
+    assert at_zero["pgd_acc"] == pytest.approx(at_zero["clean_acc"]) and at_zero["n"] == 32
+
+    cli = CliRunner().invoke(app, ["validate", str(run), "--n", "32", "--pgd-steps", "2", "--lam", "0.002"])
+    assert cli.exit_code == 0, cli.output
+    summary = json.loads(cli.output)
+    assert summary["n"] == 32 and summary["clean_acc"].count("[") == 1 and "verified_target_acc" in summary
+
+    none = tmp_path / "no_val"
+    shutil.copytree(run, none)
+    RunConfig.load(run / "config.toml").replace(data={"val_split": 0}).save(none / "config.toml")
+    bad = CliRunner().invoke(app, ["validate", str(none)])
+    assert bad.exit_code == 1 and "held out no validation images" in " ".join(bad.output.split())
