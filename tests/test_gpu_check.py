@@ -4,6 +4,7 @@ keeps the fronts preset's cells."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -18,8 +19,9 @@ from conftest import REPO
 from approp.experiments.preset import load_preset
 
 SCRIPT = REPO / "tools" / "gpu_check.sh"
-sys.path.insert(0, str(REPO / "tools"))
-import gpu_check_preset  # noqa: E402
+_SPEC = importlib.util.spec_from_file_location("gpu_check_preset", REPO / "tools" / "gpu_check_preset.py")
+gpu_check_preset = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(gpu_check_preset)
 
 
 def run_script(tmp_path: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -43,6 +45,11 @@ def test_dry_run_checks_the_inputs_and_prints_the_plan(cifar_dir, tmp_path):
     assert "dry run: inputs checked, nothing run" in out
     assert not (tmp_path / "work" / "fronts_tiny.toml").exists()  # nothing run
     assert (tmp_path / "out" / "gpu_check_summary.md").read_text().startswith("# GPU check")
+    cells_only = run_script(tmp_path, "--dry-run", "--cells-only", str(cifar_dir))
+    assert cells_only.returncode == 0 and "skipped (--cells-only): the tests and the benchmarks" in cells_only.stdout
+    assert "throughput" not in cells_only.stdout and "- cells (window ≤ 480 s" in cells_only.stdout
+    usage = run_script(tmp_path, "--help")
+    assert usage.returncode == 0 and usage.stdout.startswith("tools/gpu_check.sh") and "set -uo" not in usage.stdout
 
 
 @pytest.mark.parametrize("args, message", [

@@ -3,7 +3,8 @@
 # and as many cells of the fronts preset as fit in a time window; a CPU fallback where no CUDA
 # device is present.
 #
-#   tools/gpu_check.sh [--dry-run] [--budget S] [--cells-seconds S] [--max-cells N] [--cells K1,K2] DIR
+#   tools/gpu_check.sh [--dry-run] [--budget S] [--cells-seconds S] [--max-cells N] [--cells K1,K2]
+#                      [--cells-only] DIR
 #
 # DIR holds what the machine cannot download (it reaches no package registry and no data host):
 #   DIR/cifar-10-batches-py/   CIFAR-10 in the standard layout (data_batch_1..5, test_batch); or, where
@@ -30,6 +31,9 @@
 #      every cell trains at the preset's own budget (45,000 images × 20 epochs, bf16 training,
 #      fp32 evaluation with AutoAttack); a cell cut off resumes per epoch on the next call while
 #      the work folder survives. Then `approp fronts` writes the fronts view of what finished.
+# A device call runs at most 600 s, so the default budget gives the cells what the checks leave
+# (the checks' limits add up to 225 s; on a GPU they take less); --cells-only skips steps 1–3 and
+# gives the cells the whole window, e.g. in a second call on the same machine.
 # Without CUDA (CPU fallback) step 1 is skipped (its tests need a device) and says so, steps 2–3
 # run on the CPU with a few steps, and step 4 runs a tiny-budget copy of the preset
 # (tools/gpu_check_preset.py: 64 images, 2 epochs, 16 test points): it checks the steps, it
@@ -47,15 +51,16 @@ set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
-BUDGET=570 CELLS_SECONDS=480 MAX_CELLS=99 DRY=0 CELLS="" DIR=""
+BUDGET=570 CELLS_SECONDS=480 MAX_CELLS=99 DRY=0 CELLS="" DIR="" CELLS_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
+    --cells-only) CELLS_ONLY=1 ;;
     --budget) BUDGET="$2"; shift ;;
     --cells-seconds) CELLS_SECONDS="$2"; shift ;;
     --max-cells) MAX_CELLS="$2"; shift ;;
     --cells) CELLS="${2//,/ }"; shift ;;
-    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
     -*) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) DIR="$1" ;;
   esac
@@ -126,6 +131,7 @@ else
   STEPS=("throughput|60|$PY $REPO/benchmarks/throughput.py --device cpu --batch-size 16 --steps 1 --warmup 1 --algos standard,APP(tanh)"
          "bounds_speed|45|$PY $REPO/benchmarks/bounds_speed.py --device cpu --batch 8 --repeats 2")
 fi
+[ "$CELLS_ONLY" = 0 ] || STEPS=()
 
 {
   echo "# GPU check — $([ "$MODE" = gpu ] && echo "GPU: $DEVICE_NAME (cuda)" || echo "CPU FALLBACK: no CUDA device, nothing here is a GPU result")"
@@ -135,8 +141,9 @@ fi
   echo
   echo "## Plan"
   echo
-  [ "$MODE" = gpu ] || echo "- skipped: pytest -m gpu (its tests need a CUDA device)"
-  for s in "${STEPS[@]}"; do IFS='|' read -r name limit cmd <<<"$s"; echo "- $name (≤ $limit s): \`$cmd\`"; done
+  [ "$MODE" = gpu ] || [ "$CELLS_ONLY" = 1 ] || echo "- skipped: pytest -m gpu (its tests need a CUDA device)"
+  [ "$CELLS_ONLY" = 0 ] || echo "- skipped (--cells-only): the tests and the benchmarks"
+  for s in "${STEPS[@]+"${STEPS[@]}"}"; do IFS='|' read -r name limit cmd <<<"$s"; echo "- $name (≤ $limit s): \`$cmd\`"; done
   echo "- cells (window ≤ $CELLS_SECONDS s, at most $MAX_CELLS): $CELLS — \`approp reproduce --preset $PRESET --device $DEV --only 'eps*-KEY' --out $FRONTS\`"
   echo "- then \`approp fronts $FRONTS --preset $PRESET\`"
 } >"$SUMMARY"
@@ -163,7 +170,7 @@ step() {
 }
 
 echo -e "\n## Steps" >>"$SUMMARY"
-for s in "${STEPS[@]}"; do
+for s in "${STEPS[@]+"${STEPS[@]}"}"; do
   IFS='|' read -r name limit cmd <<<"$s"
   read -r -a argv <<<"$cmd"
   step "$name" "$limit" "${argv[@]}"

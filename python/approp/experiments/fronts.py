@@ -172,18 +172,21 @@ def plot_front(points: list[FrontPoint], measure: str, ylabel: str, path: Path) 
         if p.result is not None:
             groups.setdefault(FRONTS.get(p.algo, p.label), []).append(p)
     for name, members in groups.items():
+        knobs = [p.knob for p in members]
         shares = []
         for p in members:
             x, y = p.result.share("clean"), _measure(p.result, measure)
             if x is not None and y is not None:
-                shares.append((x, y, p.knob))
+                # The knob names a point within its front, unless two points share it (e.g. two radius kinds).
+                shares.append((x, y, p.knob if knobs.count(p.knob) == 1 else p.label))
         shares.sort(key=lambda t: t[0].value)
         if not shares:
             continue
         _bars(ax, [(x, y) for x, y, _ in shares], "-o" if name in FRONTS.values() else "*", name)
-        for x, y, text in shares:
+        for i, (x, y, text) in enumerate(shares):  # above and below in turn: neighbours on a front sit close
             if text:
-                ax.annotate(text, (100 * x.value, 100 * y.value), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                ax.annotate(text, (100 * x.value, 100 * y.value), textcoords="offset points",
+                            xytext=(4, 4 if i % 2 == 0 else -11), fontsize=7)
     if not ax.has_data():  # every cell pending: an empty figure that says so
         ax.plot([], [], " ", label="no finished point yet")
     ax.set_xlabel("clean accuracy (%)")
