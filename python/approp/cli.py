@@ -333,3 +333,40 @@ def landscape(
     curves = landscape_runs(run_dirs, cfg, out, names, data_dir, device, progress=not quiet)
     typer.echo(json.dumps({"figure": str(out), "flatness": {k: ls.flatness for k, ls in curves.items()},
                            "flatness_interval": {k: ls.flatness_interval for k, ls in curves.items()}}))
+
+
+@app.command()
+@user_errors
+def fronts(
+    results: Annotated[Path, typer.Argument(help="a preset's results folder (e.g. runs/fronts or docs/results/fronts)")],
+    out: Annotated[Optional[Path], typer.Option(help="folder for the fronts_* files (default: RESULTS)")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="list this preset's cells (default: the folder's cells)")]
+    = None,
+) -> None:
+    """Trade-off fronts (APP vs AWP) of a results folder: table, pairs, plots and verdicts, pending cells listed."""
+    from .experiments.fronts import fronts as run
+
+    view = run(results, out, preset=preset)
+    typer.echo(json.dumps({"files": {name: str(path) for name, path in view.files.items()},
+                           "verdicts": [{"claim": v.claim, "decided": v.decided} for v in view.verdicts],
+                           "pending": [p.name for p in view.pending]}, ensure_ascii=False))
+
+
+@app.command()
+@user_errors
+def validate(
+    run_dir: Annotated[Path, typer.Argument(help="a trained run directory (trained with data.val_split > 0)")],
+    n: Annotated[int, typer.Option(help="first N validation images")] = 2000,
+    eps: Annotated[Optional[float], typer.Option(help="L∞ input radius; default: the run's ε")] = None,
+    pgd_steps: Annotated[int, typer.Option(help="PGD steps")] = 20,
+    lam: Annotated[Optional[float], typer.Option(help="also verify over the run's radius kind at this λ")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda (default: the run's)")] = None,
+) -> None:
+    """Score a trained run on its validation split (clean, PGD, verified with Wilson intervals) into RUN/val.json."""
+    from .experiments.validate import summary_line, validate_run
+
+    result = validate_run(run_dir, n=n, eps=eps, pgd_steps=pgd_steps, lam=lam,
+                          data_dir=str(data_dir) if data_dir else None, device=device)
+    typer.echo(json.dumps({"val": str(run_dir / "val.json"), "n": result["n"], **summary_line(result)},
+                          ensure_ascii=False))

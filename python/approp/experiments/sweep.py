@@ -117,19 +117,28 @@ def _pairs(raw: Any, variants: list[Variant], path: Path) -> tuple[tuple[str, st
     return tuple((a, b) for a, b in raw)
 
 
-@full_precision()
 def score_variant(model: torch.nn.Module, cfg: RunConfig, sweep: Sweep) -> dict[str, Any]:
     """Returns clean, PGD and verified accuracy of a trained model on the first val_n validation images."""
-    val = _validation(cfg, sweep)
+    return score_validation(model, cfg, sweep.val_n, sweep.eval_eps, sweep.pgd_steps, sweep.eval_lam)
+
+
+@full_precision()
+def score_validation(model: torch.nn.Module, cfg: RunConfig, n: int, eps: float, pgd_steps: int,
+                     eval_lam: float | None = None) -> dict[str, Any]:
+    """Returns {n, eps, clean_acc, pgd_acc, verified_acc[, verified_target_acc]} of a trained model
+    on the first n images of cfg's validation split (held-out training images, never test data):
+    PGD-`pgd_steps` and verified accuracy (over cfg's parameter box) at ε = eps, and where eval_lam
+    is given also verified over cfg's radius kind at λ = eval_lam. Scored in fp32 whatever the
+    training precision."""
+    val = load_validation(cfg.data, cfg.train.device).take(n)
     bs = cfg.data.eval_batch_size
-    eps = sweep.eval_eps
     return {
         "n": len(val),
         "eps": eps,
         "clean_acc": clean_accuracy(model, val, bs),
-        "pgd_acc": pgd_correct(model, val, eps, steps=sweep.pgd_steps, batch_size=bs).float().mean().item(),
+        "pgd_acc": pgd_correct(model, val, eps, steps=pgd_steps, batch_size=bs).float().mean().item(),
         "verified_acc": verified_accuracy(model, val, eps, cfg.radius, batch_size=bs),
-        **target_verified(model, cfg, sweep, val),
+        **_target_verified(model, cfg, eps, eval_lam, val),
     }
 
 
@@ -142,11 +151,16 @@ def target_verified(model: torch.nn.Module, cfg: RunConfig, sweep: Sweep, val: S
     """Returns {"verified_target_acc": …}: verified accuracy at the sweep's ε over the variant's radius
     kind at the sweep's eval_lam, so variants that trained with another ε or λ are verified over the
     same box ({} where the sweep sets no eval_lam)."""
-    if sweep.eval_lam is None:
+    return _target_verified(model, cfg, sweep.eval_eps, sweep.eval_lam, val)
+
+
+def _target_verified(model: torch.nn.Module, cfg: RunConfig, eps: float, lam: float | None,
+                     val: Split) -> dict[str, float]:
+    """Returns {"verified_target_acc": …} at ε over cfg's radius kind at λ = lam ({} where lam is None)."""
+    if lam is None:
         return {}
-    acc = verified_accuracy(model, val, sweep.eval_eps, cfg.radius, lam=sweep.eval_lam,
-                            batch_size=cfg.data.eval_batch_size)
-    return {"verified_target_acc": acc}
+    return {"verified_target_acc": verified_accuracy(model, val, eps, cfg.radius, lam=lam,
+                                                     batch_size=cfg.data.eval_batch_size)}
 
 
 def run_sweep(sweep: Sweep, out: Path, only: str | None = None, progress: bool = True) -> list[dict[str, Any]]:

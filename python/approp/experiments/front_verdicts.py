@@ -1,0 +1,175 @@
+"""The verdicts of the fronts view: APP's front against AWP's, each claim decided or undecided.
+
+Every difference is APP − AWP in percentage points with Newcombe's hybrid score 95 % interval
+(approp.stats.intervals.difference, as `approp compare` uses): built from the two Wilson
+intervals, it treats the two models' test points as independent, which is conservative where,
+as here, both are scored on the same points. A difference is decided where its interval
+excludes 0.
+
+Claims:
+- match or beat: does any APP point match or beat an AWP point in both clean and AutoAttack
+  accuracy? An APP point matches an AWP point where neither difference's interval lies
+  entirely below 0, and beats it where both lie entirely above 0. Decided "yes" where some
+  pair beats, decided "no" where every pair has a difference entirely below 0, undecided where
+  the best pair only matches.
+- at equal clean accuracy: for the APP–AWP pair nearest in clean accuracy, which has more
+  AutoAttack accuracy, verified accuracy (best of interval and linear bounds where measured),
+  and fewer points flipped by the parameter attack at each λ?
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..stats import intervals as stats
+from ..stats.intervals import Proportion
+from .tables import CellResult, Value
+
+
+@dataclass(frozen=True)
+class Diff:
+    """A − B in fractions with its 95 % interval; shown as '+1.2 [-0.8, +3.1] pp'."""
+
+    value: float
+    lower: float
+    upper: float
+
+    @classmethod
+    def of(cls, a: Proportion, b: Proportion) -> Diff:
+        return cls(*stats.difference(a, b))
+
+    @property
+    def above(self) -> bool:
+        return self.lower > 0
+
+    @property
+    def below(self) -> bool:
+        return self.upper < 0
+
+    def __str__(self) -> str:
+        return f"{100 * self.value:+.1f} [{100 * self.lower:+.1f}, {100 * self.upper:+.1f}] pp"
+
+    def as_dict(self) -> dict[str, float]:
+        return {"value": self.value, "lower": self.lower, "upper": self.upper}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One claim: whether it is decided, the sentence that states it, and its numbers (JSON-ready)."""
+
+    claim: str
+    decided: bool
+    text: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"claim": self.claim, "decided": self.decided, "text": self.text, "numbers": self.numbers}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An APP point against an AWP point: clean and AutoAttack differences (APP − AWP)."""
+
+    app: CellResult
+    awp: CellResult
+    clean: Diff
+    autoattack: Diff
+
+    @property
+    def status(self) -> str:
+        """Returns 'beats', 'matches' or 'worse' (some difference entirely below 0)."""
+        if self.clean.above and self.autoattack.above:
+            return "beats"
+        if self.clean.below or self.autoattack.below:
+            return "worse"
+        return "matches"
+
+    def numbers(self) -> dict[str, Any]:
+        return {"APP": self.app.algo_label, "AWP": self.awp.algo_label, "status": self.status,
+                "clean": self.clean.as_dict(), "autoattack": self.autoattack.as_dict()}
+
+
+def pairs(app: list[CellResult], awp: list[CellResult]) -> list[Pair]:
+    """Returns every APP × AWP pair with both clean and AutoAttack accuracy measured."""
+    out = []
+    for a in app:
+        for b in awp:
+            ca, cb, ra, rb = a.share("clean"), b.share("clean"), a.share("autoattack"), b.share("autoattack")
+            if None not in (ca, cb, ra, rb):
+                out.append(Pair(a, b, Diff.of(ca, cb), Diff.of(ra, rb)))
+    return out
+
+
+def pair_rows(found: list[Pair]) -> list[dict[str, Value]]:
+    """Returns one table row per APP × AWP pair: both differences and the pair's status."""
+    return [{"APP": p.app.algo_label, "AWP": p.awp.algo_label, "clean APP − AWP": str(p.clean),
+             "AutoAttack APP − AWP": str(p.autoattack), "APP against AWP": p.status} for p in found]
+
+
+CLAIM_MATCH = "some APP point matches or beats an AWP point in both clean and AutoAttack accuracy"
+
+
+def match_or_beat(found: list[Pair]) -> Verdict:
+    """Returns the match-or-beat verdict, stated with the pair that comes closest to beating."""
+    if not found:
+        return Verdict(CLAIM_MATCH, False, "undecided: no APP and AWP point both have clean and AutoAttack accuracy yet")
+    rank = {"beats": 2, "matches": 1, "worse": 0}
+    best = max(found, key=lambda p: (rank[p.status], min(p.clean.lower, p.autoattack.lower)))
+    nums = (f"{best.app.algo_label} − {best.awp.algo_label}: clean {best.clean}, AutoAttack {best.autoattack}")
+    counts = {s: sum(p.status == s for p in found) for s in rank}
+    tally = f" ({counts['beats']} of {len(found)} pairs beat, {counts['matches']} match, {counts['worse']} worse)"
+    if best.status == "beats":
+        text = f"decided, yes: {best.app.algo_label} beats {best.awp.algo_label} in both ({nums})" + tally
+    elif best.status == "matches":
+        text = (f"undecided: {best.app.algo_label} matches {best.awp.algo_label} — neither difference is decided "
+                f"against APP, but not both for it ({nums})" + tally)
+    else:
+        text = ("decided, no: every APP point is below every AWP point in clean or AutoAttack accuracy; closest "
+                f"pair {nums}" + tally)
+    return Verdict(CLAIM_MATCH, best.status != "matches", text,
+                   {"best": best.numbers(), "pairs": [p.numbers() for p in found], "counts": counts})
+
+
+def nearest_clean(app: list[CellResult], awp: list[CellResult]) -> tuple[CellResult, CellResult, Diff] | None:
+    """Returns (APP point, AWP point, clean APP − AWP) of the pair nearest in clean accuracy (None without one)."""
+    found = [(a, b, Diff.of(a.share("clean"), b.share("clean")))
+             for a in app for b in awp if a.share("clean") is not None and b.share("clean") is not None]
+    return min(found, key=lambda t: abs(t[2].value), default=None)
+
+
+def _verified(r: CellResult) -> Proportion | None:
+    return r.share("verified_best") or r.share("verified")
+
+
+def equal_clean(app: list[CellResult], awp: list[CellResult], lams: tuple[float, ...]) -> list[Verdict]:
+    """Returns one verdict per measure (AutoAttack, verified, parameter attack at each λ) for the
+    APP–AWP pair nearest in clean accuracy (among all pairs with clean accuracy measured)."""
+    pair = nearest_clean(app, awp)
+    measures = [("AutoAttack accuracy", lambda r: r.share("autoattack"), True),
+                ("verified accuracy", _verified, True)]
+    measures += [(f"parameter attack λ={lam:g} (flipped share)", lambda r, lam=lam: r.share("flipped", lam), False)
+                 for lam in lams]
+    if pair is None:
+        return [Verdict(f"at equal clean accuracy: {m}", False, "undecided: no APP and AWP point evaluated yet")
+                for m, _, _ in measures]
+    a, b, clean = pair
+    head = (f"nearest pair in clean accuracy {a.algo_label} vs {b.algo_label}, clean APP − AWP {clean}"
+            + (" — itself decided, so not equal" if clean.above or clean.below else ""))
+    base = {"APP": a.algo_label, "AWP": b.algo_label, "clean": clean.as_dict()}
+    return [_measure_verdict(name, get(a), get(b), higher, base, head) for name, get, higher in measures]
+
+
+def _measure_verdict(name: str, a: Proportion | None, b: Proportion | None, higher_better: bool,
+                     base: dict[str, Any], head: str) -> Verdict:
+    """Returns which method is more robust on one measure of the nearest pair, decided or not."""
+    claim = f"at equal clean accuracy: {name}"
+    if a is None or b is None:
+        return Verdict(claim, False, f"undecided: not measured for both ({head})", base)
+    d = Diff.of(a, b)
+    decided = d.above or d.below
+    winner = ("APP" if d.above == higher_better else "AWP") if decided else None
+    nums = f"APP {a} vs AWP {b}, APP − AWP {d}; {head}"
+    text = f"decided: {winner} more robust ({nums})" if decided else f"undecided: the interval contains 0 ({nums})"
+    return Verdict(claim, decided, text,
+                   {**base, "app": a.value, "awp": b.value, "difference": d.as_dict(), "more_robust": winner})

@@ -1,0 +1,230 @@
+"""The fronts view: synthetic finished cells with known numbers give known verdicts, and cells
+without eval.json are listed as pending instead of breaking the view."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from approp.checkpoint import FORMAT_VERSION
+from approp.cli import app
+from approp.config import ConfigError
+from approp.experiments.fronts import FrontView, fronts
+from approp.experiments.preset import load_preset
+from approp.experiments.runner import cell_dir
+
+Z = 1.959963984540054
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """An independent Wilson score interval (closed form, Wilson 1927)."""
+    p = k / n
+    centre = (2 * k + Z * Z) / (2 * (n + Z * Z))
+    half = Z * math.sqrt(n * p * (1 - p) + Z * Z / 4) / (n + Z * Z)
+    return centre - half, centre + half
+
+
+def newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float, float]:
+    """An independent Newcombe hybrid score interval of p1 − p2 (Newcombe 1998, method 10)."""
+    (l1, u1), (l2, u2) = wilson(k1, n1), wilson(k2, n2)
+    p1, p2 = k1 / n1, k2 / n2
+    return p1 - p2, p1 - p2 - math.hypot(p1 - l1, u2 - p2), p1 - p2 + math.hypot(u1 - p1, p2 - l2)
+
+
+def pp(d: tuple[float, float, float]) -> str:
+    return f"{100 * d[0]:+.1f} [{100 * d[1]:+.1f}, {100 * d[2]:+.1f}] pp"
+
+
+# (clean, AutoAttack, verified, verified best, flipped at λ = 0.02 and 0.1) on 1,000 points, AutoAttack on 500.
+MATCHES = {
+    "app_k095": (0.60, 0.46, 0.10, 0.15, (0.05, 0.30)),
+    "app_k050": (0.50, 0.42, 0.20, 0.25, (0.04, 0.20)),
+    "awp_g010": (0.62, 0.44, 0.0, 0.0, (0.15, 0.60)),
+    "awp_g020": (0.57, 0.48, 0.0, 0.0, (0.12, 0.55)),
+    "standard": (0.75, 0.20, 0.0, 0.0, (0.40, 0.90)),
+}
+BEATS = {**MATCHES, "app_k095": (0.70, 0.60, 0.10, 0.15, (0.05, 0.30))}
+WORSE = {**MATCHES, "app_k095": (0.50, 0.35, 0.10, 0.15, (0.05, 0.30)),
+         "app_k050": (0.45, 0.30, 0.20, 0.25, (0.04, 0.20))}
+LAMS = (0.02, 0.1)
+
+
+def eval_json(clean: float, aa: float, verified: float, best: float, flipped: tuple[float, ...]) -> dict:
+    """Returns an eval.json as `approp evaluate` writes it, with the given shares."""
+    return {"n": 1000, "clean_acc": clean, "pgd_acc": aa + 0.01, "verified_acc": verified, "verified_acc_best": best,
+            "autoattack": {"robust_acc": aa, "n": 500, "cascade": {"clean": clean}},
+            "param_attack": [{"lam": lam, "acc_before": clean, "acc_after": clean * (1 - f), "flipped": f}
+                             for lam, f in zip(LAMS, flipped)]}
+
+
+def write_cells(out: Path, numbers: dict, training: str = "awp_g005", evaluating: str = "app_k080") -> Path:
+    """Writes the fronts preset's cells into OUT as the runner leaves them: `numbers` finished (with
+    eval.json), `training` holding a config and an unfinished run, `evaluating` a final checkpoint but no
+    eval.json; the rest not started. Returns OUT."""
+    cells = {c.algo.key: c for c in load_preset("fronts").cells()}
+    for key in (*numbers, training, evaluating):
+        folder = cell_dir(out, cells[key])
+        (folder / "run").mkdir(parents=True)
+        cells[key].config.save(folder / "config.toml")
+        if key in numbers:
+            (folder / "run" / "eval.json").write_text(json.dumps(eval_json(*numbers[key])))
+        elif key == evaluating:
+            meta = {"format": FORMAT_VERSION, "model": {}, "epoch": cells[key].config.train.epochs - 1, "sha256": "a"}
+            (folder / "run" / "checkpoint.json").write_text(json.dumps(meta))
+    return out
+
+
+def verdict(view: FrontView, claim: str) -> tuple[bool, str]:
+    found = [v for v in view.verdicts if v.claim.endswith(claim)]
+    assert len(found) == 1, claim
+    return found[0].decided, found[0].text
+
+
+def test_matching_fronts_leave_the_headline_undecided_and_list_pending_cells(tmp_path):
+    out = write_cells(tmp_path / "fronts", MATCHES)
+    view = fronts(out, tmp_path / "view", preset="fronts")
+    decided, text = verdict(view, "in both clean and AutoAttack accuracy")
+    clean, aa = newcombe(600, 1000, 620, 1000), newcombe(230, 500, 220, 500)
+    # κ = 0.95 matches both AWP points; against γ = 0.01 its lowest interval end is highest (−6.3 vs −8.2).
+    assert not decided and text.startswith("undecided: APP(tanh) κ=0.95 matches AWP γ=0.01")
+    assert f"clean {pp(clean)}, AutoAttack {pp(aa)}" in text and "(0 of 4 pairs beat, 2 match, 2 worse)" in text
+    # Nearest in clean accuracy: κ = 0.95 against γ = 0.01 (−2 points; γ = 0.02 is +3).
+    decided, text = verdict(view, "at equal clean accuracy: AutoAttack accuracy")
+    assert not decided and f"APP − AWP {pp(aa)}" in text and "vs AWP γ=0.01" in text
+    decided, text = verdict(view, "at equal clean accuracy: verified accuracy")  # the best bound's 15 % vs 0 %
+    assert decided and text.startswith("decided: APP more robust") and pp(newcombe(150, 1000, 0, 1000)) in text
+    # Flipped shares count the points correct before the attack: 5 % of 600 against 15 % of 620.
+    decided, text = verdict(view, "parameter attack λ=0.02 (flipped share)")
+    assert decided and "APP more robust" in text and pp(newcombe(30, 600, 93, 620)) in text
+
+    pending = {p.name: p.pending for p in view.pending}
+    assert pending == {"eps2over255-awp_g005": "training", "eps2over255-app_k080": "evaluating",
+                       "eps2over255-app_none": "not started"}
+    page = view.files["fronts_verdicts.md"].read_text()
+    assert "eps2over255-app_none (APP(tanh) κ none): not started" in page and "**some APP point" in page
+    saved = json.loads(view.files["fronts_verdicts.json"].read_text())
+    assert {p["cell"]: p["status"] for p in saved["pending"]} == pending
+    assert saved["verdicts"][0]["numbers"]["counts"] == {"beats": 0, "matches": 2, "worse": 2}
+
+
+def test_table_rows_carry_every_measure_with_wilson_intervals(tmp_path):
+    out = write_cells(tmp_path / "fronts", MATCHES)
+    run = cell_dir(out, next(c for c in load_preset("fronts").cells() if c.algo.key == "app_k095")) / "run"
+    results = json.loads((run / "eval.json").read_text())
+    results["certify"] = {"n": 1000, "curve": [], "radius": {"lam_star": [0.0] * 400 + [0.01] * 250 + [0.04] * 350},
+                          "quant": [{"spec": "int8:tensor", "bits": 8, "per_channel": False, "n": 1000,
+                                     "certified_unchanged": 1, "certified_correct": 1},
+                                    {"spec": "int8:channel", "bits": 8, "per_channel": True, "n": 1000,
+                                     "certified_unchanged": 120, "certified_correct": 100}]}
+    (run / "eval.json").write_text(json.dumps(results))
+    view = fronts(out, tmp_path / "view", preset="fronts")
+    with open(view.files["fronts_table.csv"], newline="") as fh:
+        rows = {r["point"]: r for r in csv.DictReader(fh)}
+    assert list(rows) == ["APP(tanh) κ=0.95", "AWP γ=0.01", "standard", "APP(tanh) κ=0.5", "AWP γ=0.02"]  # preset order
+    app_row = rows["APP(tanh) κ=0.95"]
+    lo, hi = wilson(230, 500)  # AutoAttack on its 500 points
+    assert app_row["front"] == "APP" and app_row["AutoAttack"] == "46.00"
+    assert float(app_row["AutoAttack low"]) == pytest.approx(100 * lo, abs=0.006)
+    assert float(app_row["AutoAttack high"]) == pytest.approx(100 * hi, abs=0.006)
+    assert app_row["verified (interval)"] == "10.00" and app_row["verified (best)"] == "15.00"
+    assert app_row["param. attack flipped λ=0.1"] == "30.00"
+    assert app_row["certified λ* > 0"] == "60.00" and app_row["certified λ* median"] == "0.04"
+    assert app_row["int8 certified unchanged"] == "12.00" and app_row["int8 certified correct"] == "10.00"
+    assert rows["standard"]["front"] == "reference" and rows["standard"]["int8 certified correct"] == ""
+    for name in ("fronts_clean_vs_autoattack.png", "fronts_clean_vs_verified.png"):
+        assert view.files[name].stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("numbers, decided, start", [
+    (BEATS, True, "decided, yes: APP(tanh) κ=0.95 beats AWP γ=0.02 in both"),
+    (WORSE, True, "decided, no: every APP point is below every AWP point"),
+])
+def test_beating_and_losing_fronts_are_decided(tmp_path, numbers, decided, start):
+    view = fronts(write_cells(tmp_path / "fronts", numbers), tmp_path / "view")  # cells found in the folder
+    got, text = verdict(view, "in both clean and AutoAttack accuracy")
+    assert got == decided and text.startswith(start)
+    if numbers is BEATS:  # both pairs beat; γ = 0.02 (+13, +12 points) by the wider lower margin than γ = 0.01 (+8, +16)
+        assert pp(newcombe(700, 1000, 570, 1000)) in text and pp(newcombe(300, 500, 240, 500)) in text
+        assert "(2 of 4 pairs beat, 0 match, 2 worse)" in text
+    else:  # every pair loses clean accuracy by a decided margin
+        with open(view.files["fronts_pairs.csv"], newline="") as fh:
+            pairs = list(csv.DictReader(fh))
+        assert len(pairs) == 4 and {p["APP against AWP"] for p in pairs} == {"worse"}
+    # Without a preset only cells with a config are listed: the one never started is not.
+    assert {p.name for p in view.pending} == {"eps2over255-awp_g005", "eps2over255-app_k080"}
+
+
+def test_no_finished_cells_give_undecided_verdicts_and_bad_folders_a_clear_error(tmp_path):
+    out = write_cells(tmp_path / "fronts", {})
+    view = fronts(out, preset="fronts")
+    assert all(not v.decided and "undecided" in v.text for v in view.verdicts)
+    assert len(view.pending) == 8 and (out / "fronts_table.md").is_file()
+    with pytest.raises(ConfigError, match="no results folder"):
+        fronts(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no cells"):
+        fronts(tmp_path / "empty")
+
+
+def test_cli_writes_the_view_and_reports_pending_cells(tmp_path):
+    out = write_cells(tmp_path / "fronts", MATCHES)
+    result = CliRunner().invoke(app, ["fronts", str(out), "--out", str(tmp_path / "view"), "--preset", "fronts"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert sorted(summary["pending"]) == ["eps2over255-app_k080", "eps2over255-app_none", "eps2over255-awp_g005"]
+    assert summary["verdicts"][0]["decided"] is False and (tmp_path / "view" / "fronts_pairs.md").is_file()
+    bad = CliRunner().invoke(app, ["fronts", str(tmp_path / "missing")])
+    assert bad.exit_code == 1 and "no results folder" in bad.output
+
+
+def test_validate_scores_held_out_training_images_into_val_json(cifar_dir, tmp_path):
+    """`approp validate` on a tiny trained run: its clean accuracy agrees with a plain forward pass over
+    the first n of the last val_split training images, every share carries its Wilson interval, PGD at
+    ε = 0 is clean accuracy, and a run without held-out images is refused with one line."""
+    import shutil
+
+    import torch
+
+    from approp.checkpoint import load_model
+    from approp.config import RunConfig
+    from approp.data import load_cifar10, to_float
+    from approp.experiments.validate import validate_run
+    from approp.train import fit
+
+    cfg = RunConfig().replace(
+        data={"data_dir": str(cifar_dir), "subset": 256, "val_split": 500, "batch_size": 64, "augment": False},
+        optim={"name": "adam", "lr": 0.002}, radius={"kind": "abs", "lam": 0.001},
+        train={"algo": "standard", "epochs": 1, "warmup_epochs": 0, "ramp_epochs": 0, "eps": 2 / 255})
+    run = tmp_path / "run"
+    fit(cfg, run, progress=False)
+    result = validate_run(run, n=96, pgd_steps=3)
+    assert json.loads((run / "val.json").read_text()) == json.loads(json.dumps(result))
+    assert not (run / "val.json.tmp").exists()
+
+    x, y = load_cifar10(cifar_dir, train=True)
+    model, _ = load_model(run)
+    with torch.no_grad():
+        correct = int((model(to_float(torch.as_tensor(x[-500:][:96]))).argmax(1) == torch.as_tensor(y[-500:][:96])).sum())
+    clean = result["intervals"]["clean_acc"]
+    assert result["n"] == 96 and clean["k"] == correct and clean["n"] == 96
+    assert (clean["lower"], clean["upper"]) == pytest.approx(wilson(correct, 96), abs=1e-12)
+    assert result["verified_acc"] <= result["pgd_acc"] <= result["clean_acc"]
+    assert result["config"]["data"]["val_split"] == 500 and result["eps"] == pytest.approx(2 / 255)
+    at_zero = validate_run(run, n=32, eps=0.0, pgd_steps=2)  # no ball: PGD cannot move a point
+    assert at_zero["pgd_acc"] == pytest.approx(at_zero["clean_acc"]) and at_zero["n"] == 32
+
+    cli = CliRunner().invoke(app, ["validate", str(run), "--n", "32", "--pgd-steps", "2", "--lam", "0.002"])
+    assert cli.exit_code == 0, cli.output
+    summary = json.loads(cli.output)
+    assert summary["n"] == 32 and summary["clean_acc"].count("[") == 1 and "verified_target_acc" in summary
+
+    none = tmp_path / "no_val"
+    shutil.copytree(run, none)
+    RunConfig.load(run / "config.toml").replace(data={"val_split": 0}).save(none / "config.toml")
+    bad = CliRunner().invoke(app, ["validate", str(none)])
+    assert bad.exit_code == 1 and "held out no validation images" in " ".join(bad.output.split())
