@@ -43,13 +43,22 @@ def test_missing_data_folder(tmp_path):
     assert "APPROP_DATA" in result.output and "--download" in result.output
 
 
-def test_main_config_is_valid():
-    cfg = RunConfig.load(REPO / "configs" / "main.toml")
-    assert cfg.train.algo == "app" and cfg.radius.kind == "tanh" and cfg.train.precision == "auto"
-    # The recipe the validation sweep chose (docs/ibp_recipe_sweep.md), not the κ = 0.5 one that collapsed.
-    assert cfg.model.init == "ibp" and cfg.train.kappa_schedule == "none" and cfg.train.ramp == "smoothed"
-    assert cfg.train.reg_weight == 0.5 and cfg.optim.grad_clip == 10.0
-    assert 2 * cfg.train.ramp_epochs == cfg.train.epochs  # the ramp is half the run, as the references
+def test_main_and_certified_configs_are_what_validation_chose():
+    load = lambda name: RunConfig.load(REPO / "configs" / name)  # noqa: E731
+    main, certified = load("main.toml"), load("certified.toml")
+    for cfg in (main, certified):
+        assert cfg.train.algo == "app" and cfg.radius.kind == "tanh" and cfg.train.precision == "auto"
+        assert cfg.radius.lam == 0.01 and abs(cfg.train.eps - 2 / 255) < 1e-12 and cfg.data.val_split == 5000
+    # The main job is the cpu preset's APP(tanh) cell: κ = 0.95, chosen on validation for clean and
+    # PGD accuracy (docs/app_recipe_sweep.md), trained as the preset trained it.
+    from approp.experiments import load_preset
+
+    cell = {c.algo.key: c.config for c in load_preset("cpu").cells("data")}["app_tanh"]
+    assert main.replace(train={"precision": "fp32"}) == cell
+    # The certified job: the recipe the validation sweep chose (docs/ibp_recipe_sweep.md).
+    assert certified.model.init == "ibp" and certified.train.kappa_schedule == "none"
+    assert certified.train.ramp == "smoothed" and certified.train.reg_weight == 0.5 and certified.optim.grad_clip == 10.0
+    assert 2 * certified.train.ramp_epochs == certified.train.epochs  # the ramp is half the run
 
 
 def test_train_then_bounds(cifar_dir, tmp_path):
