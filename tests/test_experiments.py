@@ -96,12 +96,12 @@ class TestPresets:
 
     def test_fronts_preset_spans_each_methods_knob_on_one_network(self):
         """The fronts differ within a method only in its knob (APP's κ, AWP's γ), every cell trains
-        cnn4_bn on all 45,000 images for 20 epochs in bf16, and no landscape is drawn."""
+        cnn4_bn on all 45,000 images for 20 epochs (bf16 where native), and no landscape is drawn."""
         preset = load_preset("fronts")
         cells = {c.algo.key: c.config for c in preset.cells("data")}
         assert len(cells) == 8 and preset.landscape is None
         assert {(c.model.arch, c.train.epochs, c.train.precision, c.data.subset, c.data.val_split)
-                for c in cells.values()} == {("cnn4_bn", 20, "bf16", None, 5000)}
+                for c in cells.values()} == {("cnn4_bn", 20, "auto", None, 5000)}
         app = {k: c for k, c in cells.items() if c.train.algo == "app"}
         awp = {k: c for k, c in cells.items() if c.train.algo == "awp"}
         assert sorted(c.train.kappa for c in app.values() if c.train.kappa_schedule == "gowal") == [0.5, 0.8, 0.95]
