@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks.joint import joint_attack_margins
+from ..boxes import class_margin
 from ..bounds import margin_lower_bounds
 from ..bounds.linear import linear_margin_bounds
 from ..config import RadiusConfig
@@ -31,7 +32,6 @@ from ..data import Split, batches, to_float
 from ..stats.extreme_value import MIN_BLOCKS, fit_reverse_weibull
 from ..precision import full_precision
 from ..radius import parameter_box
-from .sampling import class_margin
 from .statistical import PointState, StatisticalConfig, certify, dataset_statement, points_from_json, points_to_json
 
 
