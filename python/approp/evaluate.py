@@ -33,13 +33,14 @@ from .config import ConfigError, RunConfig, check_eps, check_positive_int
 from .data import Split, load_cifar10, to_float
 from .metrics import clean_accuracy, verified_accuracy
 from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
+from .formatting import pct, table_lines
 from .precision import full_precision
 from .progress import Progress
-from .experiments.statistical_plot import STATISTICAL as STATISTICAL_PLOT
-from .experiments.statistical_plot import plot_statistical
 from .certify.run import CertifyConfig, certify_markdown, certify_model
 from .certify.sources import Points
 from .certify.statistical import StatisticalConfig, max_rounds
+from .certify.statistical_plot import STATISTICAL as STATISTICAL_PLOT
+from .certify.statistical_plot import plot_statistical
 from .certify.statistical_views import run_statistical, statistical_markdown
 
 STATE = "eval_state.json"
@@ -335,46 +336,38 @@ class _StageBar(Progress):
         return None if self._bar is None else self._bar.add_task(label, total=total, completed=completed)
 
 
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.2f}"
-
-
 def evaluation_markdown(results: dict[str, Any]) -> str:
     """Returns the report's Evaluation section for a results dict (as written to eval.json)."""
     r = results
     lines = [SECTION, "", f"On the first {r['n']} test images at eps = {r['eps']:.6g} "
              f"(checkpoint after epoch {(r.get('epoch') or 0) + 1}; accuracies in %).", "",
-             "| clean | PGD | AutoAttack | verified | verified (linear) | verified (best) |",
-             "|---|---|---|---|---|---|",
-             f"| {_pct(r.get('clean_acc'))} | {_pct(r.get('pgd_acc'))} | "
-             f"{_pct(r.get('autoattack', {}).get('robust_acc'))} | {_pct(r.get('verified_acc'))} | "
-             f"{_pct(r.get('verified_acc_crown'))} | {_pct(r.get('verified_acc_best'))} |", "",
+             *table_lines(["clean", "PGD", "AutoAttack", "verified", "verified (linear)", "verified (best)"],
+                          [[pct(v) for v in (r.get("clean_acc"), r.get("pgd_acc"),
+                                             r.get("autoattack", {}).get("robust_acc"), r.get("verified_acc"),
+                                             r.get("verified_acc_crown"), r.get("verified_acc_best"))]]), "",
              "Verified: interval bounds; linear: CROWN-style bounds over the same box and ball; best: per "
              "margin the better of both (linear and best count a margin only above its float rounding "
              "allowance).", ""]
     if "autoattack" in r:
         cascade = r["autoattack"]["cascade"]
         lines += ["AutoAttack cascade (robust accuracy after each attack): "
-                  + ", ".join(f"{k} {_pct(v)}" for k, v in cascade.items()), ""]
+                  + ", ".join(f"{k} {pct(v)}" for k, v in cascade.items()), ""]
     if "neighbourhood" in r:
         nb = r["neighbourhood"]
-        lines += [f"Neighbourhood: {nb['k']} networks per mode in the {nb['kind']} box (lam {nb['lam']:g}).", "",
-                  "| mode | clean mean | clean min | clean spread | PGD mean | PGD min | PGD spread |",
-                  "|---|---|---|---|---|---|---|"]
-        for mode, m in nb["summary"].items():
-            c, p = m["clean_acc"], m["pgd_acc"]
-            lines.append(f"| {mode} | {_pct(c['mean'])} | {_pct(c['min'])} | {_pct(c['spread'])} | "
-                         f"{_pct(p['mean'])} | {_pct(p['min'])} | {_pct(p['spread'])} |")
+        stats = [(m, k) for m in ("clean_acc", "pgd_acc") for k in ("mean", "min", "spread")]
+        lines += [f"Neighbourhood: {nb['k']} networks per mode in the {nb['kind']} box (lam {nb['lam']:g}).", ""]
+        lines += table_lines(["mode", "clean mean", "clean min", "clean spread", "PGD mean", "PGD min", "PGD spread"],
+                             [[mode, *(pct(s[m][k]) for m, k in stats)] for mode, s in nb["summary"].items()])
         lines.append("")
     if "statistical" in r:
         lines += statistical_markdown(r["statistical"])
     if "certify" in r:
         lines += ["Certified parameter robustness:", ""] + certify_markdown(r["certify"])[2:]
     if "param_attack" in r:
-        lines += ["Parameter attack in [θ − λ|θ|, θ + λ|θ|]:", "",
-                  "| λ | acc before | acc after | flipped |", "|---|---|---|---|"]
-        lines += [f"| {row['lam']:g} | {_pct(row['acc_before'])} | {_pct(row['acc_after'])} | "
-                  f"{_pct(row['flipped'])} |" for row in r["param_attack"]]
+        lines += ["Parameter attack in [θ − λ|θ|, θ + λ|θ|]:", ""]
+        lines += table_lines(["λ", "acc before", "acc after", "flipped"],
+                             [[f"{row['lam']:g}", *(pct(row[k]) for k in ("acc_before", "acc_after", "flipped"))]
+                              for row in r["param_attack"]])
         lines.append("")
     return "\n".join(lines)
 

@@ -7,5 +7,5 @@
 - run: `approp certify` and the evaluate stage, results as JSON and Markdown;
 - statistical: sequential Clopper–Pearson certificates of p(x) ≤ p₀ over networks drawn
   uniformly from the box (approp.boxes: the draws); statistical_views: the three views of a
-  point's worst margin (bound, extreme-value estimate, attack).
+  point's worst margin (bound, extreme-value estimate, attack); statistical_plot: their picture.
 """

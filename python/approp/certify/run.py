@@ -22,6 +22,7 @@ from torch import nn
 
 from ..bounds.verify import Method, check_method
 from ..config import ConfigError
+from ..formatting import dash, table_lines
 from ..stats.intervals import wilson
 from .parameter import RadiusGrid, certified_curve, certified_radius
 from .quantise import QuantSpec, predictions, quant_certificate
@@ -104,7 +105,8 @@ def certify_model(model: nn.Module, points: Points, cfg: CertifyConfig) -> dict[
 
 
 def _pct(k: int, n: int) -> str:
-    return str(wilson(k, n)) if n else "–"
+    """Returns k/n in % with its 95 % Wilson interval, or "–" where n = 0."""
+    return dash(wilson(k, n) if n else None)
 
 
 def lam_star_quantiles(result: dict[str, Any]) -> dict[str, float] | None:
@@ -122,9 +124,10 @@ def certify_markdown(result: dict[str, Any], title: str = "Certified parameter r
     """Returns Markdown lines: the certified-λ table, λ* quantiles and the quantisation table."""
     lines = [f"## {title}", "", f"{result['n']} points of {result['data']}; {result['correct']} classified correctly. "
              f"Bounds: {result['method']}, input ball ε = {result['eps']:g}; shares in % with 95 % Wilson intervals.",
-             "", "| λ | certified (of correct) | flips at most (of correct) |", "|---|---|---|"]
-    lines += [f"| {r['lam']:g} | {_pct(r['certified'], r['of'])} | {_pct(r['flips_at_most'], r['of'])} |"
-              for r in result["curve"]]
+             ""]
+    lines += table_lines(["λ", "certified (of correct)", "flips at most (of correct)"],
+                         [[f"{r['lam']:g}", _pct(r["certified"], r["of"]), _pct(r["flips_at_most"], r["of"])]
+                          for r in result["curve"]])
     q = lam_star_quantiles(result)
     if q is not None:
         rad = result["radius"]
@@ -133,12 +136,11 @@ def certify_markdown(result: dict[str, Any], title: str = "Certified parameter r
                       f"{rad['forward_passes_per_point']:.0f} forward passes per point) over the points with λ* > 0: "
                       f"quartiles {q['q25']:.3g}, {q['median']:.3g}, {q['q75']:.3g}."]
     if result.get("quant"):
-        lines += ["", "| quantisation | certified unchanged | certified correct | float accuracy | quantised accuracy "
-                      "| prediction kept |", "|---|---|---|---|---|---|"]
-        for r in result["quant"]:
-            n = r["n"]
-            lines.append(f"| {r['spec']} | {_pct(r['certified_unchanged'], n)} | {_pct(r['certified_correct'], n)} | "
-                         f"{_pct(r['float_correct'], n)} | {_pct(r['quantised_correct'], n)} | {_pct(r['kept'], n)} |")
+        keys = ("certified_unchanged", "certified_correct", "float_correct", "quantised_correct", "kept")
+        lines += [""] + table_lines(
+            ["quantisation", "certified unchanged", "certified correct", "float accuracy", "quantised accuracy",
+             "prediction kept"],
+            [[r["spec"], *(_pct(r[k], r["n"]) for k in keys)] for r in result["quant"]])
     return lines + [""]
 
 

@@ -157,7 +157,7 @@ def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo
                 bar.log_epoch(row)
             ddp.barrier(dist)
     if dist.is_main:
-        from ..report import write_train_report  # late: plotting is only needed at the end
+        from .report import write_train_report  # late: plotting is only needed at the end
 
         write_train_report(cfg, run_dir, history)
     return FitResult(run_dir, model, history)
