@@ -21,7 +21,7 @@ from approp.models import build_model
 from approp.neighbourhood import neighbourhood
 from approp.radius import parameter_box
 from approp.boxes import batched_logits, sampled_margins, stacked_uniform
-from approp.train.julia_runner import check_julia_run
+from approp.julia.runner import check_julia_run
 from approp.train.strategies import APP, step_context
 
 

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("bounds",),
     ("attacks", "certify", "metrics", "landscape", "neighbourhood"),
     ("train", "julia"),
-    ("evaluate",),
+    ("evaluate", "bound_summary"),
     ("experiments",),
     ("cli",),
 ]
