@@ -27,6 +27,8 @@ from typing import Any, Literal, get_args
 
 import tomli_w
 
+from .rundir import atomic_write
+
 RadiusKind = Literal["abs", "const", "tanh", "quant"]
 Algo = Literal["app", "standard", "awp", "pgd"]
 OptimName = Literal["sgd", "adam"]
@@ -331,10 +333,7 @@ class RunConfig:
 
     def save(self, path: Path | str) -> None:
         """Writes the config as TOML (atomically)."""
-        path = Path(path)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.to_toml())
-        tmp.replace(path)
+        atomic_write(path, self.to_toml())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":

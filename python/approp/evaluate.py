@@ -39,15 +39,14 @@ from .progress import Progress
 from .certify.run import CertifyConfig, certify_markdown, certify_model
 from .certify.sources import Points
 from .certify.statistical import StatisticalConfig, max_rounds
-from .certify.statistical_plot import STATISTICAL as STATISTICAL_PLOT
 from .certify.statistical_plot import plot_statistical
 from .certify.statistical_views import run_statistical, statistical_markdown
+from .rundir import EVAL_PARAM_STATE as PARAM_STATE
+from .rundir import EVAL_RESULTS as RESULTS
+from .rundir import EVAL_STATE as STATE
+from .rundir import REPORT, STATISTICAL_PLOT, atomic_json, atomic_write, results_key
 
-STATE = "eval_state.json"
-RESULTS = "eval.json"
-REPORT = "report.md"
 SECTION = "## Evaluation"
-PARAM_STATE = "eval_param_attack.safetensors"
 STAGES = ("clean", "pgd", "autoattack", "verified", "neighbourhood", "param_attack", "statistical", "certify")
 STATISTICAL_KEYS = ("statistical", "delta", "p0")  # left out of the resume key while the stage is off
 CERTIFY_KEYS = ("certify", "quant")  # the same for the certificates
@@ -128,12 +127,6 @@ def parse_lams(text: str) -> tuple[float, ...]:
         raise ConfigError(f"param-attack must be comma-separated numbers; got {text!r}") from None
 
 
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def _expected_model(run_dir: Path):
     """Returns the ModelConfig the run's config.toml names, or None where there is none."""
     path = run_dir / "config.toml"
@@ -161,18 +154,11 @@ class Evaluator:
         self.test = Split(*load_cifar10(data_dir, train=False)).take(self.cfg.n).to(device)
         self.device = device
         self.progress = progress
-        self.key = {"sha256": self.meta.get("sha256"), "eps": self.eps, "n": len(self.test),
-                    "config": asdict(self.cfg)}
-        self.key["config"]["param_attack"] = list(self.cfg.param_attack)
-        if not self.cfg.statistical:  # states saved before the stage existed stay valid
-            for name in STATISTICAL_KEYS:
-                self.key["config"].pop(name)
-        if not (self.cfg.certify or self.cfg.quant):
-            for name in CERTIFY_KEYS:
-                self.key["config"].pop(name)
-        else:
-            self.key["config"]["certify"] = list(self.cfg.certify)
-            self.key["config"]["quant"] = list(self.cfg.quant)
+        settings = {**asdict(self.cfg), "param_attack": list(self.cfg.param_attack),
+                    "certify": list(self.cfg.certify), "quant": list(self.cfg.quant)}
+        off = (STATISTICAL_KEYS if not self.cfg.statistical else ()) + (
+            CERTIFY_KEYS if not (self.cfg.certify or self.cfg.quant) else ())
+        self.key = results_key(self.meta, settings, off, eps=self.eps, n=len(self.test))
 
     # -- state ---------------------------------------------------------------------------
 
@@ -190,7 +176,7 @@ class Evaluator:
 
     def save_state(self, state: dict[str, Any]) -> None:
         """Writes the state atomically to RUN_DIR/eval_state.json."""
-        _atomic_json(self.run_dir / STATE, state)
+        atomic_json(self.run_dir / STATE, state)
 
     # -- running -------------------------------------------------------------------------
 
@@ -215,7 +201,7 @@ class Evaluator:
                 state["partial"].pop(name, None)
                 self.save_state(state)
         results = self._results(state, stages)
-        _atomic_json(self.run_dir / RESULTS, results)
+        atomic_json(self.run_dir / RESULTS, results)
         write_eval_report(self.run_dir, results)
         return results
 
@@ -297,9 +283,8 @@ class Evaluator:
         task = bar.add("parameter attack", total=len(self.cfg.param_attack), completed=len(rows))
 
         def save(row: ParamAttackRow, params: dict[str, torch.Tensor]) -> None:
-            tmp = params_path.with_name(params_path.name + ".tmp")
-            save_file({k: v.detach().cpu().contiguous() for k, v in params.items()}, str(tmp))
-            os.replace(tmp, params_path)
+            tensors = {k: v.detach().cpu().contiguous() for k, v in params.items()}
+            atomic_write(params_path, lambda tmp: save_file(tensors, str(tmp)))
             state["partial"].setdefault("param_attack", []).append(row.to_json())
             self.save_state(state)
             bar.advance(task)
@@ -382,7 +367,4 @@ def write_eval_report(run_dir: Path, results: dict[str, Any]) -> Path:
     elif text.startswith(SECTION):
         text = ""
     text = text.rstrip("\n") + "\n\n" if text else ""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + evaluation_markdown(results))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, text + evaluation_markdown(results))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +22,13 @@ from torch import nn
 from ..bounds.verify import Method, check_method
 from ..config import ConfigError
 from ..formatting import dash, table_lines
+from ..rundir import CERTIFY_REPORT as REPORT
+from ..rundir import CERTIFY_RESULTS as RESULTS
+from ..rundir import atomic_write
 from ..stats.intervals import wilson
 from .parameter import RadiusGrid, certified_curve, certified_radius
 from .quantise import QuantSpec, predictions, quant_certificate
 from .sources import Points
-
-RESULTS = "certify.json"
-REPORT = "certify.md"
 
 
 @dataclass(frozen=True)
@@ -151,11 +150,7 @@ def write_results(out_dir: Path, result: dict[str, Any], command: str | None = N
     paths = []
     for name, text in ((RESULTS, json.dumps(result, indent=2)),
                        (REPORT, "\n".join(certify_markdown(result)) + (f"\nCommand: `{command}`\n" if command else ""))):
-        path = out_dir / name
-        tmp = path.with_name(name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        paths.append(path)
+        paths.append(atomic_write(out_dir / name, text))
     return paths[0], paths[1]
 
 

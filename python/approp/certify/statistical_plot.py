@@ -6,8 +6,6 @@ from pathlib import Path
 
 from ..formatting import pyplot
 
-STATISTICAL = "statistical.png"
-
 
 def plot_statistical(stat: dict, path: Path, title: str = "") -> Path:
     """Returns `path` after plotting, per test point, attack, estimate and sampled margins against the sound bound.

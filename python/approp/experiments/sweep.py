@@ -36,7 +36,8 @@ from ..config import ConfigError, RunConfig, check_positive_int, read_toml
 from ..data import Split, describe_copy, load_validation
 from ..metrics import clean_accuracy, verified_accuracy
 from ..precision import full_precision
-from .preset import AlgoSpec, _algo, comparable_config, parse_eps
+from ..rundir import comparable_config
+from .preset import AlgoSpec, _algo, parse_eps
 from .tables import write_table
 
 VAL = "val.json"

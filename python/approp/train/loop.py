@@ -40,12 +40,11 @@ from ..models import build_model
 from ..precision import resolve_precision, training_autocast
 from ..progress import Progress
 from ..radius import clamp_parameters
+from ..rundir import CONFIG, METRICS
 from .epoch_means import EpochMeans
 from .schedule import gradient_norm, make_optimizer, make_scheduler, ramp_at
 from .strategies import StepContext, Strategy, make_strategy, step_context
 
-CONFIG = "config.toml"
-METRICS = "metrics.jsonl"
 NAN_CHECK_EVERY = 50  # batches between NaN checks on GPU: each check is a host sync
 
 

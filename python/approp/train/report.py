@@ -8,8 +8,7 @@ from typing import Any
 from ..config import RunConfig
 from ..data import describe_copy
 from ..formatting import markdown_table, pyplot
-
-CURVES = "curves.png"
+from ..rundir import CURVES, REPORT
 
 
 def _fmt(v: Any) -> str:
@@ -77,6 +76,6 @@ def write_train_report(cfg: RunConfig, run_dir: Path, history: list[dict[str, An
         ]
         plot_curves(history, run_dir / CURVES)
         lines += ["", f"![test accuracy per epoch]({CURVES})", ""]
-    path = run_dir / "report.md"
+    path = run_dir / REPORT
     path.write_text("\n".join(lines))
     return path
