@@ -34,6 +34,7 @@ FORBIDDEN: dict[tuple[str, str], str] = {
     ("bounds", "models"): "the bound engine knows no model zoo (the normalisation is approp.layers)",
 }
 LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}
+LAYER_OF["__init__"] = 0  # approp/__init__.py, imported by every module: may reach the lowest layer only
 
 
 def _targets(node: ast.AST, parts: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -72,8 +73,6 @@ def violations(sources: dict[str, str]) -> list[str]:
         if parts[-1] == "__init__":
             parts = parts[:-1] + ("__init__",)
         unit = parts[0]
-        if unit == "__init__":
-            continue
         if unit not in LAYER_OF:
             found.append(f"{path}: unit {unit!r} has no layer in LAYERS")
             continue
@@ -151,11 +150,24 @@ def test_layers_name_each_unit_once():
         ({"cli.py": "from .julia._runtime import preload_for_argv\n"}, "private module approp.julia._runtime"),
         ({"metrics.py": "def f():\n    from . import julia\n"}, "julia (layer 4) is above metrics"),
         ({"train/julia_runner.py": "import juliacall\n"}, "juliacall outside approp.julia"),
-        ({"train/loop.py": "def f():\n    from ..report import write_train_report\n"}, "no unit of LAYERS"),
-        ({"checkpoint.py": "import approp.train.loop\n"}, "train (layer 4) is above checkpoint"),
     ],
 )
 def test_checker_flags_the_imports_the_issue_listed(sources, expected):
+    found = violations(sources)
+    assert any(expected in f for f in found), found
+
+
+@pytest.mark.parametrize(
+    ("sources", "expected"),
+    [
+        ({"train/loop.py": "def f():\n    from ..report import write_train_report\n"}, "no unit of LAYERS"),
+        ({"report.py": "x = 1\n"}, "unit 'report' has no layer"),
+        ({"checkpoint.py": "import approp.train.loop\n"}, "train (layer 4) is above checkpoint"),
+        ({"__init__.py": "from .evaluate import Evaluator\n"}, "evaluate (layer 5) is above __init__"),
+        ({"config.py": "from approp.experiments import preset\n"}, "experiments (layer 6) is above config"),
+    ],
+)
+def test_checker_flags_unknown_units_and_other_upward_imports(sources, expected):
     found = violations(sources)
     assert any(expected in f for f in found), found
 
