@@ -29,22 +29,22 @@ from safetensors.torch import load_file, save_file
 from . import checkpoint as ckpt
 from .attacks import CascadeState, autoattack, parameter_attack, pgd_correct
 from .attacks.parameter import ParamAttackRow
-from .config import ConfigError, RunConfig, check_eps, check_positive_int
-from .data import Split, load_cifar10, to_float
-from .metrics import clean_accuracy, verified_accuracy
-from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
-from .formatting import pct, table_lines
-from .precision import full_precision
-from .progress import Progress
 from .certify.run import CertifyConfig, certify_markdown, certify_model
 from .certify.sources import Points
 from .certify.statistical import StatisticalConfig, max_rounds
 from .certify.statistical_plot import plot_statistical
 from .certify.statistical_views import run_statistical, statistical_markdown
+from .config import ConfigError, RunConfig, check_eps, check_positive_int
+from .data import Split, load_cifar10, to_float
+from .formatting import pct, table_lines
+from .metrics import clean_accuracy, verified_accuracy
+from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
+from .precision import full_precision
+from .progress import Progress
+from .rundir import CONFIG, REPORT, STATISTICAL_PLOT, atomic_json, atomic_write, results_key
 from .rundir import EVAL_PARAM_STATE as PARAM_STATE
 from .rundir import EVAL_RESULTS as RESULTS
 from .rundir import EVAL_STATE as STATE
-from .rundir import REPORT, STATISTICAL_PLOT, atomic_json, atomic_write, results_key
 
 SECTION = "## Evaluation"
 STAGES = ("clean", "pgd", "autoattack", "verified", "neighbourhood", "param_attack", "statistical", "certify")
@@ -129,7 +129,7 @@ def parse_lams(text: str) -> tuple[float, ...]:
 
 def _expected_model(run_dir: Path):
     """Returns the ModelConfig the run's config.toml names, or None where there is none."""
-    path = run_dir / "config.toml"
+    path = run_dir / CONFIG
     return RunConfig.load(path).model if path.is_file() else None
 
 

@@ -29,14 +29,14 @@ from typing import Any
 import torch
 
 from .. import checkpoint as ckpt
-from ..formatting import DASH, format_interval, pct
-from ..stats import intervals as stats
 from ..attacks import pgd_correct
 from ..config import ConfigError, RunConfig, check_positive_int, read_toml
 from ..data import Split, describe_copy, load_validation
+from ..formatting import DASH, format_interval, pct
 from ..metrics import clean_accuracy, verified_accuracy
 from ..precision import full_precision
-from ..rundir import comparable_config
+from ..rundir import METRICS, comparable_config
+from ..stats import intervals as stats
 from .preset import AlgoSpec, _algo, parse_eps
 from .tables import write_table
 
@@ -187,7 +187,7 @@ def _complete_scores(v: Variant, folder: Path, sweep: Sweep) -> None:
 def _row(v: Variant, folder: Path) -> dict[str, Any]:
     path = folder / VAL
     scores = json.loads(path.read_text()) if path.is_file() else {}
-    history = folder / "metrics.jsonl"
+    history = folder / METRICS
     epochs = [json.loads(line) for line in history.read_text().splitlines() if line.strip()] if history.is_file() else []
     return {"key": v.key, "label": v.label, "note": v.note, "scores": scores, "epochs": epochs}
 

@@ -21,11 +21,12 @@ from typing import Any
 
 import torch
 
-from ..formatting import DASH, format_interval, markdown_table, pct
-from ..stats import intervals as stats
-from ..checkpoint import CheckpointError, read_meta
-from ..landscape import Landscape
 from ..certify.statistical_views import VIEWS, view_medians
+from ..checkpoint import CheckpointError, read_meta
+from ..formatting import DASH, format_interval, markdown_table, pct
+from ..landscape import Landscape
+from ..rundir import CERTIFY_RESULTS, EVAL_RESULTS, EVAL_STATE
+from ..stats import intervals as stats
 from ..stats.intervals import Estimate, Proportion
 from .preset import Cell, Preset
 
@@ -137,9 +138,9 @@ def result_from_eval(cell: Cell, results: dict[str, Any] | None, landscape: Land
 def read_eval(run_dir: Path) -> dict[str, Any] | None:
     """Returns RUN_DIR/eval.json's contents; for an evaluation still running (or interrupted), the
     stages it has finished, marked "in_progress"; None if no stage has finished."""
-    path = Path(run_dir) / "eval.json"
+    path = Path(run_dir) / EVAL_RESULTS
     results = json.loads(path.read_text()) if path.is_file() else _finished_stages(Path(run_dir))
-    extra = Path(run_dir) / "certify.json"  # written by `approp certify` after the evaluation
+    extra = Path(run_dir) / CERTIFY_RESULTS  # written by `approp certify` after the evaluation
     if results is not None and "certify" not in results and extra.is_file():
         results["certify"] = json.loads(extra.read_text())
     return results
@@ -148,7 +149,7 @@ def read_eval(run_dir: Path) -> dict[str, Any] | None:
 def _finished_stages(run_dir: Path) -> dict[str, Any] | None:
     """Returns the results of the finished stages in RUN_DIR/eval_state.json, if it belongs to the
     run's current checkpoint (a state left by an older checkpoint is ignored, as Evaluator does)."""
-    path = run_dir / "eval_state.json"
+    path = run_dir / EVAL_STATE
     try:
         state = json.loads(path.read_text())
         current = read_meta(run_dir).get("sha256")
