@@ -19,6 +19,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "python" / "approp"
 
 # The declared order, lowest first: a unit may import its own layer's units and lower ones.
+# rundir (run-directory I/O) sits at the bottom because config.save writes through it; the
+# training report lives in train (train.report); bound_summary is `approp bounds`, above both engines.
 LAYERS: list[tuple[str, ...]] = [
     ("config", "precision", "stats", "progress", "layers", "formatting", "rundir", "distributed"),
     ("data", "models", "radius", "boxes", "checkpoint"),
