@@ -34,6 +34,7 @@ from approp.bounds.linear import prepare
 from approp.bounds.verify import MarginBounds, best_of, clears, interval_margins, margin_bounds, verified_by
 from approp.checkpoint import load_model, radius_from_meta
 from approp.data import Split, load_cifar10
+from approp.formatting import table_lines, table_row
 from approp.radius import parameter_radii
 from approp.stats.intervals import from_share
 
@@ -127,8 +128,7 @@ def tightness_section(args, full: Split) -> None:
     cols = [f"bound {m}" for m in METHODS] + [f"verified {m}" for m in METHODS] + ["attack", "gap (best)"]
     print(f"Tightness on the first {len(test)} test points (bounds: mean smallest margin lower bound; "
           "verified in % with its 95 % Wilson interval)\n")
-    print("| run | algo | radius | ε | λ | " + " | ".join(cols) + " |")
-    print("|" + "---|" * (5 + len(cols)))
+    print("\n".join(table_lines(["run", "algo", "radius", "ε", "λ", *cols], [])))
     for run in args.runs:
         model, meta = load_model(run)
         model.eval()
@@ -138,8 +138,7 @@ def tightness_section(args, full: Split) -> None:
             row = tightness_row(model, test, eps, radius, lam, args.attack_steps)
             cells = [str(from_share(row[c], len(test))) if c.startswith("verified") else f"{row[c]:.3f}"
                      for c in cols]
-            print(f"| {run_name(run)} | {meta['algo']} | {radius.kind} | {eps:.3g} | {lam:.3g} | "
-                  + " | ".join(cells) + " |")
+            print(table_row([run_name(run), meta["algo"], radius.kind, f"{eps:.3g}", f"{lam:.3g}", *cells]))
 
 
 def cost_section(args, full: Split) -> None:

@@ -3,7 +3,7 @@
     python benchmarks/statistical_throughput.py [--images 512] [--repeats 5] [--threads 1]
 
 Table 1: margins of M CNN4 networks drawn uniformly in the box, each on its own
-B inputs drawn uniformly in the ball (approp.certify.sampling.sampled_margins), for
+B inputs drawn uniformly in the ball (approp.boxes.sampled_margins), for
 several splits M × B of the same number of (network, image) pairs, beside one
 plain forward pass of the midpoint network on the same number of images — all
 measured interleaved in one process, so the ratios hold on a shared machine
@@ -25,7 +25,7 @@ from approp.stats.binomial import samples_needed
 from approp.config import RadiusConfig
 from approp.models import CNN4
 from approp.radius import parameter_box
-from approp.certify.sampling import sampled_margins, stacked_uniform
+from approp.boxes import sampled_margins, stacked_uniform
 
 
 def measure(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

@@ -23,6 +23,7 @@ import torch
 
 from approp import distributed as ddp
 from approp.config import RunConfig
+from approp.formatting import table_lines
 from approp.train import make_strategy
 from approp.train.loop import LossModule, _optimiser_step, _Step, prepare_model
 from approp.train.schedule import make_optimizer, make_scheduler
@@ -114,14 +115,11 @@ def main() -> None:
 def throughput_table(rows: dict[tuple[str, str], Measurement], algos: list[str], precisions: list[str]) -> str:
     """Returns a Markdown table of images/s per algorithm and precision (and bf16 over fp32 where both ran)."""
     both = precisions == ["fp32", "bf16"] or precisions == ["bf16", "fp32"]
-    head = "| algorithm | " + " | ".join(f"images/s {p}" for p in precisions) + (" | bf16 speed-up |" if both else " |")
-    out = [head, "|---|" + "---:|" * (len(precisions) + both)]
-    for a in algos:
-        line = f"| {a} | " + " | ".join(f"{rows[a, p].images_per_s:.0f}" for p in precisions) + " |"
-        if both:
-            line += f" {rows[a, 'bf16'].images_per_s / rows[a, 'fp32'].images_per_s:.2f}× |"
-        out.append(line)
-    return "\n".join(out)
+    header = ["algorithm", *(f"images/s {p}" for p in precisions), *(["bf16 speed-up"] if both else [])]
+    body = [[a, *(f"{rows[a, p].images_per_s:.0f}" for p in precisions),
+             *([f"{rows[a, 'bf16'].images_per_s / rows[a, 'fp32'].images_per_s:.2f}×"] if both else [])]
+            for a in algos]
+    return "\n".join(table_lines(header, body, ["---"] + ["---:"] * (len(precisions) + both)))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ from approp.landscape import random_directions
 from approp.models import build_model
 from approp.neighbourhood import neighbourhood
 from approp.radius import parameter_box
-from approp.certify.sampling import batched_logits, sampled_margins, stacked_uniform
-from approp.train.julia_runner import check_julia_run
+from approp.boxes import batched_logits, sampled_margins, stacked_uniform
+from approp.julia.runner import check_julia_run
 from approp.train.strategies import APP, step_context
 
 

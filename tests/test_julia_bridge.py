@@ -396,7 +396,7 @@ def test_engine_builds_the_julia_model_once_per_weights(monkeypatch):
     rng = np.random.default_rng(0)
     params = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
     x, y, radius = rng.random((2, 3, 32, 32)), np.array([0, 9]), RadiusConfig("abs", lam=0.01)
-    for _ in range(2):  # what metrics._julia_bounds does per batch
+    for _ in range(2):  # what approp.julia.bound_stats does per batch
         engine.bounds(params, x, 0.01, radius)
         engine.verified(params, x, y, 0.01, radius)
     assert len(built) == 1
@@ -412,7 +412,7 @@ def test_engine_builds_the_julia_model_once_per_weights(monkeypatch):
 def test_julia_engine_refuses_data_parallel_runs(monkeypatch):
     from approp.config import ConfigError
     from approp.models import CNN4
-    from approp.train.julia_runner import JuliaEpochs
+    from approp.julia.runner import JuliaEpochs
 
     monkeypatch.setattr(julia, "get_engine", lambda device: FakeEngine(nan_at=0))
     cfg = RunConfig().replace(train={"engine": "julia", "algo": "app"})

@@ -189,7 +189,7 @@ def test_training_logs_the_regulariser_and_grad_norm(cifar_dir, tmp_path, model,
 @pytest.mark.parametrize("field", [{"train": {"reg_weight": 0.5}}, {"optim": {"grad_clip": 10.0}}])
 def test_julia_engine_refuses_what_it_lacks(field):
     from approp.config import ConfigError
-    from approp.train.julia_runner import check_julia_run
+    from approp.julia.runner import check_julia_run
 
     cfg = RunConfig().replace(train={"engine": "julia"}).replace(**field)
     with pytest.raises(ConfigError, match="Julia engine"):

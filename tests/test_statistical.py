@@ -26,7 +26,7 @@ from approp.evaluate import RESULTS, STATE, EvalConfig, Evaluator
 from approp.experiments.tables import Reference, result_from_eval, table1_rows, views_rows
 from approp.stats.extreme_value import fit_reverse_weibull
 from approp.radius import parameter_box
-from approp.certify.sampling import class_margin, sampled_margins
+from approp.boxes import class_margin, sampled_margins
 from approp.certify.statistical import StatisticalConfig, certify
 from approp.certify.statistical_views import compare, estimates, margin_views
 

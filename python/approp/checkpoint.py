@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,21 +28,13 @@ from torch import nn
 
 from .config import ModelConfig, RadiusConfig
 from .models import build_model
-
-WEIGHTS = "model.safetensors"
-META = "checkpoint.json"
-STATE = "train_state.pt"
+from .rundir import META, WEIGHTS, atomic_json, atomic_write
+from .rundir import TRAIN_STATE as STATE  # approp.checkpoint.STATE stays the training state's name
 FORMAT_VERSION = 1
 
 
 class CheckpointError(RuntimeError):
     """A missing, unreadable or mismatched checkpoint; the message names the file."""
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _sha256(path: Path) -> str:
@@ -71,16 +62,16 @@ def save_checkpoint(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: _stored(v) for k, v in model.state_dict().items()}
-    _atomic_write(run_dir / WEIGHTS, lambda p: save_file(tensors, str(p)))
+    atomic_write(run_dir / WEIGHTS, lambda p: save_file(tensors, str(p)))
     if train_state is not None:
-        _atomic_write(run_dir / STATE, lambda p: torch.save(train_state, p))
+        atomic_write(run_dir / STATE, lambda p: torch.save(train_state, p))
     full = {
         "format": FORMAT_VERSION,
         "model": asdict(model_cfg),
         "sha256": _sha256(run_dir / WEIGHTS),
         **meta,
     }
-    _atomic_write(run_dir / META, lambda p: p.write_text(json.dumps(full, indent=2)))
+    atomic_json(run_dir / META, full)
 
 
 def read_meta(run_dir: Path) -> dict[str, Any]:

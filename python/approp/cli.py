@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from .julia._runtime import preload_for_argv
+from .julia import preload_for_argv
 
 # With --engine julia, juliacall must be imported before torch (juliacall warns
 # that the other order may segfault); the imports below pull torch in.
@@ -147,7 +147,7 @@ def bounds(
     = "ibp",
 ) -> None:
     """Print verified accuracy and mean logit-bound width of a trained model."""
-    from .metrics import bound_summary
+    from .bound_summary import bound_summary
 
     summary = bound_summary(run_dir, eps=eps, lam=lam, n=n, data_dir=data_dir, device=device, engine=engine,
                             method=method)

@@ -30,6 +30,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import tomli_w
 
+from .rundir import atomic_write
+
 RadiusKind = Literal["abs", "const", "tanh", "quant"]
 Algo = Literal["app", "standard", "awp", "pgd"]
 OptimName = Literal["sgd", "adam"]
@@ -330,10 +332,7 @@ class RunConfig:
 
     def save(self, path: Path | str) -> None:
         """Writes the config as TOML (atomically)."""
-        path = Path(path)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.to_toml())
-        tmp.replace(path)
+        atomic_write(path, self.to_toml())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":

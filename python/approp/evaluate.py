@@ -29,24 +29,24 @@ from safetensors.torch import load_file, save_file
 from . import checkpoint as ckpt
 from .attacks import CascadeState, autoattack, parameter_attack, pgd_correct
 from .attacks.parameter import ParamAttackRow
+from .certify.run import CertifyConfig, certify_markdown, certify_model
+from .certify.sources import Points
+from .certify.statistical import StatisticalConfig, max_rounds
+from .certify.statistical_plot import plot_statistical
+from .certify.statistical_views import run_statistical, statistical_markdown
 from .config import ConfigError, RunConfig, check_eps, check_positive_int
 from .data import Split, load_cifar10, to_float
+from .formatting import pct, table_lines
 from .metrics import clean_accuracy, verified_accuracy
 from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
 from .precision import full_precision
 from .progress import Progress
-from .experiments.statistical_plot import STATISTICAL as STATISTICAL_PLOT
-from .experiments.statistical_plot import plot_statistical
-from .certify.run import CertifyConfig, certify_markdown, certify_model
-from .certify.sources import Points
-from .certify.statistical import StatisticalConfig, max_rounds
-from .certify.statistical_views import run_statistical, statistical_markdown
+from .rundir import CONFIG, REPORT, STATISTICAL_PLOT, atomic_json, atomic_write, results_key
+from .rundir import EVAL_PARAM_STATE as PARAM_STATE
+from .rundir import EVAL_RESULTS as RESULTS
+from .rundir import EVAL_STATE as STATE
 
-STATE = "eval_state.json"
-RESULTS = "eval.json"
-REPORT = "report.md"
 SECTION = "## Evaluation"
-PARAM_STATE = "eval_param_attack.safetensors"
 STAGES = ("clean", "pgd", "autoattack", "verified", "neighbourhood", "param_attack", "statistical", "certify")
 STATISTICAL_KEYS = ("statistical", "delta", "p0")  # left out of the resume key while the stage is off
 CERTIFY_KEYS = ("certify", "quant")  # the same for the certificates
@@ -127,15 +127,9 @@ def parse_lams(text: str) -> tuple[float, ...]:
         raise ConfigError(f"param-attack must be comma-separated numbers; got {text!r}") from None
 
 
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def _expected_model(run_dir: Path):
     """Returns the ModelConfig the run's config.toml names, or None where there is none."""
-    path = run_dir / "config.toml"
+    path = run_dir / CONFIG
     return RunConfig.load(path).model if path.is_file() else None
 
 
@@ -160,18 +154,11 @@ class Evaluator:
         self.test = Split(*load_cifar10(data_dir, train=False)).take(self.cfg.n).to(device)
         self.device = device
         self.progress = progress
-        self.key = {"sha256": self.meta.get("sha256"), "eps": self.eps, "n": len(self.test),
-                    "config": asdict(self.cfg)}
-        self.key["config"]["param_attack"] = list(self.cfg.param_attack)
-        if not self.cfg.statistical:  # states saved before the stage existed stay valid
-            for name in STATISTICAL_KEYS:
-                self.key["config"].pop(name)
-        if not (self.cfg.certify or self.cfg.quant):
-            for name in CERTIFY_KEYS:
-                self.key["config"].pop(name)
-        else:
-            self.key["config"]["certify"] = list(self.cfg.certify)
-            self.key["config"]["quant"] = list(self.cfg.quant)
+        settings = {**asdict(self.cfg), "param_attack": list(self.cfg.param_attack),
+                    "certify": list(self.cfg.certify), "quant": list(self.cfg.quant)}
+        off = (STATISTICAL_KEYS if not self.cfg.statistical else ()) + (
+            CERTIFY_KEYS if not (self.cfg.certify or self.cfg.quant) else ())
+        self.key = results_key(self.meta, settings, off, eps=self.eps, n=len(self.test))
 
     # -- state ---------------------------------------------------------------------------
 
@@ -189,7 +176,7 @@ class Evaluator:
 
     def save_state(self, state: dict[str, Any]) -> None:
         """Writes the state atomically to RUN_DIR/eval_state.json."""
-        _atomic_json(self.run_dir / STATE, state)
+        atomic_json(self.run_dir / STATE, state)
 
     # -- running -------------------------------------------------------------------------
 
@@ -214,7 +201,7 @@ class Evaluator:
                 state["partial"].pop(name, None)
                 self.save_state(state)
         results = self._results(state, stages)
-        _atomic_json(self.run_dir / RESULTS, results)
+        atomic_json(self.run_dir / RESULTS, results)
         write_eval_report(self.run_dir, results)
         return results
 
@@ -296,9 +283,8 @@ class Evaluator:
         task = bar.add("parameter attack", total=len(self.cfg.param_attack), completed=len(rows))
 
         def save(row: ParamAttackRow, params: dict[str, torch.Tensor]) -> None:
-            tmp = params_path.with_name(params_path.name + ".tmp")
-            save_file({k: v.detach().cpu().contiguous() for k, v in params.items()}, str(tmp))
-            os.replace(tmp, params_path)
+            tensors = {k: v.detach().cpu().contiguous() for k, v in params.items()}
+            atomic_write(params_path, lambda tmp: save_file(tensors, str(tmp)))
             state["partial"].setdefault("param_attack", []).append(row.to_json())
             self.save_state(state)
             bar.advance(task)
@@ -335,46 +321,38 @@ class _StageBar(Progress):
         return None if self._bar is None else self._bar.add_task(label, total=total, completed=completed)
 
 
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.2f}"
-
-
 def evaluation_markdown(results: dict[str, Any]) -> str:
     """Returns the report's Evaluation section for a results dict (as written to eval.json)."""
     r = results
     lines = [SECTION, "", f"On the first {r['n']} test images at eps = {r['eps']:.6g} "
              f"(checkpoint after epoch {(r.get('epoch') or 0) + 1}; accuracies in %).", "",
-             "| clean | PGD | AutoAttack | verified | verified (linear) | verified (best) |",
-             "|---|---|---|---|---|---|",
-             f"| {_pct(r.get('clean_acc'))} | {_pct(r.get('pgd_acc'))} | "
-             f"{_pct(r.get('autoattack', {}).get('robust_acc'))} | {_pct(r.get('verified_acc'))} | "
-             f"{_pct(r.get('verified_acc_crown'))} | {_pct(r.get('verified_acc_best'))} |", "",
+             *table_lines(["clean", "PGD", "AutoAttack", "verified", "verified (linear)", "verified (best)"],
+                          [[pct(v) for v in (r.get("clean_acc"), r.get("pgd_acc"),
+                                             r.get("autoattack", {}).get("robust_acc"), r.get("verified_acc"),
+                                             r.get("verified_acc_crown"), r.get("verified_acc_best"))]]), "",
              "Verified: interval bounds; linear: CROWN-style bounds over the same box and ball; best: per "
              "margin the better of both (linear and best count a margin only above its float rounding "
              "allowance).", ""]
     if "autoattack" in r:
         cascade = r["autoattack"]["cascade"]
         lines += ["AutoAttack cascade (robust accuracy after each attack): "
-                  + ", ".join(f"{k} {_pct(v)}" for k, v in cascade.items()), ""]
+                  + ", ".join(f"{k} {pct(v)}" for k, v in cascade.items()), ""]
     if "neighbourhood" in r:
         nb = r["neighbourhood"]
-        lines += [f"Neighbourhood: {nb['k']} networks per mode in the {nb['kind']} box (lam {nb['lam']:g}).", "",
-                  "| mode | clean mean | clean min | clean spread | PGD mean | PGD min | PGD spread |",
-                  "|---|---|---|---|---|---|---|"]
-        for mode, m in nb["summary"].items():
-            c, p = m["clean_acc"], m["pgd_acc"]
-            lines.append(f"| {mode} | {_pct(c['mean'])} | {_pct(c['min'])} | {_pct(c['spread'])} | "
-                         f"{_pct(p['mean'])} | {_pct(p['min'])} | {_pct(p['spread'])} |")
+        stats = [(m, k) for m in ("clean_acc", "pgd_acc") for k in ("mean", "min", "spread")]
+        lines += [f"Neighbourhood: {nb['k']} networks per mode in the {nb['kind']} box (lam {nb['lam']:g}).", ""]
+        lines += table_lines(["mode", "clean mean", "clean min", "clean spread", "PGD mean", "PGD min", "PGD spread"],
+                             [[mode, *(pct(s[m][k]) for m, k in stats)] for mode, s in nb["summary"].items()])
         lines.append("")
     if "statistical" in r:
         lines += statistical_markdown(r["statistical"])
     if "certify" in r:
         lines += ["Certified parameter robustness:", ""] + certify_markdown(r["certify"])[2:]
     if "param_attack" in r:
-        lines += ["Parameter attack in [θ − λ|θ|, θ + λ|θ|]:", "",
-                  "| λ | acc before | acc after | flipped |", "|---|---|---|---|"]
-        lines += [f"| {row['lam']:g} | {_pct(row['acc_before'])} | {_pct(row['acc_after'])} | "
-                  f"{_pct(row['flipped'])} |" for row in r["param_attack"]]
+        lines += ["Parameter attack in [θ − λ|θ|, θ + λ|θ|]:", ""]
+        lines += table_lines(["λ", "acc before", "acc after", "flipped"],
+                             [[f"{row['lam']:g}", *(pct(row[k]) for k in ("acc_before", "acc_after", "flipped"))]
+                              for row in r["param_attack"]])
         lines.append("")
     return "\n".join(lines)
 
@@ -389,7 +367,4 @@ def write_eval_report(run_dir: Path, results: dict[str, Any]) -> Path:
     elif text.startswith(SECTION):
         text = ""
     text = text.rstrip("\n") + "\n\n" if text else ""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + evaluation_markdown(results))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, text + evaluation_markdown(results))

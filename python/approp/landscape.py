@@ -41,9 +41,9 @@ from . import checkpoint as ckpt
 from .config import ConfigError, check_positive_int
 from .data import Split, batches, load_cifar10
 from .precision import full_precision
+from .rundir import LANDSCAPE as RESULT
+from .rundir import atomic_json, results_key
 from .stats.intervals import crossed_bootstrap
-
-RESULT = "landscape.json"
 Params = dict[str, torch.Tensor]
 
 
@@ -163,7 +163,7 @@ def run_landscape(run_dir: Path | str, cfg: LandscapeConfig, data_dir: str | os.
     """Returns the landscape of a run's checkpoint; cached in RUN_DIR/landscape.json per checkpoint and settings."""
     run_dir = Path(run_dir)
     meta = ckpt.read_meta(run_dir)
-    key = {"sha256": meta.get("sha256"), "config": asdict(cfg)}
+    key = results_key(meta, asdict(cfg))
     path = run_dir / RESULT
     if path.is_file():
         saved = json.loads(path.read_text())
@@ -172,9 +172,7 @@ def run_landscape(run_dir: Path | str, cfg: LandscapeConfig, data_dir: str | os.
     model, _ = ckpt.load_model(run_dir, device)
     test = Split(*load_cifar10(data_dir, train=False)).take(cfg.n).to(device)
     result = compute_landscape(model, test, cfg, on_point)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"key": key, "landscape": asdict(result)}))
-    os.replace(tmp, path)
+    atomic_json(path, {"key": key, "landscape": asdict(result)}, indent=None)
     return result
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .bounds import verified
+from .bounds import interval_bounds, verified
 from .bounds.verify import check_method, verified_by
-from .config import ConfigError, RadiusConfig
+from .config import RadiusConfig
 from .data import Split, batches
 from .precision import full_precision
 
@@ -52,68 +52,10 @@ def verified_accuracy(
     return count.item() / max(len(split), 1)
 
 
-@full_precision()
-def bound_summary(
-    run_dir, eps: float | None = None, lam: float | None = None, n: int = 1000,
-    data_dir=None, device: str = "cpu", engine: str = "torch", method: str = "ibp",
-) -> dict[str, float]:
-    """Returns verified accuracy and mean logit-bound width of a run's model on n test points.
-
-    engine "julia" computes the bounds with the Julia engine from the same weights.
-    method "ibp" (interval bounds, as always), "crown" (linear bounds) or "best" (per margin
-    the better of both) decides verified_acc; the width is always the interval width.
-    """
-    if method not in ("ibp", "crown", "best"):
-        raise ConfigError(f"method must be 'ibp', 'crown' or 'best'; got {method!r}")
-    if engine == "julia" and method != "ibp":
-        raise ConfigError(f"method {method!r} needs engine 'torch' (the Julia engine has interval bounds only)")
-    from .checkpoint import load_model, radius_from_meta
-    from .config import check_eps
-    from .data import load_cifar10
-
-    model, meta = load_model(run_dir, device)
-    eps = meta["eps"] if eps is None else eps
-    check_eps(eps)
-    radius = radius_from_meta(meta)
-    lam = radius.lam if lam is None else lam
-    test = Split(*load_cifar10(data_dir, train=False)).take(n).to(device)
-    if engine == "julia":
-        verified_acc, width = _julia_bounds(model, test, eps, radius, lam, device)
-    elif engine == "torch":
-        verified_acc = verified_accuracy(model, test, eps, radius, lam, method=None if method == "ibp" else method)
-        width = _mean_width(model, test, eps, radius, lam)
-    else:
-        raise ConfigError(f"engine must be 'torch' or 'julia'; got {engine!r}")
-    return {
-        "engine": engine, "method": method, "eps": eps, "lam": lam, "radius": radius.kind, "n": len(test),
-        "clean_acc": clean_accuracy(model, test),
-        "verified_acc": verified_acc,
-        "mean_bound_width": width,
-    }
-
-
 @torch.no_grad()
-def _mean_width(model, test: Split, eps, radius, lam) -> float:
-    from .bounds import interval_bounds
-
+def mean_bound_width(model: nn.Module, test: Split, eps: float, radius: RadiusConfig, lam: float | None) -> float:
+    """Returns the mean over points and logits of the interval bounds' width (upper − lower)."""
     width = torch.zeros((), device=test.y.device)
     for x, _ in batches(test, 500):
         width += interval_bounds(model, x, eps, radius, lam).radius.mul(2).mean(1).sum()
     return width.item() / max(len(test), 1)
-
-
-def _julia_bounds(model, test: Split, eps, radius, lam, device) -> tuple[float, float]:
-    from . import julia
-
-    try:
-        engine = julia.get_engine(device)
-    except julia.JuliaUnavailableError as err:
-        raise ConfigError(f"--engine julia is unavailable: {err}") from None
-    params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    verified_n, width = 0.0, 0.0
-    for x, y in batches(test, 500):
-        xs, ys = x.cpu().numpy(), y.cpu().numpy()
-        lower, upper = engine.bounds(params, xs, eps, radius, lam)
-        width += float((upper - lower).mean(1).sum())
-        verified_n += float(engine.verified(params, xs, ys, eps, radius, lam).sum())
-    return verified_n / max(len(test), 1), width / max(len(test), 1)

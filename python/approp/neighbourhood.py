@@ -16,21 +16,19 @@ import copy
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
 from .attacks.pgd import pgd_correct
+from .boxes import Box, SampleMode, sample_in_box
 from .config import RadiusConfig
 from .data import Split
 from .metrics import clean_accuracy
 from .precision import full_precision
 from .radius import parameter_box
 
-SampleMode = Literal["uniform", "corner"]
 MODES: tuple[SampleMode, ...] = ("uniform", "corner")
-Box = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -41,15 +39,6 @@ class NeighbourSample:
     index: int
     clean_acc: float
     pgd_acc: float
-
-
-def sample_in_box(box: Box, mode: SampleMode, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Returns {name: θ̃} drawn in the box: uniform in each interval, or at a random end of each."""
-    out = {}
-    for name, (lo, hi) in box.items():
-        u = torch.rand(lo.shape, generator=generator, device=lo.device, dtype=lo.dtype)
-        out[name] = lo + (hi - lo) * u if mode == "uniform" else torch.where(u < 0.5, lo, hi)
-    return out
 
 
 def _sample_seed(seed: int, mode: SampleMode, index: int) -> int:

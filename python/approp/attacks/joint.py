@@ -16,9 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..certify.sampling import Box, batched_logits, class_margin, stacked_uniform, uniform_inputs
+from ..boxes import Box, batched_logits, class_margin, project, stacked_uniform, uniform_inputs
 from ..precision import full_precision
-from .parameter import project
 
 
 def _step(model: nn.Module, params: dict, xs: torch.Tensor, y: torch.Tensor):

@@ -29,10 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..boxes import Box, Params, project
 from ..data import Split, batches
 from ..precision import full_precision
-
-Params = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -49,14 +48,9 @@ class ParamAttackRow:
                 "flipped": self.flipped}
 
 
-def relative_box(theta: Params, lam: float) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def relative_box(theta: Params, lam: float) -> Box:
     """Returns {name: (θ − λ|θ|, θ + λ|θ|)} for every parameter."""
     return {n: (p - lam * p.abs(), p + lam * p.abs()) for n, p in theta.items()}
-
-
-def project(params: Params, box: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Params:
-    """Returns the parameters clamped elementwise into the box."""
-    return {n: torch.max(torch.min(p, box[n][1]), box[n][0]) for n, p in params.items()}
 
 
 @torch.no_grad()

@@ -6,6 +6,6 @@
 - sources: the models (run directories, your own nn.Sequential) and points they apply to;
 - run: `approp certify` and the evaluate stage, results as JSON and Markdown;
 - statistical: sequential Clopper–Pearson certificates of p(x) ≤ p₀ over networks drawn
-  uniformly from the box (sampling: the draws); statistical_views: the three views of a
-  point's worst margin (bound, extreme-value estimate, attack).
+  uniformly from the box (approp.boxes: the draws); statistical_views: the three views of a
+  point's worst margin (bound, extreme-value estimate, attack); statistical_plot: their picture.
 """

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +21,14 @@ from torch import nn
 
 from ..bounds.verify import Method, check_method
 from ..config import ConfigError
+from ..formatting import dash, table_lines
+from ..rundir import CERTIFY_REPORT as REPORT
+from ..rundir import CERTIFY_RESULTS as RESULTS
+from ..rundir import atomic_write
 from ..stats.intervals import wilson
 from .parameter import RadiusGrid, certified_curve, certified_radius
 from .quantise import QuantSpec, predictions, quant_certificate
 from .sources import Points
-
-RESULTS = "certify.json"
-REPORT = "certify.md"
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,8 @@ def certify_model(model: nn.Module, points: Points, cfg: CertifyConfig) -> dict[
 
 
 def _pct(k: int, n: int) -> str:
-    return str(wilson(k, n)) if n else "–"
+    """Returns k/n in % with its 95 % Wilson interval, or "–" where n = 0."""
+    return dash(wilson(k, n) if n else None)
 
 
 def lam_star_quantiles(result: dict[str, Any]) -> dict[str, float] | None:
@@ -122,9 +123,10 @@ def certify_markdown(result: dict[str, Any], title: str = "Certified parameter r
     """Returns Markdown lines: the certified-λ table, λ* quantiles and the quantisation table."""
     lines = [f"## {title}", "", f"{result['n']} points of {result['data']}; {result['correct']} classified correctly. "
              f"Bounds: {result['method']}, input ball ε = {result['eps']:g}; shares in % with 95 % Wilson intervals.",
-             "", "| λ | certified (of correct) | flips at most (of correct) |", "|---|---|---|"]
-    lines += [f"| {r['lam']:g} | {_pct(r['certified'], r['of'])} | {_pct(r['flips_at_most'], r['of'])} |"
-              for r in result["curve"]]
+             ""]
+    lines += table_lines(["λ", "certified (of correct)", "flips at most (of correct)"],
+                         [[f"{r['lam']:g}", _pct(r["certified"], r["of"]), _pct(r["flips_at_most"], r["of"])]
+                          for r in result["curve"]])
     q = lam_star_quantiles(result)
     if q is not None:
         rad = result["radius"]
@@ -133,12 +135,11 @@ def certify_markdown(result: dict[str, Any], title: str = "Certified parameter r
                       f"{rad['forward_passes_per_point']:.0f} forward passes per point) over the points with λ* > 0: "
                       f"quartiles {q['q25']:.3g}, {q['median']:.3g}, {q['q75']:.3g}."]
     if result.get("quant"):
-        lines += ["", "| quantisation | certified unchanged | certified correct | float accuracy | quantised accuracy "
-                      "| prediction kept |", "|---|---|---|---|---|---|"]
-        for r in result["quant"]:
-            n = r["n"]
-            lines.append(f"| {r['spec']} | {_pct(r['certified_unchanged'], n)} | {_pct(r['certified_correct'], n)} | "
-                         f"{_pct(r['float_correct'], n)} | {_pct(r['quantised_correct'], n)} | {_pct(r['kept'], n)} |")
+        keys = ("certified_unchanged", "certified_correct", "float_correct", "quantised_correct", "kept")
+        lines += [""] + table_lines(
+            ["quantisation", "certified unchanged", "certified correct", "float accuracy", "quantised accuracy",
+             "prediction kept"],
+            [[r["spec"], *(_pct(r[k], r["n"]) for k in keys)] for r in result["quant"]])
     return lines + [""]
 
 
@@ -149,11 +150,7 @@ def write_results(out_dir: Path, result: dict[str, Any], command: str | None = N
     paths = []
     for name, text in ((RESULTS, json.dumps(result, indent=2)),
                        (REPORT, "\n".join(certify_markdown(result)) + (f"\nCommand: `{command}`\n" if command else ""))):
-        path = out_dir / name
-        tmp = path.with_name(name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        paths.append(path)
+        paths.append(atomic_write(out_dir / name, text))
     return paths[0], paths[1]
 
 

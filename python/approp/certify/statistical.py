@@ -2,7 +2,7 @@
 
 For test point (x, y) let p(x) = P(argmax f_θ̃(x̃) ≠ y), where θ̃ is uniform on
 the parameter box B∞(θ, r(θ)) and x̃ is, independently, uniform on
-B∞(x, ε) ∩ [0, 1]^d (see approp.certify.sampling; a tie z_y = max_{j≠y} z_j counts as
+B∞(x, ε) ∩ [0, 1]^d (see approp.boxes; a tie z_y = max_{j≠y} z_j counts as
 a misclassification). Each point is sampled in rounds k = 1, 2, … of
 first_round·2^(k−1) fresh i.i.d. draws, until `samples` draws are spent or
 its one-sided Clopper–Pearson bounds at δ_k = δ_pt·6/(π²k²) decide p
@@ -34,10 +34,10 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from torch import nn
 
+from ..boxes import Box, sampled_margins
 from ..stats.binomial import clopper_pearson_lower, clopper_pearson_upper, round_delta
 from ..config import ConfigError, check_positive_int
 from ..stats.extreme_value import block_maxima
-from .sampling import Box, sampled_margins
 
 CERTIFIED, REFUTED, UNDECIDED = "certified", "refuted", "undecided"
 

@@ -24,14 +24,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks.joint import joint_attack_margins
+from ..boxes import class_margin
 from ..bounds import margin_lower_bounds
 from ..bounds.linear import linear_margin_bounds
 from ..config import RadiusConfig
+from ..formatting import DASH, pct, table_lines
 from ..data import Split, batches, to_float
 from ..stats.extreme_value import MIN_BLOCKS, fit_reverse_weibull
 from ..precision import full_precision
 from ..radius import parameter_box
-from .sampling import class_margin
 from .statistical import PointState, StatisticalConfig, certify, dataset_statement, points_from_json, points_to_json
 
 
@@ -113,11 +114,6 @@ def per_point(views: dict[str, list[float]], points: list[PointState],
     }
 
 
-def pct(v: float) -> str:
-    """Returns a share as a percentage with two decimals."""
-    return f"{100 * v:.2f}"
-
-
 def median(values: list[float | None] | None) -> float | None:
     """Returns the (upper) median of the values that are not None, or None where there are none."""
     vals = sorted(v for v in values or [] if v is not None)
@@ -136,7 +132,7 @@ def view_medians(stat: dict) -> dict[str, float | None]:
 def statistical_markdown(stat: dict) -> list[str]:
     """Returns the report lines of the statistical stage's results (as written to eval.json)."""
     s, c = stat["summary"], stat["compare"]
-    m = {name: "–" if v is None else f"{v:.3g}" for name, v in view_medians(stat).items()}
+    m = {name: DASH if v is None else f"{v:.3g}" for name, v in view_medians(stat).items()}
     lines = [f"Statistical certificates ({s['points']} points, at most {stat['config']['samples']} draws each, "
              f"network uniform in the box and input uniform in the ball): with confidence ≥ 1 − {s['delta']:g} "
              f"jointly over the points, p ≤ {s['p0']:g} for {pct(s['certified'])} % of them, p > {s['p0']:g} "
@@ -145,16 +141,15 @@ def statistical_markdown(stat: dict) -> list[str]:
              + ("" if s["draws_to_certify"] <= stat["config"]["samples"] else
                 f" No point can be certified with {stat['config']['samples']} draws: zero failures certify only "
                 f"after {s['draws_to_certify']}."), "",
-             "| margin view | median over points | meaning |", "|---|---|---|",
-             f"| bound (best of interval and linear) | {m['bound']} | ≤ every network in the box on "
-             "every input in the ball |",
-             f"| interval bound | {m['bound_interval']} | the same, intervals only |",
-             f"| linear bound | {m['bound_linear']} | the same, linear (CROWN-style) only |",
-             f"| joint attack | {m['attack']} | reached by one network and input: worst case ≤ this |",
-             f"| extreme-value estimate | {m['estimate']} | estimate of the sampler's lowest margin "
-             "(median over the points with a fit), not a bound |",
-             f"| lowest sampled | {m['sampled_min']} | seen among the draws |",
-             f"| clean | {m['clean']} | the midpoint network on x |", "",
+             *table_lines(["margin view", "median over points", "meaning"], [
+                 ["bound (best of interval and linear)", m["bound"], "≤ every network in the box on every input in the ball"],
+                 ["interval bound", m["bound_interval"], "the same, intervals only"],
+                 ["linear bound", m["bound_linear"], "the same, linear (CROWN-style) only"],
+                 ["joint attack", m["attack"], "reached by one network and input: worst case ≤ this"],
+                 ["extreme-value estimate", m["estimate"],
+                  "estimate of the sampler's lowest margin (median over the points with a fit), not a bound"],
+                 ["lowest sampled", m["sampled_min"], "seen among the draws"],
+                 ["clean", m["clean"], "the midpoint network on x"]]), "",
              f"Where the estimate falls ({c['points_with_estimate']} points with a fit): between bound and attack "
              f"{pct(c['estimate_between'])} %, above the attack {pct(c['estimate_above_attack'])} %, below the "
              f"bound {pct(c['estimate_below_bound'])} %.", ""]

@@ -18,7 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..config import ConfigError
-from .plots import _pyplot, _save
+from ..formatting import pyplot
+from .plots import _save
 from .preset import Preset, load_preset
 from .runner import cell_dir
 from .tables import CellResult, Value, comparisons, read_eval, result_from_eval, write_table
@@ -76,7 +77,7 @@ def plot_tradeoff(results: list[CellResult], path: Path) -> Path:
     """Returns `path` after plotting clean (x) against AutoAttack and against verified (best of
     interval and linear bounds where measured) accuracy in %, one point per model with its 95 %
     intervals on both axes."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     panels = (("autoattack", "AutoAttack accuracy (%)"), ("verified_best", "verified accuracy, best bound (%)"))
     for ax, (name, ylabel) in zip(axes, panels):

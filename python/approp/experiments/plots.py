@@ -8,21 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from .preset import parse_eps
+from ..formatting import pyplot
 from ..stats.intervals import Proportion
 from .tables import CellResult
 
 ACCURACY = "accuracy_vs_eps.png"
 PARAM_ATTACK = "param_attack_vs_lambda.png"
 CERTIFIED = "certified_vs_lambda.png"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _by_algo(results: list[CellResult]) -> dict[str, list[CellResult]]:
@@ -43,7 +35,7 @@ def _errorbar(ax, xs: list[float], shares: list[Proportion], label: str) -> None
 def plot_accuracy(results: list[CellResult], path: Path) -> Path:
     """Returns `path` after plotting clean, AutoAttack and verified accuracy (%) with 95 % intervals
     against ε, one colour per algorithm."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharex=True)
     metrics = (("clean", "clean accuracy"), ("autoattack", "AutoAttack accuracy"), ("verified", "verified accuracy"))
     for ax, (attr, title) in zip(axes, metrics):
@@ -61,7 +53,7 @@ def plot_accuracy(results: list[CellResult], path: Path) -> Path:
 def plot_param_attack(results: list[CellResult], path: Path) -> Path:
     """Returns `path` after plotting the flipped share (%) with 95 % intervals against λ, one panel per ε,
     one line per algorithm."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = list(dict.fromkeys(r.eps_label for r in results))
     fig, axes = plt.subplots(1, len(labels), figsize=(3.6 * len(labels), 3.2), sharey=True, squeeze=False)
     for ax, eps in zip(axes[0], labels):
@@ -81,7 +73,7 @@ def plot_certified(results: list[CellResult], path: Path) -> Path | None:
     cells = [r for r in results if r.certify and r.flipped]
     if not cells:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(cells), figsize=(3.4 * len(cells), 3.2), sharey=True, squeeze=False)
     for ax, r in zip(axes[0], cells):
         lams = [lam for lam in sorted(r.flipped)

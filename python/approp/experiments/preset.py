@@ -17,8 +17,6 @@ A preset file::
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 
 from ..config import ConfigError, RunConfig, check_eps, read_toml
 from ..landscape import LandscapeConfig
+from ..rundir import fingerprint
 
 PRESET_DIR = Path(__file__).resolve().parents[3] / "configs" / "presets"
 
@@ -75,29 +74,6 @@ class EvalSpec:
     quant: tuple[str, ...] = ()
 
 
-# Config fields added after presets had finished cells, each with the value that reproduces
-# what those cells ran: a cell holding that value hashes as it did before the field existed,
-# so a new option does not make every finished cell look unfinished. (Not the field's current
-# default: a default that changes later must change the fingerprint of cells that use it.)
-NEUTRAL_FIELDS: dict[tuple[str, str], object] = {
-    ("model", "init"): "default",
-    ("train", "ramp"): "linear",
-    ("train", "kappa_schedule"): "gowal",
-    ("train", "reg_weight"): 0.0,
-    ("train", "reg_tol"): 0.5,
-    ("train", "precision"): "fp32",
-}
-
-
-def comparable_config(config: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Returns a copy of RunConfig.to_dict() without the NEUTRAL_FIELDS that hold their neutral value."""
-    config = {section: dict(values) for section, values in config.items()}
-    for (section, key), value in NEUTRAL_FIELDS.items():
-        if config[section].get(key) == value:
-            del config[section][key]
-    return config
-
-
 @dataclass(frozen=True)
 class Cell:
     """One (ε, algorithm) job: its name, ε label and value, algorithm, and full training config."""
@@ -114,11 +90,7 @@ class Cell:
         Evaluation settings at their defaults are left out, so that a stage added later (off by
         default) does not make every finished cell of an existing preset look unfinished.
         """
-        defaults = EvalSpec()
-        ev_set = {k: v for k, v in ev.__dict__.items() if v != getattr(defaults, k)}
-        config = comparable_config(self.config.to_dict())
-        blob = json.dumps({"config": config, "eval": ev_set}, sort_keys=True, default=list)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return fingerprint(self.config.to_dict(), ev.__dict__, EvalSpec().__dict__)
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,15 @@ from typing import Any
 import torch
 
 from .. import checkpoint as ckpt
-from ..stats import intervals as stats
 from ..attacks import pgd_correct
 from ..config import ConfigError, RunConfig, check_positive_int, read_toml
 from ..data import Split, describe_copy, load_validation
+from ..formatting import DASH, format_interval, pct
 from ..metrics import clean_accuracy, verified_accuracy
 from ..precision import full_precision
-from .preset import AlgoSpec, _algo, comparable_config, parse_eps
+from ..rundir import METRICS, comparable_config
+from ..stats import intervals as stats
+from .preset import AlgoSpec, _algo, parse_eps
 from .tables import write_table
 
 VAL = "val.json"
@@ -208,7 +210,7 @@ def _complete_scores(v: Variant, folder: Path, sweep: Sweep) -> None:
 def _row(v: Variant, folder: Path) -> dict[str, Any]:
     path = folder / VAL
     scores = json.loads(path.read_text()) if path.is_file() else {}
-    history = folder / "metrics.jsonl"
+    history = folder / METRICS
     epochs = [json.loads(line) for line in history.read_text().splitlines() if line.strip()] if history.is_file() else []
     return {"key": v.key, "label": v.label, "note": v.note, "scores": scores, "epochs": epochs}
 
@@ -224,8 +226,8 @@ def write_sweep_table(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> tu
             "variant": r["key"], "what changed": r["label"] + (f" ({r['note']})" if r["note"] else ""),
             "val clean": cell("clean_acc"), "val PGD": cell("pgd_acc"), "val verified (own box)": cell("verified_acc"),
             "val verified (target box)": cell("verified_target_acc"),
-            "clean by epoch": " ".join(f"{100 * e['clean_acc']:.0f}" for e in ep) or "–",
-            "train s": f"{sum(e['train_seconds'] for e in ep):.0f}" if ep else "–",
+            "clean by epoch": " ".join(pct(e["clean_acc"], 0) for e in ep) or DASH,
+            "train s": f"{sum(e['train_seconds'] for e in ep):.0f}" if ep else DASH,
         })
     n = next((r["scores"]["n"] for r in rows if r["scores"]), sweep.val_n)
     data_dir = sweep.variants[0].config.data.data_dir
@@ -242,7 +244,7 @@ class PointsDifference(stats.Estimate):
     """A difference of two shares in percentage points with its 95 % interval, shown as '+1.2 [-0.8, +3.1]'."""
 
     def __str__(self) -> str:
-        return f"{self.value:+.1f} [{self.lower:+.1f}, {self.upper:+.1f}]"
+        return format_interval(self.value, self.lower, self.upper, scale=1.0, signed=True)
 
 
 PAIRED = (("clean_acc", "val clean"), ("pgd_acc", "val PGD"), ("verified_acc", "val verified (own box)"),

@@ -21,10 +21,12 @@ from typing import Any
 
 import torch
 
-from ..stats import intervals as stats
-from ..checkpoint import CheckpointError, read_meta
-from ..landscape import Landscape
 from ..certify.statistical_views import VIEWS, view_medians
+from ..checkpoint import CheckpointError, read_meta
+from ..formatting import DASH, format_interval, markdown_table, pct
+from ..landscape import Landscape
+from ..rundir import CERTIFY_RESULTS, EVAL_RESULTS, EVAL_STATE
+from ..stats import intervals as stats
 from ..stats.intervals import Estimate, Proportion
 from .preset import Cell, Preset
 
@@ -136,9 +138,9 @@ def result_from_eval(cell: Cell, results: dict[str, Any] | None, landscape: Land
 def read_eval(run_dir: Path) -> dict[str, Any] | None:
     """Returns RUN_DIR/eval.json's contents; for an evaluation still running (or interrupted), the
     stages it has finished, marked "in_progress"; None if no stage has finished."""
-    path = Path(run_dir) / "eval.json"
+    path = Path(run_dir) / EVAL_RESULTS
     results = json.loads(path.read_text()) if path.is_file() else _finished_stages(Path(run_dir))
-    extra = Path(run_dir) / "certify.json"  # written by `approp certify` after the evaluation
+    extra = Path(run_dir) / CERTIFY_RESULTS  # written by `approp certify` after the evaluation
     if results is not None and "certify" not in results and extra.is_file():
         results["certify"] = json.loads(extra.read_text())
     return results
@@ -147,7 +149,7 @@ def read_eval(run_dir: Path) -> dict[str, Any] | None:
 def _finished_stages(run_dir: Path) -> dict[str, Any] | None:
     """Returns the results of the finished stages in RUN_DIR/eval_state.json, if it belongs to the
     run's current checkpoint (a state left by an older checkpoint is ignored, as Evaluator does)."""
-    path = run_dir / "eval_state.json"
+    path = run_dir / EVAL_STATE
     try:
         state = json.loads(path.read_text())
         current = read_meta(run_dir).get("sha256")
@@ -166,7 +168,7 @@ Value = str | Proportion | Estimate | None  # a table cell: text, a share or a m
 
 
 def _ref(v: float | None) -> str:
-    return "–" if v is None else f"{v:g}"
+    return DASH if v is None else f"{v:g}"
 
 
 def table1_rows(results: list[CellResult], ref: Reference) -> list[dict[str, Value]]:
@@ -250,14 +252,10 @@ def views_rows(results: list[CellResult]) -> list[dict[str, Value]]:
             continue
         row: dict[str, Value] = {"ε": r.eps_label, "algorithm": r.label,
                                  "certified p ≤ p₀": r.share("statistical"), "refuted p > p₀": r.share("refuted")}
-        row.update({col: "–" if r.views.get(name) is None else f"{r.views[name]:.3f}"
+        row.update({col: DASH if r.views.get(name) is None else f"{r.views[name]:.3f}"
                     for name, col in VIEW_COLUMNS.items()})
         rows.append(row)
     return rows
-
-
-def _text(v: Value) -> str:
-    return "–" if v is None else str(v)
 
 
 def markdown(rows: list[dict[str, Value]]) -> str:
@@ -265,9 +263,7 @@ def markdown(rows: list[dict[str, Value]]) -> str:
     if not rows:
         return ""
     cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_text(row[c]) for c in cols) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(cols, [[row[c] for c in cols] for row in rows])
 
 
 def _is_share_column(rows: list[dict[str, Value]], col: str) -> bool:
@@ -287,8 +283,7 @@ def csv_rows(rows: list[dict[str, Value]]) -> tuple[list[str], list[dict[str, st
         flat: dict[str, str] = {}
         for c, v in row.items():
             if isinstance(v, Proportion):
-                flat.update({c: f"{100 * v.value:.2f}", f"{c} low": f"{100 * v.lower:.2f}",
-                             f"{c} high": f"{100 * v.upper:.2f}"})
+                flat.update({c: pct(v.value), f"{c} low": pct(v.lower), f"{c} high": pct(v.upper)})
             elif isinstance(v, Estimate):
                 flat.update({c: f"{v.value:.6g}", f"{c} low": f"{v.lower:.6g}", f"{c} high": f"{v.upper:.6g}"})
             elif _is_share_column(rows, c):
@@ -410,13 +405,13 @@ def comparisons(results: list[CellResult], lams: tuple[float, ...]) -> list[dict
                 pa, pb = a.share(name, lam), b.share(name, lam)
                 if pa is not None and pb is not None:
                     d, lo, hi = stats.difference(pa, pb)
-                    text = f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] pp"
+                    text = format_interval(d, lo, hi, signed=True) + " pp"
                     rows.append(_comparison(eps, col, a, b, d, lo, hi, text, higher_better, "better"))
         for a, b in pairs:
             paired = _flatness_difference(a, b)
             if paired is not None:
                 d, lo, hi = paired
-                text = f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+                text = format_interval(d, lo, hi, scale=1.0, digits=4, signed=True)
                 rows.append(_comparison(eps, "flatness", a, b, d, lo, hi, text, False, "flatter"))
     return rows
 

@@ -11,36 +11,61 @@ says what is missing and how to install it; nothing is downloaded on its own.
     julia.setup()                  # once: Pkg.instantiate() of the pinned environment
     engine = julia.get_engine()    # JuliaEngine, numpy in / numpy out
     lower, upper = engine.bounds(params, x, eps, radius)
+
+The rest of approp reaches the Julia engine only through the names below:
+the command line calls `preload_for_argv`, the training loop `check_julia_run`
+and `JuliaEpochs` (runner.py), the bounds summary `bound_stats` (measures.py).
+The last three import torch, so they load on first use.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._runtime import (
     JuliaUnavailableError,
     SetupReport,
     availability,
+    engine_requested,
     find_julia,
     preload,
+    preload_for_argv,
     project_dir,
     setup,
 )
 
 if TYPE_CHECKING:
     from .engine import JuliaEngine
+    from .measures import bound_stats
+    from .runner import JuliaEpochs, check_julia_run
 
 __all__ = [
+    "JuliaEpochs",
     "JuliaUnavailableError",
     "SetupReport",
     "availability",
+    "bound_stats",
+    "check_julia_run",
+    "engine_requested",
     "find_julia",
     "get_engine",
     "parse_device",
     "preload",
+    "preload_for_argv",
     "project_dir",
     "setup",
 ]
+
+# Public names whose modules import torch: loaded on first access (PEP 562), so that importing
+# this package stays free of torch and juliacall can still be imported before torch.
+_LAZY = {"JuliaEpochs": "runner", "check_julia_run": "runner", "bound_stats": "measures"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _ENGINES: dict[str, JuliaEngine] = {}
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..formatting import format_interval, format_pct  # noqa: F401  (format_pct: stats.intervals.format_pct stays valid)
+
 Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
 
 
@@ -51,7 +53,7 @@ class Estimate:
     upper: float
 
     def __str__(self) -> str:
-        return f"{self.value:.4f} [{self.lower:.4f}, {self.upper:.4f}]"
+        return format_interval(self.value, self.lower, self.upper, scale=1.0, digits=4)
 
 
 def wilson(k: int, n: int, z: float = Z95) -> Proportion:
@@ -85,11 +87,6 @@ def decided(a: Proportion, b: Proportion) -> bool:
     """Returns whether the 95 % interval of a − b excludes 0 (the difference exceeds its uncertainty)."""
     _, lower, upper = difference(a, b)
     return lower > 0 or upper < 0
-
-
-def format_pct(value: float, lower: float, upper: float) -> str:
-    """Returns 'v [lo, hi]' in % with one decimal, e.g. '61.2 [58.1, 64.2]'."""
-    return f"{100 * value:.1f} [{100 * lower:.1f}, {100 * upper:.1f}]"
 
 
 def crossed_bootstrap(matrix: torch.Tensor, reps: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,11 @@ from ..models import build_model
 from ..precision import resolve_precision, training_autocast
 from ..progress import Progress
 from ..radius import clamp_parameters
+from ..rundir import CONFIG, METRICS
 from .epoch_means import EpochMeans
 from .schedule import gradient_norm, make_optimizer, make_scheduler, ramp_at
 from .strategies import StepContext, Strategy, make_strategy, step_context
 
-CONFIG = "config.toml"
-METRICS = "metrics.jsonl"
 NAN_CHECK_EVERY = 50  # batches between NaN checks on GPU: each check is a host sync
 
 
@@ -121,9 +121,9 @@ def _resolve_precision(cfg: RunConfig, run_dir: Path) -> RunConfig:
 
 def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo, progress: bool) -> FitResult:
     if cfg.train.engine == "julia":  # refuse before loading data or writing the run directory
-        from .julia_runner import check_julia_run
+        from .. import julia  # late: only when the Julia engine is asked for
 
-        check_julia_run(cfg, dist.world_size)
+        julia.check_julia_run(cfg, dist.world_size)
     torch.manual_seed(cfg.train.seed)
     train, monitor = load_splits(cfg.data, device)  # monitor: validation split, else test
     model, channels_last = prepare_model(cfg, device)
@@ -137,9 +137,9 @@ def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo
                  dist, channels_last)
     julia_epochs = None
     if cfg.train.engine == "julia":
-        from .julia_runner import JuliaEpochs
+        from .. import julia
 
-        julia_epochs = JuliaEpochs(cfg, model, world_size=dist.world_size, opt=opt)
+        julia_epochs = julia.JuliaEpochs(cfg, model, world_size=dist.world_size, opt=opt)
     history = _read_history(run_dir)
     with Progress(enabled=progress) as bar:
         for epoch in range(start_epoch, cfg.train.epochs):
@@ -147,9 +147,7 @@ def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo
             if julia_epochs is None:
                 logs = _train_epoch(step, train, gen, epoch, bar, run_dir)
             else:
-                logs = julia_epochs.run_epoch(train, sched, gen, epoch, bar)
-                if "diverged_batch" in logs:
-                    raise _diverged(logs["loss"], epoch, logs["diverged_batch"], run_dir)
+                logs = _julia_epoch(cfg, julia_epochs, train, sched, gen, epoch, bar, run_dir)
             if dist.is_main:
                 row = _epoch_row(cfg, model, monitor, epoch, logs, time.perf_counter() - t0, sched)
                 _save_epoch(cfg, run_dir, model, opt, sched, gen, epoch, row)
@@ -157,7 +155,7 @@ def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo
                 bar.log_epoch(row)
             ddp.barrier(dist)
     if dist.is_main:
-        from ..report import write_train_report  # late: plotting is only needed at the end
+        from .report import write_train_report  # late: plotting is only needed at the end
 
         write_train_report(cfg, run_dir, history)
     return FitResult(run_dir, model, history)
@@ -279,6 +277,33 @@ def _train_epoch(step: _Step, train: Split, gen, epoch, bar, run_dir):
             raise _diverged(loss, epoch, i + 1, run_dir)
         means.add(logs)  # device tensors: no host sync here
         bar.advance(task)
+    out = means.means()
+    out["ramp"] = ramp_at((epoch + 1) * steps - 1, steps, cfg.train)
+    return out
+
+
+def _julia_epoch(cfg: RunConfig, runner, train: Split, sched, gen, epoch, bar, run_dir):
+    """Runs one epoch in the Julia engine (runner: approp.julia.JuliaEpochs); returns the mean of each
+    logged value over the steps that logged it, as _train_epoch does.
+
+    The batches, the ε/λ ramp and the learning rate are the PyTorch engine's; the model holds the
+    new weights afterwards. A non-finite loss raises TrainingDiverged with the model unchanged.
+    """
+    runner.begin(epoch)
+    steps = math.ceil(len(train) / cfg.data.batch_size)
+    task = bar.start_batches(epoch, steps)
+    means = EpochMeans()
+    for i, (x, y) in enumerate(batches(train, cfg.data.batch_size, True, gen, cfg.data.augment)):
+        ctx = step_context(cfg, ramp_at(epoch * steps + i, steps, cfg.train))
+        logs = runner.step(x, y, ctx, sched.get_last_lr()[0])
+        if not math.isfinite(logs["loss"]):
+            raise _diverged(logs["loss"], epoch, i + 1, run_dir)
+        with warnings.catch_warnings():  # the optimiser steps in Julia, so torch sees no opt.step()
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+            sched.step()
+        means.add(logs)
+        bar.advance(task)
+    runner.end()
     out = means.means()
     out["ramp"] = ramp_at((epoch + 1) * steps - 1, steps, cfg.train)
     return out

@@ -1,7 +1,7 @@
-"""Epochs of APP training run by the Julia engine, driven from the same loop.
+"""APP training steps run by the Julia engine, driven by the training loop (approp.train.loop).
 
 The model and optimiser state live in Julia between steps; batches, the ε/λ
-ramp and the learning-rate schedule come from Python, so both engines see
+ramp and the learning-rate schedule come from the loop, so both engines see
 the same data order and schedule. After each epoch the parameters are copied
 back into the PyTorch model, which the loop evaluates and checkpoints in the
 shared format, and the Julia optimiser state (momentum buffer, or Adam's
@@ -13,25 +13,20 @@ state was carried) is refused rather than resumed with a fresh optimiser.
 Import order: torch is already imported here, so juliacall has to have been
 imported earlier, by `approp.julia.preload()` (the approp command calls it
 for --engine julia); otherwise juliacall warns that the process may segfault.
-A non-finite batch loss comes back from Julia with the model unchanged and
-ends the epoch early, so the loop raises TrainingDiverged and the last good
+A non-finite batch loss comes back from Julia with the model unchanged; the
+loop then ends the epoch early and raises TrainingDiverged, so the last good
 checkpoint stays.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..config import ConfigError, RunConfig
-from ..data import Split, batches
-from .epoch_means import EpochMeans
-from .schedule import ramp_at
-from .strategies import step_context
 
 
 def check_julia_run(cfg: RunConfig, world_size: int = 1) -> None:
@@ -54,14 +49,14 @@ def check_julia_run(cfg: RunConfig, world_size: int = 1) -> None:
 
 
 class JuliaEpochs:
-    """Returns per-epoch logs of APP training run in Julia (see module docstring)."""
+    """APP training in Julia, one epoch at a time: `begin(epoch)`, `step(...)` per batch, `end()`."""
 
     def __init__(
         self, cfg: RunConfig, model: nn.Module, world_size: int = 1, opt: torch.optim.Optimizer | None = None
     ) -> None:
         """`opt`: the loop's PyTorch optimiser, never stepped here: it carries the Julia state to disk."""
         check_julia_run(cfg, world_size)
-        from .. import julia  # imported only when the Julia engine is asked for
+        from .. import julia  # the package, late: its get_engine is looked up (and replaceable) per call
 
         self.cfg, self.model, self.opt = cfg, model, opt
         try:
@@ -73,41 +68,30 @@ class JuliaEpochs:
     def _params(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
 
-    def run_epoch(self, train: Split, sched, gen: torch.Generator, epoch: int, bar) -> dict[str, float]:
-        """Returns the epoch's logs, keyed as PyTorch's (mean loss, worst_loss, clean_loss, ramp).
+    def begin(self, epoch: int) -> None:
+        """Starts the Julia trainer from the model's weights at the first epoch run (resumed: with its optimiser state)."""
+        if self.trainer is not None:
+            return
+        o = self.cfg.optim
+        self.trainer = self.engine.trainer(
+            self._params(), self.cfg.radius, optimizer=o.name, lr=o.lr, momentum=o.momentum,
+            weight_decay=o.weight_decay, kappa=self.cfg.train.kappa, margin=self.cfg.train.margin_loss,
+        )
+        if epoch > 0:  # resumed: continue with the saved optimiser state
+            self._restore_optimizer_state(epoch)
 
-        The PyTorch model holds the new weights afterwards.
+    def step(self, x: torch.Tensor, y: torch.Tensor, ctx: Any, lr: float) -> dict[str, float]:
+        """Returns the logs of one optimiser step in Julia on the batch x (B, C, H, W), y (B,).
+
+        ctx: the loop's StepContext (its eps, lam and kappa for this step); lr: this step's rate.
         """
-        cfg, o = self.cfg, self.cfg.optim
-        if self.trainer is None:
-            self.trainer = self.engine.trainer(
-                self._params(), cfg.radius, optimizer=o.name, lr=o.lr, momentum=o.momentum,
-                weight_decay=o.weight_decay, kappa=cfg.train.kappa, margin=cfg.train.margin_loss,
-            )
-            if epoch > 0:  # resumed: continue with the saved optimiser state
-                self._restore_optimizer_state(epoch)
-        steps = math.ceil(len(train) / cfg.data.batch_size)
-        task = bar.start_batches(epoch, steps)
-        means = EpochMeans()
-        t = cfg.train
-        for i, (x, y) in enumerate(batches(train, cfg.data.batch_size, True, gen, cfg.data.augment)):
-            ctx = step_context(cfg, ramp_at(epoch * steps + i, steps, t))
-            logs = self.trainer.step_logs(
-                x.cpu().numpy(), y.cpu().numpy(), ctx.eps, lam=ctx.lam, lr=sched.get_last_lr()[0], kappa=ctx.kappa,
-            )
-            if not math.isfinite(logs["loss"]):
-                return {"loss": logs["loss"], "diverged_batch": i + 1}
-            with warnings.catch_warnings():  # the optimiser steps in Julia, so torch sees no opt.step()
-                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
-                sched.step()
-            means.add(logs)  # as loop._train_epoch: each key over the steps that logged it
-            bar.advance(task)
+        return self.trainer.step_logs(x.cpu().numpy(), y.cpu().numpy(), ctx.eps, lam=ctx.lam, lr=lr, kappa=ctx.kappa)
+
+    def end(self) -> None:
+        """Copies the Julia weights into the PyTorch model and the optimiser state into the PyTorch optimiser."""
         state = {k: torch.from_numpy(v) for k, v in self.trainer.params().items()}
         self.model.load_state_dict(state)
         self._save_optimizer_state()
-        out = means.means()
-        out["ramp"] = ramp_at((epoch + 1) * steps - 1, steps, t)
-        return out
 
     def _named_params(self) -> dict[str, nn.Parameter]:
         return dict(self.model.named_parameters())

@@ -5,30 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
-from .data import describe_copy
-
-CURVES = "curves.png"
+from ..config import RunConfig
+from ..data import describe_copy
+from ..formatting import markdown_table, pyplot
+from ..rundir import CURVES, REPORT
 
 
 def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """Returns a Markdown table of `columns` over `rows` (missing values shown as '–')."""
-    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    body = "".join("| " + " | ".join(_fmt(r.get(c, "–")) for c in columns) + " |\n" for r in rows)
-    return head + body
+def history_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Returns a Markdown table of `columns` over `rows` (floats with four decimals, missing values '–')."""
+    return markdown_table(columns, [[_fmt(r.get(c, "–")) for c in columns] for r in rows])
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     """Writes clean and verified accuracy (validation split, else test) per epoch to a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [r["epoch"] + 1 for r in history]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(epochs, [r["clean_acc"] for r in history], marker="o", label="clean")
@@ -78,10 +72,10 @@ def write_train_report(cfg: RunConfig, run_dir: Path, history: list[dict[str, An
             "",
             "## Per epoch",
             "",
-            markdown_table(history, [c for c in history[0] if c != "ramp"]),
+            history_table(history, [c for c in history[0] if c != "ramp"]),
         ]
         plot_curves(history, run_dir / CURVES)
         lines += ["", f"![test accuracy per epoch]({CURVES})", ""]
-    path = run_dir / "report.md"
+    path = run_dir / REPORT
     path.write_text("\n".join(lines))
     return path

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .plots import _pyplot
-
-STATISTICAL = "statistical.png"
+from ..formatting import pyplot
 
 
 def plot_statistical(stat: dict, path: Path, title: str = "") -> Path:
@@ -17,7 +15,7 @@ def plot_statistical(stat: dict, path: Path, title: str = "") -> Path:
     attack's margin, with the bound, attack, extreme-value estimate, lowest
     sampled and clean margins stacked on one axis (symlog, as bounds run far below 0).
     """
-    plt = _pyplot()
+    plt = pyplot()
     pts = stat["points"]
     idx = [i for i, b in enumerate(pts["bound"]) if b is not None]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))

@@ -1,27 +1,32 @@
-"""Margins of many sampled networks on many sampled inputs in one batched call.
+"""Boxes of parameters and their sampling: the one home of `Box` for attacks, certify and neighbourhood.
 
-The sampling distribution used throughout approp.certify.statistical: a network θ̃
-drawn uniformly from the parameter box B∞(θ, r(θ)) (every parameter
-independently uniform on [θ − r, θ + r]; parameters with r = 0 stay fixed)
-and, independently, an input x̃ drawn uniformly from B∞(x, ε) ∩ [0, 1]^d
-(every pixel independently uniform on [max(x − ε, 0), min(x + ε, 1)], the
-same set the interval bounds cover). M networks are stacked along a leading
-dimension and run at once with torch.func.functional_call under torch.vmap;
-each (network, point) pair gets its own input draw, so for a fixed test point
-the M margins are independent draws of the same distribution.
+A box maps each parameter name to its (lower, upper) tensors, B∞(θ, r(θ))
+elementwise (approp.radius.parameter_box builds it from a radius rule,
+approp.attacks.relative_box from λ|θ|). Networks are drawn in it uniformly
+(every parameter independently uniform on [lower, upper]; parameters with
+r = 0 stay fixed) or at its corners (every parameter at a random end, where
+interval bounds are tight); inputs are drawn uniformly from
+B∞(x, ε) ∩ [0, 1]^d, the same set the interval bounds cover. M networks are
+stacked along a leading dimension and run at once with
+torch.func.functional_call under torch.vmap; each (network, point) pair gets
+its own input draw, so for a fixed test point the M margins are independent
+draws of the same distribution (approp.certify.statistical's sampling).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..precision import full_precision
+from .precision import full_precision
 
 Box = dict[str, tuple[torch.Tensor, torch.Tensor]]
 Params = dict[str, torch.Tensor]
+SampleMode = Literal["uniform", "corner"]
 
 
 def class_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -31,6 +36,20 @@ def class_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     true = logits.masked_fill(~own, float("-inf")).amax(-1)
     other = logits.masked_fill(own, float("-inf")).amax(-1)
     return true - other
+
+
+def project(params: Params, box: Box) -> Params:
+    """Returns the parameters clamped elementwise into the box."""
+    return {n: torch.max(torch.min(p, box[n][1]), box[n][0]) for n, p in params.items()}
+
+
+def sample_in_box(box: Box, mode: SampleMode, generator: torch.Generator) -> Params:
+    """Returns {name: θ̃} drawn in the box: uniform in each interval, or at a random end of each (corner)."""
+    out = {}
+    for name, (lo, hi) in box.items():
+        u = torch.rand(lo.shape, generator=generator, device=lo.device, dtype=lo.dtype)
+        out[name] = lo + (hi - lo) * u if mode == "uniform" else torch.where(u < 0.5, lo, hi)
+    return out
 
 
 def stacked_uniform(box: Box, m: int, generator: torch.Generator) -> Params:
