@@ -92,6 +92,12 @@ class TestEngineRequested:
             (["train", "--out", "julia"], False),
             (["train", "--engine"], False),
             ([], False),
+            # --set wins over --engine, as the CLI resolves them; the last --set of the key wins.
+            (["train", "--set", "train.engine=julia"], True),
+            (["train", "--set=train.engine=julia", "--engine", "torch"], True),
+            (["train", "--engine", "julia", "--set", "train.engine=torch"], False),
+            (["train", "--set", "train.engine=julia", "--set", "train.engine=torch"], False),
+            (["train", "--set", "train.epochs=2", "--engine", "julia"], True),
         ],
     )
     def test_command_line(self, argv, expected):

@@ -285,18 +285,25 @@ def preload() -> bool:
 def engine_requested(argv: Sequence[str]) -> bool:
     """Returns whether the command line `argv` selects the Julia engine.
 
-    `--engine julia` or `--engine=julia` (the last --engine wins, as for the
-    CLI), else a `--config` TOML file whose [train] engine is "julia".
+    As the CLI resolves it: `--set train.engine=...` (the last wins) over `--engine julia` or
+    `--engine=julia` (the last wins), over a `--config` TOML file whose [train] engine is "julia".
     """
     given: dict[str, str] = {}
     for i, arg in enumerate(argv):
-        for name in ("--engine", "--config"):
+        for name in ("--engine", "--config", "--set"):
             if arg == name and i + 1 < len(argv):
-                given[name] = argv[i + 1]
+                value = argv[i + 1]
             elif arg.startswith(name + "="):
-                given[name] = arg[len(name) + 1 :]
-    if "--engine" in given:
-        return given["--engine"] == "julia"
+                value = arg[len(name) + 1 :]
+            else:
+                continue
+            if name != "--set":
+                given[name] = value
+            elif value.replace(" ", "").startswith("train.engine="):
+                given[name] = value.split("=", 1)[1].strip()
+    for name in ("--set", "--engine"):
+        if name in given:
+            return given[name] == "julia"
     return "--config" in given and _config_engine(Path(given["--config"])) == "julia"
 
 
