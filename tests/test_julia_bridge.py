@@ -450,3 +450,32 @@ def test_device_index_is_kept_for_cuda_jl(device, expected):
 def test_devices_the_julia_engine_cannot_honour_are_refused_by_name(device):
     with pytest.raises(ValueError, match=re.escape(repr(device))):
         julia.parse_device(device)
+
+
+def _quant_radius():
+    from approp.config import RadiusConfig
+
+    return RadiusConfig("quant", lam=1.0, bits=4)
+
+
+def test_quant_radius_is_refused_by_name_before_julia_starts():
+    """APProp.RadiusSpec has abs, const and tanh only: "quant" would throw inside Julia (a JuliaError
+    traceback, after the run directory was written), so every entry point refuses it first."""
+    from approp.config import ConfigError
+    from approp.data import Split
+    from approp.julia.convert import UnsupportedByJuliaError, check_radius
+    from approp.julia.runner import check_julia_run
+    from approp.models import CNN4
+
+    cfg = RunConfig().replace(train={"engine": "julia", "algo": "app"}, radius={"kind": "quant", "bits": 4})
+    with pytest.raises(ConfigError, match=r"radius kinds abs, const, tanh; got 'quant'"):
+        check_julia_run(cfg)
+    with pytest.raises(UnsupportedByJuliaError, match="no radius kind 'quant'"):
+        check_radius(_quant_radius())
+    for kind in ("abs", "const", "tanh"):
+        check_radius(RunConfig().replace(radius={"kind": kind}).radius)
+    gen = torch.Generator().manual_seed(0)
+    test = Split(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(4))
+    # Refused before get_engine: on a machine without Julia the message is still this one.
+    with pytest.raises(ConfigError, match="no radius kind 'quant'"):
+        julia.bound_stats(CNN4(), test, 0.01, _quant_radius(), 1.0, "cpu")

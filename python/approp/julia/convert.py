@@ -79,6 +79,19 @@ def check_cnn4(params: Mapping[str, Any]) -> None:
         )
 
 
+# The radius kinds APProp.RadiusSpec accepts (julia/src/radius.jl); "quant" has a PyTorch rule only.
+RADIUS_KINDS: tuple[str, ...] = ("abs", "const", "tanh")
+
+
+def check_radius(radius: Any) -> None:
+    """Raises UnsupportedByJuliaError where `radius` (a RadiusConfig) has a kind APProp has no rule for."""
+    if str(radius.kind) not in RADIUS_KINDS:
+        raise UnsupportedByJuliaError(
+            f"the Julia engine has no radius kind {radius.kind!r} (it has {', '.join(RADIUS_KINDS)}); "
+            "use the torch engine"
+        )
+
+
 def params_to_julia(params: Mapping[str, Any]) -> list[np.ndarray]:
     """Returns CNN4's parameters in APProp.cnn4's order and Flux layout; names are PyTorch's.
 

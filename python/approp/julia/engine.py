@@ -17,6 +17,7 @@ from . import _runtime
 from .convert import (
     PARAM_NAMES,
     as_numpy,
+    check_radius,
     images_to_julia,
     labels_to_julia,
     logits_from_julia,
@@ -79,7 +80,11 @@ class JuliaEngine:
         return self._model_for(arrays), xj, yj
 
     def spec(self, radius: Any) -> Any:
-        """Returns APProp.RadiusSpec for an approp.config.RadiusConfig (or any object with its fields)."""
+        """Returns APProp.RadiusSpec for an approp.config.RadiusConfig (or any object with its fields).
+
+        A kind APProp lacks ("quant") raises UnsupportedByJuliaError here, not a JuliaError in Julia.
+        """
+        check_radius(radius)
         return self.ap.RadiusSpec(
             str(radius.kind),
             lam=float(radius.lam),

@@ -6,6 +6,7 @@ from torch import nn
 
 from ..config import ConfigError, RadiusConfig
 from ..data import Split, batches
+from .convert import UnsupportedByJuliaError, check_radius
 
 
 def bound_stats(
@@ -14,10 +15,15 @@ def bound_stats(
     """Returns (verified share, mean logit-bound width) of the model on the split, from the Julia engine's
     interval bounds over the box of `radius` at λ = lam and the ball of radius eps.
 
-    Raises ConfigError where the Julia engine is unavailable (the message says what is missing).
+    Raises ConfigError where the Julia engine is unavailable (the message says what is missing) or
+    has no rule for the radius kind.
     """
     from .. import julia  # the package, late: its get_engine starts Julia on first use
 
+    try:  # before Julia starts: what APProp cannot hold is refused by name
+        check_radius(radius)
+    except UnsupportedByJuliaError as err:
+        raise ConfigError(str(err)) from None
     try:
         engine = julia.get_engine(device)
     except julia.JuliaUnavailableError as err:

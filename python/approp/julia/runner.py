@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, RunConfig
+from .convert import RADIUS_KINDS
 
 
 def check_julia_run(cfg: RunConfig, world_size: int = 1) -> None:
@@ -35,6 +36,9 @@ def check_julia_run(cfg: RunConfig, world_size: int = 1) -> None:
         raise ConfigError(f"the Julia engine trains only algo 'app'; got {cfg.train.algo!r}")
     if cfg.model.arch != "cnn4":  # APProp holds CNN4 without BatchNorm only
         raise ConfigError(f"the Julia engine trains only model.arch 'cnn4'; got {cfg.model.arch!r}")
+    if cfg.radius.kind not in RADIUS_KINDS:  # APProp.RadiusSpec would throw inside Julia
+        raise ConfigError(f"the Julia engine has radius kinds {', '.join(RADIUS_KINDS)}; got "
+                          f"{cfg.radius.kind!r}: use engine 'torch'")
     if cfg.train.reg_weight > 0:
         raise ConfigError("the Julia engine has no warm-up regularisers; "
                           "set train.reg_weight = 0 or use engine 'torch'")
