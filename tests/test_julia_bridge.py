@@ -479,3 +479,21 @@ def test_quant_radius_is_refused_by_name_before_julia_starts():
     # Refused before get_engine: on a machine without Julia the message is still this one.
     with pytest.raises(ConfigError, match="no radius kind 'quant'"):
         julia.bound_stats(CNN4(), test, 0.01, _quant_radius(), 1.0, "cpu")
+
+
+@pytest.mark.parametrize("arch", ["cnn4_bn", "cnn7"])
+def test_bounds_of_a_model_julia_cannot_hold_is_a_one_line_error(arch):
+    """approp bounds --engine julia on a BatchNorm run: check_cnn4's TypeError reached the command
+    line as a traceback (USER_ERRORS has ConfigError, not it), once Julia had started."""
+    from approp.cli import USER_ERRORS
+    from approp.config import ConfigError, ModelConfig
+    from approp.data import Split
+    from approp.models import build_model
+
+    model = build_model(ModelConfig(arch=arch)).eval()
+    gen = torch.Generator().manual_seed(0)
+    test = Split(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(4))
+    radius = RunConfig().radius
+    with pytest.raises(ConfigError, match=r"no BatchNorm rule: .*use the torch engine") as err:
+        julia.bound_stats(model, test, 0.01, radius, radius.lam, "cpu")
+    assert isinstance(err.value, USER_ERRORS)

@@ -6,7 +6,7 @@ from torch import nn
 
 from ..config import ConfigError, RadiusConfig
 from ..data import Split, batches
-from .convert import UnsupportedByJuliaError, check_radius
+from .convert import UnsupportedByJuliaError, check_cnn4, check_radius
 
 
 def bound_stats(
@@ -16,11 +16,13 @@ def bound_stats(
     interval bounds over the box of `radius` at λ = lam and the ball of radius eps.
 
     Raises ConfigError where the Julia engine is unavailable (the message says what is missing) or
-    has no rule for the radius kind.
+    cannot hold the model (CNN4 without BatchNorm only) or the radius kind.
     """
     from .. import julia  # the package, late: its get_engine starts Julia on first use
 
-    try:  # before Julia starts: what APProp cannot hold is refused by name
+    params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    try:  # before Julia starts: what APProp cannot hold (BatchNorm, other nets, quant) by name
+        check_cnn4(params)
         check_radius(radius)
     except UnsupportedByJuliaError as err:
         raise ConfigError(str(err)) from None
@@ -28,7 +30,6 @@ def bound_stats(
         engine = julia.get_engine(device)
     except julia.JuliaUnavailableError as err:
         raise ConfigError(f"--engine julia is unavailable: {err}") from None
-    params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     verified_n, width = 0.0, 0.0
     for x, y in batches(test, 500):
         xs, ys = x.cpu().numpy(), y.cpu().numpy()
