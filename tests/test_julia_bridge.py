@@ -497,3 +497,21 @@ def test_bounds_of_a_model_julia_cannot_hold_is_a_one_line_error(arch):
     with pytest.raises(ConfigError, match=r"no BatchNorm rule: .*use the torch engine") as err:
         julia.bound_stats(model, test, 0.01, radius, radius.lam, "cpu")
     assert isinstance(err.value, USER_ERRORS)
+
+
+def test_missing_julia_is_refused_before_the_run_dir_is_written(cifar_dir, tmp_path, monkeypatch):
+    """Julia started only after the run directory held config.toml (engine julia): a rerun of the same
+    --out with engine 'torch' was then refused as 'a different configuration'."""
+    from approp.config import ConfigError
+
+    def no_julia(device):
+        raise julia.JuliaUnavailableError("no Julia runtime was found (JULIA, PATH, juliaup).")
+
+    monkeypatch.setattr(julia, "get_engine", no_julia)
+    cfg = RunConfig().replace(
+        data={"data_dir": str(cifar_dir), "subset": 64, "test_subset": 32, "batch_size": 32},
+        train={"epochs": 1, "engine": "julia", "algo": "app"},
+    )
+    with pytest.raises(ConfigError, match="--engine julia is unavailable: no Julia runtime"):
+        fit(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -131,15 +131,15 @@ def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo
     opt = make_optimizer(model, cfg.optim)
     sched = make_scheduler(opt, cfg.optim, cfg.train.epochs * steps_per_epoch)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
+    julia_epochs = None
+    if cfg.train.engine == "julia":  # starts Julia: where it cannot, refused before the run dir is written
+        from .. import julia
+
+        julia_epochs = julia.JuliaEpochs(cfg, model, world_size=dist.world_size, opt=opt)
     start_epoch = _prepare_run_dir(cfg, run_dir, model, opt, sched, gen, dist)
     strategy = make_strategy(cfg)
     step = _Step(cfg, model, ddp.wrap(LossModule(model, strategy), dist, device), strategy, opt, sched,
                  dist, channels_last)
-    julia_epochs = None
-    if cfg.train.engine == "julia":
-        from .. import julia
-
-        julia_epochs = julia.JuliaEpochs(cfg, model, world_size=dist.world_size, opt=opt)
     history = _read_history(run_dir)
     with Progress(enabled=progress) as bar:
         for epoch in range(start_epoch, cfg.train.epochs):
