@@ -515,3 +515,23 @@ def test_missing_julia_is_refused_before_the_run_dir_is_written(cifar_dir, tmp_p
     with pytest.raises(ConfigError, match="--engine julia is unavailable: no Julia runtime"):
         fit(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_failed_instantiate_is_a_one_line_error(tmp_path):
+    """approp julia-setup where Pkg.instantiate() fails (offline, say): the CalledProcessError came
+    out as a traceback under Julia's own messages."""
+    exe = tmp_path / "bin" / "julia"
+    exe.parent.mkdir(parents=True)
+    exe.write_text(
+        "#!/bin/sh\n"
+        "if [ \"$1\" = --version ]; then echo 'julia version 1.10.4'; exit 0; fi\n"
+        "echo 'ERROR: could not download https://pkg.julialang.org/registries' >&2; exit 1\n"
+    )
+    exe.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON_JULIA", "JULIA"))}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    proc = _run(CLI, ["julia-setup", "--julia", str(exe), "--no-precompile"], env)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "could not download" in proc.stderr
+    assert "Pkg.instantiate()' failed with exit status 1" in proc.stderr.replace("\n", " ").replace("`", "'")
+    assert not (tmp_path / "cache" / "approp" / "julia-setup.json").exists()  # nothing recorded as set up

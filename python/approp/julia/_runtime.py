@@ -156,7 +156,7 @@ def setup(julia: str | None = None, precompile: bool = True, runner=subprocess.r
 
     julia: executable to use (default: `find_julia()`); precompile: also run
     Pkg.precompile() so the first engine start is quick. Raises
-    JuliaUnavailableError where no suitable Julia exists.
+    JuliaUnavailableError where no suitable Julia exists or the instantiation fails.
     """
     if julia is not None:
         os.environ["JULIA"] = julia
@@ -165,7 +165,13 @@ def setup(julia: str | None = None, precompile: bool = True, runner=subprocess.r
     script = "import Pkg; Pkg.instantiate()" + ("; Pkg.precompile()" if precompile else "")
     cmd = [exe, f"--project={project}", "--startup-file=no", "-e", script]
     start = time.perf_counter()
-    runner(cmd, check=True, env=_julia_env(project))
+    try:
+        runner(cmd, check=True, env=_julia_env(project))
+    except subprocess.CalledProcessError as err:  # Julia printed why (offline, a failed build) above
+        raise JuliaUnavailableError(
+            f"`{' '.join(cmd)}` failed with exit status {err.returncode} (Julia's messages are above); "
+            "Pkg.instantiate() needs network access once, to download the pinned packages"
+        ) from None
     stamp = _stamp_path()
     stamp.parent.mkdir(parents=True, exist_ok=True)
     record = {"julia": exe, "project": str(project), "manifest_sha256": _manifest_digest(project)}
