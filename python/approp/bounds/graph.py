@@ -75,6 +75,9 @@ class Graph:
 
     nodes: list[Node]
     output: int
+    # (parent or None for the model itself, child name, child) along every module node's path: the
+    # structure the trace saw, checked on each use (a dict lookup per edge; the root is not held).
+    edges: list[tuple[nn.Module | None, str, nn.Module]] = field(default_factory=list)
 
 
 RELU_KINDS = (nn.ReLU, F.relu, torch.relu, torch.Tensor.relu)
@@ -117,10 +120,21 @@ def trace(model: nn.Module) -> Graph:
 
 def _still_valid(model: nn.Module, graph: Graph) -> bool:
     """Returns whether every module node still names the module the model holds at its path."""
-    try:
-        return all(model.get_submodule(n.target) is n.module for n in graph.nodes if n.module is not None)
-    except AttributeError:
-        return False
+    return all((model if p is None else p)._modules.get(name) is child for p, name, child in graph.edges)
+
+
+def _edges(model: nn.Module, nodes: list[Node]) -> list[tuple[nn.Module | None, str, nn.Module]]:
+    """Returns the (parent, name, child) steps from the model to every module node (parent None: the model)."""
+    edges = {}
+    for node in nodes:
+        if node.module is None or not node.target:
+            continue
+        parent = None
+        for name in node.target.split("."):
+            child = (model if parent is None else parent)._modules[name]
+            edges[(id(parent), name)] = (parent, name, child)
+            parent = child
+    return list(edges.values())
 
 
 def _build(model: nn.Module) -> Graph:
@@ -151,7 +165,7 @@ def _build(model: nn.Module) -> Graph:
     for i, node in enumerate(nodes):
         for j in node.inputs:
             nodes[j].consumers.append(i)
-    graph = mark_bounded(Graph(nodes, index[out.args[0]]))
+    graph = mark_bounded(Graph(nodes, index[out.args[0]], _edges(model, nodes)))
     _check_in_place(graph)
     return graph
 
