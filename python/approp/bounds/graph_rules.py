@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .interval import Interval, ParamInterval
+from .interval import Interval, ParamInterval, is_low_precision
 from .linear_rules import Context, Step, _sum_tail, register_backward, relu_backward
 from .rules import DISPLAY, Call, UnsupportedLayerError, register, relu_rule
 
@@ -52,7 +52,8 @@ def _operands(call: Call) -> tuple[Any, Any]:
 
 @register(*ADD)
 def add_rule(call: Call, x: Interval, params: Params) -> Interval:
-    """Returns a + b: the ends add where both are held by their ends, else centres and radii add."""
+    """Returns a + b: the ends add where either is held by its ends (unless the other is 16-bit), else
+    centres and radii add (both sound: [l_a + l_b, u_a + u_b] = ⟨c_a + c_b, r_a + r_b⟩ in exact arithmetic)."""
     a, b = _operands(call)
     if not isinstance(a, Interval):
         a, b = b, a
@@ -60,9 +61,12 @@ def add_rule(call: Call, x: Interval, params: Params) -> Interval:
         if a.has_bounds:
             return Interval.from_bounds(a.lower + b, a.upper + b)
         return Interval(a.center + b, a.radius)
-    if a.has_bounds and b.has_bounds:
+    low = is_low_precision(a.center if not a.has_bounds else b.center) if not (a.has_bounds and b.has_bounds) else False
+    if (a.has_bounds or b.has_bounds) and not low:
+        # fp32 (or wider): the ends add in four passes, and the ReLU that usually follows takes ends;
+        # converting the ends operand to ⟨c, r⟩ instead would cost six.
         return Interval.from_bounds(a.lower + b.lower, a.upper + b.upper)
-    return Interval(a.center + b.center, a.radius + b.radius)
+    return Interval(a.center + b.center, a.radius + b.radius)  # 16-bit: keep the radius (interval.py)
 
 
 def _size(iv: Interval) -> torch.Tensor:
