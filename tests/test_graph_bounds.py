@@ -24,8 +24,11 @@ from approp.bounds import (
     trace,
     worst_case_loss,
 )
+from approp.bounds.graph_rules import add_rule
+from approp.bounds.interval import Interval
 from approp.bounds.linear import backward, prepare
-from approp.bounds.rules import UnsupportedLayerError, kind_name
+from approp.bounds.rules import Call, UnsupportedLayerError, kind_name
+from approp.bounds.verify import clears, margin_bounds, verified_by
 from approp.config import ConfigError, ModelConfig, RadiusConfig, RunConfig
 from approp.models import build_model, ibp_std
 from approp.radius import parameter_box, parameter_radii
@@ -293,3 +296,35 @@ def test_julia_engine_refuses_residual_networks_by_name(arch):
     cfg = RunConfig().replace(model={"arch": arch}, train={"engine": "julia"})
     with pytest.raises(ConfigError, match=f"no residual networks.*got '{arch}'"):
         check_julia_run(cfg)
+
+
+def test_verified_decision_on_a_residual_network():
+    """The lazy verified decision agrees with all margins' best bounds; at ε = λ = 0 every point whose label is
+    the network's own prediction is verified (the allowance is far below its margin)."""
+    model = foreign(seed=3)
+    x, _ = batch(n=6, seed=6)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[::3] = (y[::3] + 1) % 10  # some wrong labels
+    radius = RadiusConfig("abs", lam=1e-4)
+    for eps in (0.0, 1e-4):
+        full = clears(margin_bounds(prepare(model, x, eps, radius), y, "best"), y).all(1)
+        assert torch.equal(verified_by(model, x, y, eps, radius, method="best"), full)
+    zero = verified_by(model, x, y, 0.0, RadiusConfig("abs", lam=0.0))
+    assert torch.equal(zero, torch.arange(6) % 3 != 0)
+
+
+def test_addition_keeps_the_form_precision_needs():
+    """bf16 ⟨c, r⟩ operands add as ⟨c_a + c_b, r_a + r_b⟩ (their ends would round r away); fp32 ends add as ends."""
+    c = torch.full((2, 3), 1.0, dtype=torch.bfloat16)
+    r = torch.full((2, 3), 0.01, dtype=torch.bfloat16)
+    a, b = Interval(c, r), Interval.from_bounds(c.float() - 0.5, c.float() + 0.5)
+    out = add_rule(Call(torch.add, (a, Interval(c, r)), {}), a, {})
+    assert not out.has_bounds and torch.equal(out.radius, r + r)
+    mixed = add_rule(Call(torch.add, (a, b), {}), a, {})
+    assert not mixed.has_bounds  # a 16-bit operand keeps the midpoint-radius form
+    torch.testing.assert_close(mixed.radius.float(), r.float() + 0.5)
+    ends = add_rule(Call(torch.add, (b, b), {}), b, {})
+    assert ends.has_bounds and torch.equal(ends.lower, 2 * b.lower) and torch.equal(ends.upper, 2 * b.upper)
+    shifted = add_rule(Call(torch.add, (b, 2.0), {}), b, {})
+    assert torch.equal(shifted.lower, b.lower + 2.0) and torch.equal(shifted.upper, b.upper + 2.0)
