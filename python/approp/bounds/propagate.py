@@ -33,7 +33,11 @@ from .rules import RULES, Call
 
 
 def layers_of(model: nn.Module) -> nn.Sequential:
-    """Returns the flat layer sequence of `model` (its `.layers`, or the model itself)."""
+    """Returns the flat layer sequence of `model` (its `.layers`, or the model itself).
+
+    Not used by the bounds, which trace any module (approp.bounds.graph); kept for callers that
+    need a chain network's layer list (approp.certify.sources).
+    """
     layers = getattr(model, "layers", model)
     if not isinstance(layers, nn.Sequential):
         raise TypeError(
