@@ -1,7 +1,7 @@
 """Speed of interval bounds and APP steps relative to plain forward passes and standard steps.
 
-    python benchmarks/bounds_speed.py [--batch 128] [--repeats 20] [--device cpu] [--threads N]
-                                      [--channels-last] [--precision fp32,bf16]
+    python benchmarks/bounds_speed.py [--arch cnn4] [--batch 128] [--repeats 20] [--device cpu] [--threads N]
+                                      [--channels-last] [--precision fp32,bf16] [--no-steps]
 
 Everything is measured side by side in one run, interleaved round by round,
 so the ratios hold on a noisy machine even where absolute times do not.
@@ -12,6 +12,9 @@ second ratio column against the standard step of the same memory format.
 With --precision fp32,bf16 every case runs in both precisions side by side
 (bf16: under the training loop's bf16 autocast, marked "[bf16]"), with a
 column of each case's bf16 time against its fp32 time.
+--arch picks any approp architecture (resnet20 and preact_resnet18 are graphs
+with additions); the forward table (eval mode) also times the verified
+decision (interval and linear bounds, best of both).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from approp.bounds import interval_bounds, worst_case_loss
-from approp.config import RadiusConfig
-from approp.models import CNN4
+from approp.bounds import clean_statistics, has_batchnorm, interval_bounds, worst_case_loss
+from approp.bounds.verify import verified_by
+from approp.config import ModelConfig, RadiusConfig
+from approp.models import ARCHITECTURES, build_model
 from approp.precision import training_autocast
 
 KINDS = ("abs", "const", "tanh")
@@ -56,7 +60,8 @@ def measure(cases: dict[str, Callable[[], object]], repeats: int, device: torch.
 
 
 def forward_cases(model, x, eps: float, lam: float, precision: str = "fp32") -> dict[str, Callable[[], object]]:
-    """Returns the forward-only cases: the plain pass, then bounds per radius kind (bf16: under autocast)."""
+    """Returns the forward-only cases: the plain pass, bounds per radius kind (bf16: under autocast), and the
+    verified decision (always fp32: it runs outside autocast)."""
     suffix = BF16 if precision == "bf16" else ""
 
     @torch.no_grad()
@@ -74,6 +79,10 @@ def forward_cases(model, x, eps: float, lam: float, precision: str = "fp32") -> 
                 return interval_bounds(model, x, eps, r)
 
         cases[f"bounds ({kind}){suffix}"] = bounds
+    if precision == "fp32":
+        y = torch.randint(0, 10, (len(x),), generator=torch.Generator().manual_seed(1)).to(x.device)
+        tanh = RadiusConfig("tanh", lam=lam)
+        cases["verified (tanh, best)"] = lambda: verified_by(model, x, y, eps, tanh, method="best")
     return cases
 
 
@@ -98,9 +107,12 @@ def step_cases(model, x, y, eps: float, lam: float, kappa: float, precision: str
 
         def app(r=radius):
             opt.zero_grad(set_to_none=True)
-            with training_autocast(precision, x.device):
+            # BatchNorm: the clean forward records the statistics the bounds use, as in the training loop.
+            with training_autocast(precision, x.device), clean_statistics(model):
+                bn = has_batchnorm(model)
+                clean = F.cross_entropy(model(x).float(), y) if kappa or bn else None
                 worst = worst_case_loss(model, x, y, eps, r)
-                loss = (1 - kappa) * worst + kappa * F.cross_entropy(model(x).float(), y) if kappa else worst
+                loss = (1 - kappa) * worst + kappa * clean if kappa else worst
             loss.backward()
             opt.step()
 
@@ -152,6 +164,8 @@ def _suffixed(name: str, suffix: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--arch", default="cnn4", choices=sorted(ARCHITECTURES))
+    ap.add_argument("--no-steps", action="store_true", help="only the forward table")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--device", default="cpu")
@@ -170,11 +184,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = CNN4().to(device)
+    model = build_model(ModelConfig(arch=args.arch)).to(device)
     x = torch.rand(args.batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"CNN4, batch {args.batch}, eps {args.eps:.4g}, lam {args.lam:g}, {name}, torch {torch.__version__}\n")
+    print(f"{args.arch}, batch {args.batch}, eps {args.eps:.4g}, lam {args.lam:g}, {name}, torch {torch.__version__}\n")
     def build(fn, *rest):
         cases = {}
         for precision in precisions:
@@ -182,9 +196,11 @@ def main() -> None:
                          else fn(model, x, *rest, precision))
         return cases
 
+    model.eval()  # BatchNorm: running statistics, as evaluated
     print(table(measure(build(forward_cases, args.eps, args.lam), args.repeats, device), "forward"))
     print()
-    for kappa in (0.0, 0.5):
+    model.train()
+    for kappa in () if args.no_steps else (0.0, 0.5):
         cases = build(lambda m, xs, *rest: step_cases(m, xs, y, *rest), args.eps, args.lam, kappa)
         print(table(measure(cases, args.repeats, device), "standard step"))
         print()

@@ -37,7 +37,7 @@ Algo = Literal["app", "standard", "awp", "pgd"]
 OptimName = Literal["sgd", "adam"]
 Schedule = Literal["constant", "cosine", "step"]
 Engine = Literal["torch", "julia"]
-Arch = Literal["cnn4", "cnn4_bn", "cnn7"]
+Arch = Literal["cnn4", "cnn4_bn", "cnn7", "resnet20", "preact_resnet18"]
 Init = Literal["default", "ibp"]
 RampKind = Literal["linear", "smoothed"]
 KappaSchedule = Literal["gowal", "constant", "none"]
@@ -73,7 +73,11 @@ class ModelConfig:
 
     arch: "cnn4" (32/32/64/64/256 channels at width 1), "cnn4_bn" (CNN4 with BatchNorm after
         every convolution and the hidden linear layer) or "cnn7" (Shi et al.'s cnn_7layer_bn2:
-        64/64/128/128/128 channels, 512 hidden units, BatchNorm throughout).
+        64/64/128/128/128 channels, 512 hidden units, BatchNorm throughout), "resnet20" (He et al.
+        2016's CIFAR ResNet-20: 3 stages × 3 basic blocks, 16/32/64 channels, 1×1 conv + BatchNorm
+        projection shortcuts) or "preact_resnet18" (PreAct ResNet-18 as AWP trains it: 4 stages × 2
+        pre-activation blocks, 64/128/256/512 channels, 1×1 conv projection shortcuts). The Julia
+        engine trains "cnn4" only.
     width: channel (and hidden-unit) multiplier [1].
     init: "default" (PyTorch's) or "ibp" (Shi et al. 2021: every weight but the last layer's
         from N(0, σ²), σ = √(2π)/fan_in; biases and BatchNorm parameters untouched) ["default"].

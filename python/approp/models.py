@@ -1,9 +1,9 @@
-"""CNN4, CNN4 with BatchNorm and CNN7 for CIFAR-10, with input normalisation inside the model.
+"""CNN4, CNN4 with BatchNorm, CNN7, ResNet-20 and PreAct ResNet-18 for CIFAR-10, input normalisation inside.
 
 Inputs are images in [0, 1]; the model normalises them itself, so input balls
-B∞(x, ε) are always stated on the pixel scale. Every network is one flat
-`nn.Sequential` (`model.layers`) so that interval propagation can walk it
-layer by layer, one rule per layer kind.
+B∞(x, ε) are always stated on the pixel scale. The chain networks are one flat
+`nn.Sequential` (`model.layers`); the residual ones are graphs with additions.
+The bounds trace either (approp.bounds.graph) and apply one rule per node kind.
 
 BatchNorm layers (cnn4_bn, cnn7) follow every convolution and the hidden
 linear layer, never the last one, as in Shi et al. 2021's cnn_7layer_bn2. In
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .layers import Normalize  # noqa: F401  (re-exported: approp.models.Normalize stays valid)
+from .layers import Normalize
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
@@ -115,7 +115,119 @@ class CNN7(nn.Module):
         return self.layers(x)
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn4": CNN4, "cnn4_bn": CNN4BN, "cnn7": CNN7}
+class BasicBlock(nn.Module):
+    """Returns relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)): He et al.'s basic block, post-activation.
+
+    shortcut: the identity where shape is kept; else option B, a 1×1 convolution (stride 2) with
+    BatchNorm (the projection). Option A (strided subsampling, zero-padded channels) would need
+    strided slicing and padding as node kinds of their own; B is built of layers the bounds know.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))  # (B, c_out, H/stride, W/stride)
+        return self.relu2(out + self.shortcut(x))
+
+
+class ResNet20(nn.Module):
+    """Returns logits (B, 10): He et al. 2016's CIFAR ResNet-20 (§4.2), channels × width.
+
+    normalize-conv3x3(16w)-BN-ReLU, then 3 stages of 3 basic blocks with 16w, 32w, 64w channels
+    (the first block of stages 2 and 3 has stride 2: 32 → 16 → 8), global average pooling,
+    linear(10): 19 convolutions and one linear layer. Shortcuts: identity, and option B
+    (1×1 convolution + BatchNorm) where a stage changes shape (see BasicBlock).
+    """
+
+    def __init__(self, width: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        c = 16 * width
+        self.width = width
+        self.normalize = Normalize(CIFAR10_MEAN, CIFAR10_STD)
+        self.stem = nn.Sequential(*_conv_bn_relu(3, c))  # (B, c, 32, 32); bias kept as in _conv_bn_relu
+        blocks, c_in = [], c
+        for stage, c_out in enumerate((c, 2 * c, 4 * c)):
+            for i in range(3):
+                blocks.append(BasicBlock(c_in, c_out, stride=2 if stage > 0 and i == 0 else 1))
+                c_in = c_out
+        self.blocks = nn.Sequential(*blocks)  # (B, 4c, 8, 8)
+        self.pool = nn.AdaptiveAvgPool2d(1)  # (B, 4c, 1, 1)
+        self.flatten = nn.Flatten()
+        self.linear = nn.Linear(4 * c, num_classes)  # registered last: ibp_init leaves it alone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.flatten(self.pool(self.blocks(self.stem(self.normalize(x))))))
+
+
+class PreActBlock(nn.Module):
+    """Returns conv2(relu(bn2(conv1(a)))) + shortcut, a = relu(bn1(x)): He et al.'s pre-activation block.
+
+    shortcut: x where shape is kept, else a 1×1 convolution (stride s, no bias, no BatchNorm) of a,
+    as in AWP's PreActResNet18 (so `a` feeds both branches).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.relu1 = nn.ReLU()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu2 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.projection = None
+        if stride != 1 or c_in != c_out:
+            self.projection = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.relu1(self.bn1(x))
+        shortcut = x if self.projection is None else self.projection(a)
+        return self.conv2(self.relu2(self.bn2(self.conv1(a)))) + shortcut
+
+
+class PreActResNet18(nn.Module):
+    """Returns logits (B, 10): PreAct ResNet-18 as AWP (Wu et al. 2020) trains it, channels × width.
+
+    normalize-conv3x3(64w, no bias), 4 stages of 2 pre-activation blocks with 64w, 128w, 256w, 512w
+    channels (strides 1, 2, 2, 2: 32 → 4), BN-ReLU, 4×4 average pooling, flatten, linear(10).
+    AWP's repository feeds unnormalised images; here the normalisation is the model's first layer.
+    """
+
+    def __init__(self, width: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        c = 64 * width
+        self.width = width
+        self.normalize = Normalize(CIFAR10_MEAN, CIFAR10_STD)
+        self.stem = nn.Conv2d(3, c, 3, padding=1, bias=False)  # (B, c, 32, 32)
+        blocks, c_in = [], c
+        for stage, c_out in enumerate((c, 2 * c, 4 * c, 8 * c)):
+            for i in range(2):
+                blocks.append(PreActBlock(c_in, c_out, stride=2 if stage > 0 and i == 0 else 1))
+                c_in = c_out
+        self.blocks = nn.Sequential(*blocks)  # (B, 8c, 4, 4)
+        self.bn = nn.BatchNorm2d(8 * c)
+        self.relu = nn.ReLU()
+        self.pool = nn.AvgPool2d(4)  # (B, 8c, 1, 1)
+        self.flatten = nn.Flatten()
+        self.linear = nn.Linear(8 * c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn(self.blocks(self.stem(self.normalize(x)))))
+        return self.linear(self.flatten(self.pool(out)))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "cnn4": CNN4, "cnn4_bn": CNN4BN, "cnn7": CNN7, "resnet20": ResNet20, "preact_resnet18": PreActResNet18,
+}
 
 
 def ibp_std(weight: torch.Tensor) -> float:

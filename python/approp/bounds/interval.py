@@ -54,6 +54,11 @@ class Interval:
         return self._lower is not None
 
     @property
+    def shape(self) -> torch.Size:
+        """Returns the shape of the tensors the interval bounds."""
+        return (self._lower if self._center is None else self._center).shape
+
+    @property
     def center(self) -> torch.Tensor:
         if self._center is None:
             self._center = (self._lower + self._upper) * 0.5

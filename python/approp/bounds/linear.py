@@ -8,8 +8,11 @@ additive term at every affine layer k:
 with [l, u] the interval of the layer's input a from interval propagation (sound
 for every parameter in the box and input in the ball). Starting from the
 specification c_j = e_y − e_j on the logits, linear functionals are carried
-backward layer by layer (approp.bounds.linear_rules): each rule returns
-coefficients on its input and a constant such that
+backward node by node over the traced graph (approp.bounds.graph), in reverse
+topological order: a node's coefficients are the sum of those its consumers
+passed to it (Σ_k coef_k·v = (Σ_k coef_k)·v), so a residual block's input is
+processed once, after both branches. Each rule (approp.bounds.linear_rules,
+approp.bounds.graph_rules) returns coefficients on its input(s) and a constant such that
 
     coef_out · layer(a) ≥ coef_in · a + const      for every a in [l, u] and every parameter in the box,
 
@@ -19,8 +22,8 @@ and min over that box of coef_0 · x = Σ coef_0⁺·x_l + coef_0⁻·x_u (coord
 At ε = λ = 0 every interval is a point, every ReLU and pool is stable or
 dominated, and the bound is the margin itself.
 
-intermediate="crown" tightens the pre-activation bounds of the ReLUs that follow a
-Linear layer (the dense part) by the same backward pass (specs ±e_i for the
+intermediate="crown" tightens the pre-activation bounds of the ReLUs that read a
+Linear layer's output (the dense part) by the same backward pass (specs ±e_i for the
 unstable units) and intersects them with the interval bounds: both are sound,
 so their intersection is.
 """
@@ -35,10 +38,11 @@ from torch import nn
 
 from ..config import RadiusConfig
 from ..precision import full_precision
+from .graph import Graph, require, trace
 from .interval import Interval, ParamInterval, input_ball
-from .linear_rules import Context, _log_fan, _sum_tail, backward_rule_for
-from .propagate import layer_params, layers_of
-from .rules import rule_for
+from .linear_rules import BACKWARD_RULES, Context, Step, _log_fan, _sum_tail
+from .propagate import evaluate, resolve
+from .rules import Call
 
 Intermediate = Literal["ibp", "crown"]
 # Functionals per chunk of the crown intermediate pass (points × specs): small chunks stay in cache.
@@ -47,16 +51,21 @@ CHUNK = 128
 
 @dataclass
 class Prepared:
-    """A batch's interval of every layer's input (inputs[k] for layer k, inputs[-1] the logits) and boxes."""
+    """A batch's interval of every graph node, and every node's parameter boxes.
 
-    layers: nn.Sequential
-    inputs: list[Interval]
+    inputs[i]: node i's value (inputs[0] the input ball B∞(x, ε) ∩ [0, 1], inputs[-1] = inputs[graph.output]
+    the logits); in a chain network node k + 1 is layer k, so inputs[k] is the interval entering layer k.
+    """
+
+    graph: Graph
+    inputs: list
     boxes: list[dict[str, ParamInterval]]
 
-    def select(self, rows: torch.Tensor) -> "Prepared":
+    def select(self, rows: torch.Tensor) -> Prepared:
         """Returns the same for the points `rows` (a bool mask or indices over the batch)."""
-        inputs = [Interval.from_bounds(iv.lower[rows], iv.upper[rows]) for iv in self.inputs]
-        return Prepared(self.layers, inputs, self.boxes)
+        inputs = [Interval.from_bounds(iv.lower[rows], iv.upper[rows]) if isinstance(iv, Interval) else iv
+                  for iv in self.inputs]
+        return Prepared(self.graph, inputs, self.boxes)
 
 
 def check_intermediate(intermediate: str) -> None:
@@ -69,40 +78,64 @@ def prepare(
     model: nn.Module, x: torch.Tensor, eps: float, radius: RadiusConfig | None,
     lam: float | None = None, intermediate: Intermediate = "ibp",
 ) -> Prepared:
-    """Returns the interval of every layer's input for images x (B, C, H, W) over the ball and box."""
+    """Returns the interval of every node for images x (B, C, H, W) over the ball and box."""
     if eps < 0:
         raise ValueError(f"eps must be >= 0; got {eps}")
     if lam is not None and lam < 0:
         raise ValueError(f"lam must be >= 0; got {lam}")
     check_intermediate(intermediate)
-    layers = layers_of(model)
-    for index, layer in enumerate(layers):
-        backward_rule_for(layer, index)  # name an unsupported layer before any work
-    inputs, boxes = [input_ball(x, eps)], []
-    for index, layer in enumerate(layers):
-        boxes.append(layer_params(layer, radius, lam))
-        out = rule_for(layer, index)(layer, inputs[-1], boxes[-1])
-        dense_relu = index + 1 < len(layers) and isinstance(layers[index + 1], nn.ReLU)
-        if intermediate == "crown" and isinstance(layer, nn.Linear) and dense_relu:
-            out = _refine(Prepared(layers[: index + 1], inputs + [out], boxes), out)
-        inputs.append(out)
-    return Prepared(layers, inputs, boxes)
+    graph = require(trace(model), linear=True)  # name an unsupported node before any work
+
+    def refine(i: int, values: list, boxes: list) -> None:
+        node = graph.nodes[i]
+        if isinstance(node.module, nn.Linear) and any(graph.nodes[c].is_relu for c in node.consumers):
+            values[i] = _refine(Prepared(graph, values, boxes), i)
+
+    hook = refine if intermediate == "crown" else None
+    values, boxes = evaluate(graph, input_ball(x, eps), radius, lam, keep=True, on_node=hook)
+    return Prepared(graph, values, boxes)
 
 
-def backward(prep: Prepared, coef: torch.Tensor, caches: list[dict] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (lower, rounding), each (B, S): lower bounds of coef · (output of prep.layers).
+def _node_step(prep: Prepared, i: int, coef: torch.Tensor, cache: dict) -> Step:
+    """Returns node i's backward step for coef (B, S, *out) on its output."""
+    node = prep.graph.nodes[i]
+    ctx = Context(prep.inputs[node.bounded[0]], prep.boxes[i], cache,
+                  tuple(prep.inputs[j] for j in node.bounded[1:]))
+    if node.module is not None:
+        layer = node.module
+    else:
+        layer = Call(node.key, resolve(node.args, prep.inputs), resolve(node.kwargs, prep.inputs))
+    return BACKWARD_RULES[node.key](layer, coef, ctx)
 
-    coef (B, S, *out) holds S functionals per point on the last layer's output.
-    caches: per-layer relaxations kept across calls on the same `prep`.
+
+def backward(
+    prep: Prepared, coef: torch.Tensor, caches: dict | None = None, start: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (lower, rounding), each (B, S): lower bounds of coef · (the value of node `start`).
+
+    coef (B, S, *out) holds S functionals per point on node `start`'s value (default: the output).
+    Nodes are processed in reverse topological order, so every consumer of a node has passed its
+    coefficients on before the node is processed: they are summed there (a residual block's input
+    gets the shortcut's and the branch's). caches: per-node relaxations kept across calls on `prep`.
     """
-    caches = caches if caches is not None else [{} for _ in prep.layers]
+    caches = caches if caches is not None else {}
+    start = prep.graph.output if start is None else start
     const = coef.new_zeros(coef.shape[:2])
     rounding = coef.new_zeros(coef.shape[:2])
-    for index in reversed(range(len(prep.layers))):
-        layer = prep.layers[index]
-        ctx = Context(prep.inputs[index], prep.boxes[index], caches[index])
-        step = backward_rule_for(layer, index)(layer, coef, ctx)
-        coef, const, rounding = step.coef, const + step.const, rounding + step.rounding
+    acc = {start: coef}  # node → coefficients on its value (B, S, *shape)
+    for i in range(start, 0, -1):
+        if i not in acc:
+            continue
+        step = _node_step(prep, i, acc.pop(i), caches.setdefault(i, {}))
+        const, rounding = const + step.const, rounding + step.rounding
+        for j, c in zip(prep.graph.nodes[i].bounded, step.coef if isinstance(step.coef, tuple) else (step.coef,)):
+            if j in acc:  # a second consumer: the sum rounds by at most u·(|a| + |b|) per element
+                size = _magnitude(prep.inputs[j]).unsqueeze(1)
+                rounding = rounding + _sum_tail((acc[j].abs() + c.abs()) * size)
+                acc[j] = acc[j] + c
+            else:
+                acc[j] = c
+    coef = acc.get(0, torch.zeros_like(prep.inputs[0].lower).unsqueeze(1))
     ball = prep.inputs[0]  # B∞(x, ε) ∩ [0, 1] as [x_l, x_u]
     lo, hi = ball.lower.unsqueeze(1), ball.upper.unsqueeze(1)
     lower = const + _sum_tail(coef.clamp(min=0) * lo + coef.clamp(max=0) * hi)
@@ -111,8 +144,14 @@ def backward(prep: Prepared, coef: torch.Tensor, caches: list[dict] | None = Non
     return lower, rounding
 
 
-def _refine(prep: Prepared, ibp: Interval) -> Interval:
-    """Returns ibp (B, n) intersected with the backward bounds of the units unstable at some point."""
+def _magnitude(iv: Interval) -> torch.Tensor:
+    """Returns max(|l|, |u|) (B, *shape)."""
+    return torch.maximum(iv.lower.abs(), iv.upper.abs())
+
+
+def _refine(prep: Prepared, node: int) -> Interval:
+    """Returns node's interval (B, n) intersected with the backward bounds of the units unstable at some point."""
+    ibp = prep.inputs[node]
     lower, upper = ibp.lower, ibp.upper
     units = ((lower < 0) & (upper > 0)).any(0).nonzero().flatten()  # (n_u,)
     if units.numel() == 0:
@@ -120,9 +159,9 @@ def _refine(prep: Prepared, ibp: Interval) -> Interval:
     bsz, n = lower.shape
     eye = torch.eye(n, dtype=lower.dtype, device=lower.device)[units]  # (n_u, n)
     specs = torch.cat([eye, -eye])  # lower of h_i, and of −h_i (= −upper)
-    caches = [{} for _ in prep.layers]
+    caches: dict = {}
     step = max(1, CHUNK // bsz)
-    found = [backward(prep, specs[i: i + step].expand(bsz, -1, -1), caches)[0]
+    found = [backward(prep, specs[i: i + step].expand(bsz, -1, -1), caches, start=node)[0]
              for i in range(0, len(specs), step)]
     bound = torch.cat(found, dim=1)  # (B, 2 n_u)
     k = len(units)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,29 +29,36 @@ from torch import nn
 
 from ..layers import Normalize
 from .interval import Interval, ParamInterval
-from .rules import UnsupportedLayerError, find_rule, register_in
+from .rules import Column, UnsupportedLayerError, find_rule, register_in
 
 
 @dataclass
 class Context:
-    """What a backward rule may use: the layer's input interval, its parameter boxes, a cache."""
+    """What a backward rule may use: the layer's input interval, its parameter boxes, a cache.
+
+    others: the intervals of a node's further bounded inputs (the second operand of an addition).
+    """
 
     inp: Interval
     params: dict[str, ParamInterval]
     cache: dict[str, torch.Tensor] = field(default_factory=dict)
+    others: tuple[Interval, ...] = ()
 
 
 @dataclass
 class Step:
-    """coef (B, S, *in) on the layer's input, const (B, S), rounding magnitude (B, S)."""
+    """coef (B, S, *in) on the layer's input, const (B, S), rounding magnitude (B, S).
 
-    coef: torch.Tensor
+    A node with several bounded inputs (an addition) gives a tuple of coefficients, one per input in order.
+    """
+
+    coef: torch.Tensor | tuple[torch.Tensor, ...]
     const: torch.Tensor
     rounding: torch.Tensor
 
 
-BackwardRule = Callable[[nn.Module, torch.Tensor, Context], Step]
-BACKWARD_RULES: dict[type, BackwardRule] = {}
+BackwardRule = Callable[[Any, torch.Tensor, Context], Step]
+BACKWARD_RULES = Column("linear")  # the linear column of approp.bounds.rules.KINDS
 
 
 register_backward = register_in(BACKWARD_RULES)  # register_backward(*kinds): decorator

@@ -3,7 +3,11 @@
 A rule is ``rule(layer, x: Interval, params: dict[str, ParamInterval]) -> Interval``
 and must be sound: for every parameter in the box and every input in `x`, the
 layer's output lies in the returned interval. `params` holds the boxes of the
-layer's own parameters by local name ("weight", "bias").
+layer's own parameters by local name ("weight", "bias"). Rules are filed in one
+table, KINDS (key → Kind(interval, linear)), keyed by module class or, for graph
+nodes that call a function or Tensor method (approp.bounds.graph_rules), by that
+function; such a rule gets a `Call` (the call's resolved arguments) as `layer` and
+the first bounded argument as `x`. RULES is the table's interval column as a dict.
 
 Low precision (bf16 autocast): affine rules need nothing special (their
 products accumulate in fp32 and every radius term is a sum of nonnegative
@@ -20,28 +24,102 @@ a step that keeps the ends in bf16 (benchmarks/bounds_speed.py --precision).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ConfigError
 from ..layers import Normalize
 from .interval import Interval, ParamInterval, is_low_precision
 
-Rule = Callable[[nn.Module, Interval, dict[str, ParamInterval]], Interval]
-RULES: dict[type, Rule] = {}
+Rule = Callable[[Any, Interval, dict[str, ParamInterval]], Interval]
 
 
-class UnsupportedLayerError(TypeError):
-    """A layer for which no interval rule is registered."""
+@dataclass
+class Kind:
+    """The rules of one node kind: interval (forward) and linear (backward); None where it has none."""
+
+    interval: Any = None
+    linear: Any = None
 
 
-def register_in(table: dict[type, Any]) -> Callable[..., Callable[[Any], Any]]:
-    """Returns a `register(*kinds)` decorator that files a rule under each layer class in `table`."""
+# The one table of node kinds, keyed by module type (call_module nodes) or by the function or
+# Tensor method a call_function / call_method node targets. RULES and BACKWARD_RULES are its columns.
+KINDS: dict[Any, Kind] = {}
 
-    def register(*kinds: type) -> Callable[[Any], Any]:
+
+class UnsupportedLayerError(TypeError, ConfigError):
+    """A layer or graph node for which no rule is registered (a TypeError and a ConfigError)."""
+
+
+class Column(MutableMapping):
+    """One column of KINDS as a dict {key: rule}: only the keys whose rule in that column is set."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+
+    def __getitem__(self, key: Any) -> Any:
+        rule = getattr(KINDS[key], self.column) if key in KINDS else None
+        if rule is None:
+            raise KeyError(key)
+        return rule
+
+    def __setitem__(self, key: Any, rule: Any) -> None:
+        setattr(KINDS.setdefault(key, Kind()), self.column, rule)
+
+    def __delitem__(self, key: Any) -> None:
+        self[key]  # KeyError where unset
+        setattr(KINDS[key], self.column, None)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (key for key, kind in list(KINDS.items()) if getattr(kind, self.column) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+RULES = Column("interval")
+
+
+def kind_name(key: Any) -> str:
+    """Returns how messages name a node kind: a module class's name, or the function's dotted name."""
+    if isinstance(key, type):
+        return key.__name__
+    if key in DISPLAY:
+        return DISPLAY[key]
+    if isinstance(key, str):  # a Tensor method that torch.Tensor does not have
+        return f"Tensor.{key}"
+    if getattr(key, "__qualname__", "").startswith("TensorBase."):
+        return "Tensor." + key.__name__
+    name = getattr(key, "__name__", str(key))
+    module = getattr(key, "__module__", None)
+    return f"{module}.{name}" if module else name
+
+
+@dataclass
+class Call:
+    """What a function kind's rules get in place of a module: the call's arguments, values resolved.
+
+    args/kwargs hold Intervals where the graph passes bounded values, numbers (or shapes) elsewhere.
+    """
+
+    fn: Any
+    args: tuple
+    kwargs: dict
+
+
+# Display names of function and method kinds ("operator.add", "Tensor.view"), filed by their rules.
+DISPLAY: dict[Any, str] = {}
+
+
+def register_in(table: MutableMapping) -> Callable[..., Callable[[Any], Any]]:
+    """Returns a `register(*kinds)` decorator that files a rule under each kind (layer class or function) in `table`."""
+
+    def register(*kinds: Any) -> Callable[[Any], Any]:
         def deco(rule: Any) -> Any:
             for kind in kinds:
                 table[kind] = rule
@@ -52,11 +130,11 @@ def register_in(table: dict[type, Any]) -> Callable[..., Callable[[Any], Any]]:
     return register
 
 
-def find_rule(table: dict[type, Any], layer: nn.Module, index: int | str, what: str) -> Any:
+def find_rule(table: Mapping, layer: nn.Module, index: int | str, what: str) -> Any:
     """Returns the rule in `table` for `layer`'s exact class, or raises UnsupportedLayerError naming it."""
     rule = table.get(type(layer))
     if rule is None:
-        supported = ", ".join(sorted(k.__name__ for k in table))
+        supported = ", ".join(sorted(kind_name(k) for k in table))
         raise UnsupportedLayerError(
             f"no {what} for layer {index} ({type(layer).__name__}); supported: {supported}"
         )

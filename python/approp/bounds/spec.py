@@ -19,8 +19,9 @@ from torch import nn
 
 from ..config import RadiusConfig
 from ..precision import full_precision, upcast
+from .graph import Graph, require, trace
 from .interval import Interval, ParamInterval, input_ball
-from .propagate import BoundsRecord, interval_bounds, layer_params, layers_of, propagate
+from .propagate import BoundsRecord, evaluate, interval_bounds, layer_params
 
 
 def margin_lower_bounds(
@@ -36,13 +37,23 @@ def margin_lower_bounds(
 
     record: collects the pre-activation intervals on the way (see BoundsRecord).
     """
-    layers = layers_of(model)
-    last = layers[-1]
-    if not isinstance(last, nn.Linear):
-        raise TypeError(f"margin bounds need a final nn.Linear layer; got {type(last).__name__}")
-    h = propagate(layers[:-1], input_ball(x, eps), radius, lam, record)  # (B, d)
-    p = layer_params(last, radius, lam)
-    return margin_from_features(h, p["weight"], p.get("bias"), y)
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0; got {eps}")
+    graph = last_linear(require(trace(model)))
+    # Every node but the last Linear (all are its ancestors, so they come before it in the graph).
+    values, _ = evaluate(graph, input_ball(x, eps), radius, lam, record, stop=graph.output)
+    last = graph.nodes[graph.output]
+    p = layer_params(last.module, radius, lam)
+    return margin_from_features(values[last.bounded[0]], p["weight"], p.get("bias"), y)  # h: (B, d)
+
+
+def last_linear(graph: Graph) -> Graph:
+    """Returns graph if its output node is an nn.Linear layer (merged with the specification); else raises."""
+    last = graph.nodes[graph.output]
+    if not isinstance(last.module, nn.Linear):
+        got = type(last.module).__name__ if last.module is not None else last.target
+        raise TypeError(f"margin bounds need a final nn.Linear layer; got {got}")
+    return graph
 
 
 def margin_from_features(

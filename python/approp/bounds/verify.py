@@ -41,6 +41,7 @@ dropped. tests/test_linear_bounds.py checks it against a float64 recomputation.
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 import torch
@@ -50,9 +51,10 @@ from torch import nn
 from ..config import RadiusConfig
 from ..precision import full_precision
 from .batchnorm import BATCHNORMS, BN_FAN
+from .graph_rules import ADD, AVG_POOL
 from .linear import MarginBounds, Prepared, backward, linear_margins, prepare
 from .linear_rules import affine_fan
-from .spec import margin_from_features
+from .spec import last_linear, margin_from_features
 
 Method = Literal["ibp", "crown", "best"]
 SAFETY = 2.0
@@ -74,10 +76,9 @@ def allowance(bounds: MarginBounds) -> torch.Tensor:
 
 def interval_margins(prep: Prepared, y: torch.Tensor) -> MarginBounds:
     """Returns the interval margin bounds (last layer merged with the specification) and their rounding."""
-    last = prep.layers[-1]
-    if not isinstance(last, nn.Linear):
-        raise TypeError(f"margin bounds need a final nn.Linear layer; got {type(last).__name__}")
-    h, box = prep.inputs[-2], prep.boxes[-1]
+    graph = last_linear(prep.graph)
+    last = graph.nodes[graph.output]
+    h, box = prep.inputs[last.bounded[0]], prep.boxes[graph.output]
     w, b = box["weight"], box.get("bias")
     lower = margin_from_features(h, w, b, y)
     size = h.center.abs() + h.radius  # (B, d)
@@ -86,10 +87,25 @@ def interval_margins(prep: Prepared, y: torch.Tensor) -> MarginBounds:
     if b is not None:
         b_abs = b.center.abs() if b.radius is None else b.center.abs() + b.radius
         mag = mag + b_abs[y].unsqueeze(1) + b_abs.unsqueeze(0)
-    fan = sum(affine_fan(layer.weight) for layer in prep.layers if isinstance(layer, (nn.Linear, nn.Conv2d)))
-    fan += BN_FAN * sum(isinstance(layer, BATCHNORMS) for layer in prep.layers)
+    fan = sum(node_fan(prep, i) for i in range(1, len(graph.nodes)))
     own = F.one_hot(y, lower.shape[1]).bool()
     return MarginBounds(lower, (fan * mag).masked_fill(own, 0.0))
+
+
+def node_fan(prep: Prepared, i: int) -> int:
+    """Returns node i's rounding depth in the interval pass: an affine layer's fan, BN_FAN for BatchNorm,
+    the window of an average pooling, 1 for an addition, 0 for the rest (a sum over all nodes bounds the
+    deepest chain of roundings that reaches the margin)."""
+    node = prep.graph.nodes[i]
+    if isinstance(node.module, (nn.Linear, nn.Conv2d)):
+        return affine_fan(node.module.weight)
+    if isinstance(node.module, BATCHNORMS):
+        return BN_FAN
+    if node.key in ADD:
+        return 1
+    if node.key in AVG_POOL:
+        return math.prod(prep.inputs[node.bounded[0]].shape[2:])  # at most the whole plane
+    return 0
 
 
 def clears(bounds: MarginBounds, y: torch.Tensor) -> torch.Tensor:

@@ -29,11 +29,16 @@ from torch import nn
 from ..config import ConfigError, RunConfig
 from .convert import RADIUS_KINDS
 
+RESIDUAL = ("resnet20", "preact_resnet18")  # architectures with additions: the torch engine only
+
 
 def check_julia_run(cfg: RunConfig, world_size: int = 1) -> None:
     """Raises ConfigError where the Julia engine cannot train this run (called before anything is written)."""
     if cfg.train.algo != "app":
         raise ConfigError(f"the Julia engine trains only algo 'app'; got {cfg.train.algo!r}")
+    if cfg.model.arch in RESIDUAL:  # APProp has no addition node, nor BatchNorm
+        raise ConfigError(f"the Julia engine has no residual networks: it trains only model.arch 'cnn4'; "
+                          f"got {cfg.model.arch!r} (use engine 'torch')")
     if cfg.model.arch != "cnn4":  # APProp holds CNN4 without BatchNorm only
         raise ConfigError(f"the Julia engine trains only model.arch 'cnn4'; got {cfg.model.arch!r}")
     if cfg.radius.kind not in RADIUS_KINDS:  # APProp.RadiusSpec would throw inside Julia
