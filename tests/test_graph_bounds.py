@@ -32,7 +32,7 @@ from approp.bounds.verify import clears, margin_bounds, verified_by
 from approp.config import ConfigError, ModelConfig, RadiusConfig, RunConfig
 from approp.models import build_model, ibp_std
 from approp.radius import parameter_box, parameter_radii
-from approp.train.julia_runner import check_julia_run
+from approp.julia import check_julia_run
 from foreign_resnet import ForeignResNet  # tests/: torch only
 
 MODES = ["eval", "train"]
