@@ -4,6 +4,7 @@ unsupported layer is refused by that layer's name before any work."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -19,12 +20,14 @@ from approp.certify.quantise import QuantSpec, predictions, quant_certificate, q
 from approp.certify.run import CertifyConfig, certify_source
 from approp.certify.sources import load_source
 from approp.cli import app
+from approp.config import ConfigError, RadiusConfig, RunConfig
 from approp.data import to_float
 from approp.radius import radius_of
 
 pytest_plugins = ["trained"]  # the session's trained model and its fixtures
 
-SPECS = [QuantSpec(8, True), QuantSpec(4, True), QuantSpec(8, False), QuantSpec(4, False)]
+SPECS = [QuantSpec(8, True), QuantSpec(4, True), QuantSpec(8, False), QuantSpec(4, False),
+         QuantSpec(8, True, restricted=False), QuantSpec(4, False, restricted=False)]
 GRID = RadiusGrid(1e-5, 0.2, 24)
 
 
@@ -70,8 +73,8 @@ def test_quantisation_box_contains_the_real_quantised_weights(trained_model, spe
 def test_certified_points_keep_their_prediction_under_real_quantisation(trained_model, trained_mlp, points, bits):
     x, y = points
     for model in (trained_model, trained_mlp):
-        for per_channel in (True, False):
-            res = quant_certificate(model, x, y, QuantSpec(bits, per_channel))
+        for per_channel, restricted in ((True, True), (False, True), (True, False)):
+            res = quant_certificate(model, x, y, QuantSpec(bits, per_channel, restricted))
             assert res["violations"] == 0  # must never fail
             assert res["certified_unchanged"] <= res["kept"]
             assert res["certified_correct"] <= min(res["certified_unchanged"], res["float_correct"])
@@ -84,10 +87,33 @@ def test_certified_points_keep_their_prediction_under_real_quantisation(trained_
 
 def test_quantised_model_is_pytorchs(trained_mlp):
     """The real quantised weights take at most 2^bits values per output channel, as PyTorch's grid does."""
-    q = quantised_model(trained_mlp, QuantSpec(4, True))
+    q = quantised_model(trained_mlp, QuantSpec(4, True, restricted=False))
     w = q[1].weight.detach()
     assert max(len(row.unique()) for row in w) <= 16
     assert not torch.equal(w, trained_mlp[1].weight.detach())
+
+
+def test_the_two_grids_are_named_and_distinct(trained_mlp):
+    """int8 is the deployment grid (per channel, integers in [−127, 127], s = max/127: each channel's largest
+    weight lands exactly on ±127); int8:torch PyTorch's observer grid (s = max/127.5); the old box is torch's."""
+    assert QuantSpec.parse("int8") == QuantSpec(8, True, True) and QuantSpec.parse("int8").name == "int8"
+    assert QuantSpec.parse("int4:torch:tensor").name == "int4:tensor:torch"
+    for bad in ("int8:torch:deploy", "int8:channel:tensor", "int9", "int8:tensor:tensor"):
+        with pytest.raises(ConfigError):
+            QuantSpec.parse(bad)
+    w = trained_mlp[1].weight.detach()  # (32, 3072)
+    amax = w.abs().amax(1, keepdim=True)
+    deploy = quantise_weight(w, QuantSpec.parse("int8")) / (amax / 127)
+    torch_grid = quantise_weight(w, QuantSpec.parse("int8:torch")) / (amax / 127.5)
+    assert torch.allclose(deploy, deploy.round(), atol=1e-3) and deploy.abs().amax(1).round().eq(127).all()
+    assert torch.allclose(torch_grid, torch_grid.round(), atol=1e-3) and torch_grid.amin() >= -128.001
+    # The deployment half-step is the larger (max/254 > max/255), so its box holds the torch box.
+    r_deploy = radius_of(w, QuantSpec.parse("int8").radius())
+    r_torch = radius_of(w, QuantSpec.parse("int8:torch").radius())
+    assert torch.allclose(r_deploy / r_torch, torch.full_like(w, 127.5 / 127))
+    # A config written before the grid was named (restricted unset) is the torch box, bit for bit.
+    old = RadiusConfig(kind="quant", lam=1.0, bits=8, per_channel=True, perturb_biases=False)
+    assert torch.equal(radius_of(w, old), r_torch) and "restricted" not in RunConfig(radius=old).to_dict()["radius"]
 
 
 @pytest.mark.slow  # about 50 s: one 30-step attack per distinct λ*
@@ -182,3 +208,4 @@ def test_evaluate_stage_and_table2_columns(trained_run, cifar_dir, tmp_path):
     row = table2_rows([result_from_eval(cell, read_eval(run))], (0.001,), Reference())[0]
     at_most, at_least = row["λ=0.001 at most (certified)"], row["λ=0.001"]
     assert at_most.n == at_least.n and at_most.value >= at_least.value  # the true rate lies between
+
