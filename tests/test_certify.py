@@ -209,3 +209,34 @@ def test_evaluate_stage_and_table2_columns(trained_run, cifar_dir, tmp_path):
     at_most, at_least = row["λ=0.001 at most (certified)"], row["λ=0.001"]
     assert at_most.n == at_least.n and at_most.value >= at_least.value  # the true rate lies between
 
+
+def test_quantisation_margins_are_sound_and_agree_with_the_certificate(trained_mlp, points):
+    """f* = 1 and 'smallest bits ≤ 8' are exactly the int8 certificate; a point certified down to b bits keeps its
+    prediction in the model really quantised to b bits, and at the corners of its f* box; shares fall with bits."""
+    from approp.certify.quant_margin import margin_rows, quant_margins
+
+    x, y = points
+    spec = QuantSpec.parse("int8")
+    res = quant_margins(trained_mlp, x, y, spec)
+    frac, bits = torch.tensor(res["fraction"]), torch.tensor(res["smallest_bits"])
+    pred = predictions(trained_mlp, x)
+    from approp.certify.quantise import certified_under
+
+    at_int8 = certified_under(trained_mlp, x, pred, spec)
+    assert torch.equal(frac == 1.0, at_int8) and torch.equal((bits > 0) & (bits <= 8), at_int8)
+    assert int(at_int8.sum()) >= 6 and bool((frac > 0).sum() > at_int8.sum())  # the margin says more than yes/no
+    for b in sorted(set(bits[bits > 0].tolist())):
+        q = quantised_model(trained_mlp, QuantSpec(b, True, True))
+        assert bool((predictions(q, x)[bits == b] == pred[bits == b]).all())
+    # Corners of the f* box (every weight at ±f*·half-step, signs random) keep the prediction.
+    gen = torch.Generator().manual_seed(0)
+    for i in (frac > 0).nonzero().flatten()[:8].tolist():
+        corner = copy.deepcopy(trained_mlp)
+        with torch.no_grad():
+            for p in corner.parameters():
+                if p.dim() >= 2:
+                    r = radius_of(p, spec.radius(frac[i].item()))
+                    p.add_(r * (torch.randint(0, 2, p.shape, generator=gen) * 2 - 1))
+        assert predictions(corner, x[i: i + 1]).item() == pred[i].item()
+    by_bits, bins = margin_rows(res)
+    assert by_bits[0][1] >= by_bits[1][1] >= by_bits[2][1] and sum(k for _, k in bins) == len(x)
