@@ -200,8 +200,14 @@ def certify_cmd(
     source: Annotated[Path, typer.Argument(help="a run directory, a torch.save'd nn.Sequential, or .safetensors")],
     lam: Annotated[str, typer.Option(help="comma-separated λ of the box [θ − λ|θ|, θ + λ|θ|]")]
     = "0.02,0.04,0.06,0.08,0.1",
-    quant: Annotated[str, typer.Option(help="weight quantisation: int8,int4 (per channel) or int8:tensor ('' skips)")]
+    quant: Annotated[str, typer.Option(help="weight quantisation: int8,int4 (deployment grid [−127, 127], per channel), "
+                                            "int8:tensor (one step per tensor), int8:torch (PyTorch's grid) ('' skips)")]
     = "",
+    quant_margin: Annotated[bool, typer.Option("--quant-margin/--no-quant-margin",
+                                               help="per point the certified fraction of the half-step and the "
+                                                    "fewest bits certified")] = False,
+    onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="run each quantised network in ONNX Runtime "
+                                                                "(needs approp[deploy])")] = False,
     radius: Annotated[bool, typer.Option("--radius/--no-radius", help="per-point largest certified λ*")] = True,
     n: Annotated[int, typer.Option(help="first N points")] = 1000,
     data: Annotated[Optional[Path], typer.Option(help="torch.save'd (x, y) instead of CIFAR-10's test set")] = None,
@@ -219,7 +225,7 @@ def certify_cmd(
     from .evaluate import parse_lams
 
     cfg = CertifyConfig(lams=parse_lams(lam), radius=radius, quant=tuple(q for q in quant.split(",") if q.strip()),
-                        eps=eps, method=method)
+                        quant_margin=quant_margin, onnx=onnx, eps=eps, method=method)
     result = certify_source(source, cfg, n=n, data=data, data_dir=str(data_dir) if data_dir else None,
                             input_range=parse_range(input_range), arch=arch, out=out,
                             command="approp certify " + " ".join(sys.argv[2:]))

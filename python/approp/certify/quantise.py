@@ -146,4 +146,5 @@ def quant_certificate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: 
         "float_correct": int((pred == y).sum()), "quantised_correct": int((real == y).sum()),
         "kept": int((real == pred).sum()),
         "violations": int((unchanged & (real != pred)).sum()),  # must be 0: a certified point that changed
+        "certified": unchanged.tolist(),  # per point: certified unchanged
     }

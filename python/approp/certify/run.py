@@ -24,7 +24,9 @@ from ..bounds.verify import Method, check_method
 from ..config import ConfigError
 from ..stats.intervals import wilson
 from .parameter import RadiusGrid, certified_curve, certified_radius
-from .quantise import QuantSpec, predictions, quant_certificate
+from .deploy import deployed_check
+from .quant_margin import margin_markdown, quant_margins
+from .quantise import QuantSpec, predictions, quant_certificate, result_label
 from .sources import Points
 
 RESULTS = "certify.json"
@@ -37,14 +39,18 @@ class CertifyConfig:
 
     lams: λ of the certified curve [the parameter attack's 0.02 … 0.1]; radius: compute λ* per
     point [True]; grid: where λ* is searched [RadiusGrid()]; quant: 'int8', 'int4', … with an
-    optional ':tensor' [()]; eps: an input ball certified together with the box [0];
-    method: 'best' | 'crown' | 'ibp' ['best']; batch_size [250].
+    optional ':tensor' and ':torch' (QuantSpec.parse) [()]; quant_margin: per point the certified
+    fraction of each quantisation's half-step and the fewest bits certified [False]; onnx: run each
+    quantised network in ONNX Runtime and by a quantiser without torch.ao, both tie rules [False]; eps: an input
+    ball certified together with the box [0]; method: 'best' | 'crown' | 'ibp' ['best']; batch_size [250].
     """
 
     lams: tuple[float, ...] = (0.02, 0.04, 0.06, 0.08, 0.1)
     radius: bool = True
     grid: RadiusGrid = field(default_factory=RadiusGrid)
     quant: tuple[str, ...] = ()
+    quant_margin: bool = False
+    onnx: bool = False
     eps: float = 0.0
     method: Method = "best"
     batch_size: int = 250
@@ -98,8 +104,18 @@ def certify_model(model: nn.Module, points: Points, cfg: CertifyConfig) -> dict[
     out["quant"] = []
     for text in cfg.quant:
         t0 = time.perf_counter()
-        out["quant"].append(quant_certificate(model, x, y, QuantSpec.parse(text), cfg.method, cfg.batch_size))
+        entry = quant_certificate(model, x, y, QuantSpec.parse(text), cfg.method, cfg.batch_size)
+        if cfg.onnx:
+            entry |= deployed_check(model, x, y, QuantSpec.parse(text), torch.tensor(entry["certified"]))
+        out["quant"].append(entry)
         out["seconds"][f"quant {text}"] = time.perf_counter() - t0
+    if cfg.quant_margin:
+        out["quant_margin"] = []
+        for text in cfg.quant:
+            t0 = time.perf_counter()
+            out["quant_margin"].append(quant_margins(model, x, y, QuantSpec.parse(text), method=cfg.method,
+                                                     batch_size=cfg.batch_size))
+            out["seconds"][f"quant margin {text}"] = time.perf_counter() - t0
     return out
 
 
@@ -137,8 +153,22 @@ def certify_markdown(result: dict[str, Any], title: str = "Certified parameter r
                       "| prediction kept |", "|---|---|---|---|---|---|"]
         for r in result["quant"]:
             n = r["n"]
-            lines.append(f"| {r['spec']} | {_pct(r['certified_unchanged'], n)} | {_pct(r['certified_correct'], n)} | "
+            lines.append(f"| {result_label(r)} | {_pct(r['certified_unchanged'], n)} | {_pct(r['certified_correct'], n)} | "
                          f"{_pct(r['float_correct'], n)} | {_pct(r['quantised_correct'], n)} | {_pct(r['kept'], n)} |")
+        deployed = [r for r in result["quant"] if "onnx_correct" in r]
+        if deployed:
+            lines += ["", "| quantisation | PyTorch accuracy | ONNX Runtime accuracy | ONNX Runtime kept | "
+                          "half-even kept | half-away kept | certified but changed (ORT, even, away) |",
+                      "|---|---|---|---|---|---|---|"]
+            lines += [f"| {r['spec']} | {_pct(r['quantised_correct'], r['n'])} | {_pct(r['onnx_correct'], r['n'])} | "
+                      f"{_pct(r['onnx_kept'], r['n'])} | {_pct(r['half_even_kept'], r['n'])} | "
+                      f"{_pct(r['half_away_kept'], r['n'])} | {r['onnx_violations']}, {r['half_even_violations']}, "
+                      f"{r['half_away_violations']} |" for r in deployed]
+        lines += ["", "int8 is the deployment grid (integers in [−127, 127], s = max|w|/127 per output channel: "
+                      "TensorRT, ONNX Runtime, TFLite); ':torch' PyTorch's observer grid ([−128, 127], s = max|w|/127.5); "
+                      "':tensor' one step per tensor. The box is closed: every tie rule is inside it."]
+    for margin in result.get("quant_margin", []):
+        lines += [""] + margin_markdown(margin)
     return lines + [""]
 
 
