@@ -240,3 +240,39 @@ def test_quantisation_margins_are_sound_and_agree_with_the_certificate(trained_m
         assert predictions(corner, x[i: i + 1]).item() == pred[i].item()
     by_bits, bins = margin_rows(res)
     assert by_bits[0][1] >= by_bits[1][1] >= by_bits[2][1] and sum(k for _, k in bins) == len(x)
+
+
+def test_bad_input_to_certify_ends_in_one_line(tmp_path, trained_run, trained_mlp, points):
+    """A corrupt model file, run directory or --data file, --n 0 and an unknown --arch are one-line errors."""
+    import shutil
+
+    from approp.models import build_model
+    from approp.config import ModelConfig
+    from safetensors.torch import save_file
+
+    x, y = points
+    (tmp_path / "bad.pt").write_bytes(b"not a pickle" * 20)
+    torch.save(trained_mlp, tmp_path / "mlp.pt")
+    torch.save((x[:4], y[:4]), tmp_path / "points.pt")
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    (run / "model.safetensors").write_bytes(b"\x08\x00")
+    cnn7 = build_model(ModelConfig(arch="cnn7"))
+    save_file({k: v.contiguous() for k, v in cnn7.state_dict().items()}, str(tmp_path / "cnn7.safetensors"))
+    common = ["--no-radius", "--lam", "0.001"]
+    cases = {
+        "corrupt model": ([str(tmp_path / "bad.pt"), "--data", str(tmp_path / "points.pt")], "not a model saved"),
+        "corrupt run": ([str(run), "--data", str(tmp_path / "points.pt")], "is corrupt"),
+        "corrupt data": ([str(tmp_path / "mlp.pt"), "--data", str(tmp_path / "bad.pt")], "not a torch.save'd (x, y)"),
+        "no points": ([str(tmp_path / "mlp.pt"), "--data", str(tmp_path / "points.pt"), "--n", "0"], "--n must be"),
+        "unknown arch": ([str(tmp_path / "cnn7.safetensors"), "--arch", "resnet"], "cnn4_bn"),
+        "wrong arch": ([str(tmp_path / "cnn7.safetensors"), "--arch", "cnn4_bn"], "does not fit cnn4_bn"),
+    }
+    for name, (args, message) in cases.items():
+        res = CliRunner().invoke(app, ["certify", *args, *common, "--out", str(tmp_path / "out")])
+        assert res.exit_code == 1 and isinstance(res.exception, SystemExit), (name, res.exception)
+        # One message (rich wraps it at the terminal's width): the words, no traceback.
+        assert res.output.startswith("error:") and message in " ".join(res.output.split()), (name, res.output)
+    res = CliRunner().invoke(app, ["certify", str(tmp_path / "cnn7.safetensors"), "--arch", "cnn7", "--data",
+                                   str(tmp_path / "points.pt"), "--n", "2", *common, "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["n"] == 2
