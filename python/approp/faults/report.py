@@ -1,0 +1,161 @@
+"""Tables (Markdown + CSV) and the plot of `approp faults` results, for one model or several side by side."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from ..stats.intervals import Proportion, format_pct, wilson
+from .run import flips_summary
+
+BER_COLUMNS = ("model", "p", "accuracy", "low", "high", "worst draw", "bits flipped per network",
+               "certified p(x) ≤ p0", "certified low", "certified high")
+BFA_COLUMNS = ("model", "int8 accuracy", "flips to chance", "accuracy after cap", "points attacked",
+               "median flips per point", "changed by 1 flip", "changed by 3 flips", "changed within cap")
+
+
+def _cert(result: dict, p_key: str) -> Proportion | None:
+    cert = result["stages"].get(f"cert:{p_key}")
+    return wilson(cert["certified_k"], cert["points"]) if cert else None
+
+
+def ber_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
+    """Returns one row per (model, p): accuracy with its interval, and the certified share where computed."""
+    rows = []
+    for label, result in results.items():
+        for name, stage in result["stages"].items():
+            if not name.startswith("ber:"):
+                continue
+            cert = _cert(result, name[4:])
+            rows.append({"model": label, "p": stage["p"], "accuracy": stage["acc"], "low": stage["lower"],
+                         "high": stage["upper"], "worst draw": stage["acc_min_draw"],
+                         "bits flipped per network": stage["bits_flipped_mean"],
+                         "certified p(x) ≤ p0": cert.value if cert else None,
+                         "certified low": cert.lower if cert else None, "certified high": cert.upper if cert else None})
+    return rows
+
+
+def bfa_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
+    """Returns one row per model with the bit-flip attack's numbers (shares as Wilson proportions)."""
+    rows = []
+    for label, result in results.items():
+        bfa = result["stages"].get("bfa")
+        if bfa is None:
+            continue
+        per = result["stages"].get("bfa_points")
+        summary = flips_summary(per) if per else None
+        rows.append({"model": label, "int8 accuracy": wilson(round(bfa["acc"][0] * bfa["n"]), bfa["n"]),
+                     "flips to chance": bfa["flips_to_chance"] if bfa["flips_to_chance"] is not None
+                     else f"> {bfa['cap']}",
+                     "accuracy after cap": wilson(round(bfa["acc"][-1] * bfa["n"]), bfa["n"]),
+                     "points attacked": summary["n"] if summary else 0,
+                     "median flips per point": (summary["median"] if summary["median"] is not None
+                                                else f"> {per['cap']}") if summary else None,
+                     **({f"changed by {k} flip{'s' if k > 1 else ''}": summary["within"][k] for k in (1, 3)}
+                        if summary else {}),
+                     "changed within cap": summary["within"][per["cap"]] if summary else None})
+    return rows
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, Proportion):
+        return str(v)
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _csv_cell(v: Any) -> str:
+    if isinstance(v, Proportion):
+        return f"{100 * v.value:.2f}"
+    return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
+
+
+def faults_markdown(results: dict[str, dict], command: str | None = None) -> str:
+    """Returns the Markdown page: accuracy against the bit error rate and the bit-flip attack table."""
+    first = next(iter(results.values()))["settings"]
+    lines = ["# Bit errors in the int8 weights", "",
+             f"{first['n']} points of {first['data']}. Weights stored as int8 on the deployment grid (per output "
+             "channel, [−127, 127], s = max|w|/127, two's complement); biases and BatchNorm float.", "",
+             f"## Random bit errors ({first['draws']} networks per rate, every stored bit flips with probability p)",
+             "", "Accuracy in % with a 95 % crossed-bootstrap interval over networks and points; the certified "
+             f"share (p(x) ≤ p0 = {first['p0']:g} at 1 − δ, δ = {first['delta']:g} jointly) with its Wilson "
+             "interval where computed.", "",
+             "| model | p | accuracy | worst network | bits flipped per network | certified p(x) ≤ p0 |",
+             "|---|---|---|---|---|---|"]
+    for r in ber_rows(results):
+        cert = (format_pct(r["certified p(x) ≤ p0"], r["certified low"], r["certified high"])
+                if r["certified p(x) ≤ p0"] is not None else "–")
+        lines.append(f"| {r['model']} | {r['p']:g} | {format_pct(r['accuracy'], r['low'], r['high'])} | "
+                     f"{100 * r['worst draw']:.1f} | {r['bits flipped per network']:.1f} | {cert} |")
+    bfa = bfa_rows(results)
+    if bfa:
+        lines += ["", f"## Bit-flip attack (Rakin et al. 2019, progressive bit search; loss on the first "
+                      f"{first['bfa_batch']} points, accuracy on all; chance = accuracy ≤ {100 * first['chance']:.0f} %)",
+                  "", "| " + " | ".join(BFA_COLUMNS) + " |", "|" + "---|" * len(BFA_COLUMNS)]
+        lines += ["| " + " | ".join(_cell(r.get(c)) for c in BFA_COLUMNS) + " |" for r in bfa]
+        lines += ["", "Per point: the same search on that point alone until its prediction changes (correctly "
+                      "classified points only); shares with Wilson intervals."]
+    if command:
+        lines += ["", f"Command: `{command}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    writer.writerows([[_csv_cell(r.get(c)) for c in columns] for r in rows])
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def plot_faults(results: dict[str, dict], path: Path) -> None:
+    """Writes the figure: accuracy against the bit error rate (with intervals) and along the bit-flip attack."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, result in results.items():
+        rows = ber_rows({label: result})
+        if rows:
+            ps = [r["p"] for r in rows]
+            acc = [100 * r["accuracy"] for r in rows]
+            err = [[100 * max(0.0, r["accuracy"] - r["low"]) for r in rows],  # bootstrap ends can sit on the mean
+                   [100 * max(0.0, r["high"] - r["accuracy"]) for r in rows]]
+            left.errorbar(ps, acc, yerr=err, marker="o", capsize=3, label=label)
+        bfa = result["stages"].get("bfa")
+        if bfa:
+            right.plot(range(len(bfa["acc"])), [100 * a for a in bfa["acc"]], marker=".", label=label)
+    left.set(xscale="log", xlabel="bit error rate p", ylabel="accuracy (%)", title="random bit errors")
+    right.set(xlabel="bits flipped", ylabel="accuracy (%)", title="bit-flip attack")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_faults_report(results: dict[str, dict], out: Path, command: str | None = None) -> dict[str, Path]:
+    """Returns the paths of faults.md, faults_ber.csv, faults_bfa.csv and faults.png after writing them in out."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"faults.md": out / "faults.md", "faults_ber.csv": out / "faults_ber.csv",
+             "faults_bfa.csv": out / "faults_bfa.csv", "faults.png": out / "faults.png"}
+    tmp = files["faults.md"].with_name("faults.md.tmp")
+    tmp.write_text(faults_markdown(results, command))
+    os.replace(tmp, files["faults.md"])
+    _write_csv(files["faults_ber.csv"], BER_COLUMNS, ber_rows(results))
+    _write_csv(files["faults_bfa.csv"], BFA_COLUMNS, bfa_rows(results))
+    plot_faults(results, files["faults.png"])
+    return files
