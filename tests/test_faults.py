@@ -188,3 +188,19 @@ def test_run_faults_on_points(mlp, points, tmp_path):
     result = run_faults(mlp, Points(x[:10], y[:10], "test"), cfg, tmp_path)
     assert list(result["stages"]) == ["ber:0.0001", "cert:0.0001"]
     assert result["stages"]["cert:0.0001"]["points"] == 10
+
+
+def test_evaluate_stage(trained_run, cifar_dir, tmp_path):
+    """The faults stage of `approp evaluate` writes RUN/faults/ and its line in the report; with the stage off the
+    resume key is the one written before the stage existed."""
+    import shutil
+
+    from approp.evaluate import EvalConfig, Evaluator
+
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    off = Evaluator(run, EvalConfig(n=16, autoattack=False), data_dir=cifar_dir, progress=False)
+    assert not {"faults", "faults_bfa"} & set(off.key["config"])
+    cfg = EvalConfig(n=16, pgd_steps=2, autoattack=False, verified=False, param_attack=(), faults=(1e-3,))
+    res = Evaluator(run, cfg, data_dir=cifar_dir, progress=False).run()
+    assert list(res["faults"]["stages"]) == ["ber:0.001"]
+    assert (run / "faults" / "faults.md").is_file() and "Bit errors in the int8 weights" in (run / "report.md").read_text()

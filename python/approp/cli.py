@@ -174,6 +174,8 @@ def evaluate(
     p0: Annotated[float, typer.Option(help="statistical: the misclassification probability certified")] = 0.01,
     certify: Annotated[str, typer.Option(help="comma-separated λ of the certified-λ curve ('' skips)")] = "",
     quant: Annotated[str, typer.Option(help="quantisation certificates, e.g. int8,int4,int8:tensor ('' skips)")] = "",
+    faults: Annotated[str, typer.Option(help="bit error rates of the int8 weights, e.g. 1e-4,1e-3 ('' skips)")] = "",
+    faults_bfa: Annotated[bool, typer.Option("--faults-bfa/--no-faults-bfa", help="the bit-flip attack")] = False,
     n: Annotated[int, typer.Option(help="first N test points")] = 1000,
     data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
@@ -184,7 +186,8 @@ def evaluate(
 
     cfg = EvalConfig(eps=eps, n=n, autoattack=autoattack, autoattack_n=autoattack_n, neighbourhood=neighbourhood,
                      param_attack=parse_lams(param_attack), statistical=statistical, delta=delta, p0=p0,
-                     certify=parse_lams(certify), quant=tuple(q for q in quant.split(",") if q.strip()))
+                     certify=parse_lams(certify), quant=tuple(q for q in quant.split(",") if q.strip()),
+                     faults=parse_lams(faults), faults_bfa=faults_bfa)
     results = Evaluator(run_dir, cfg, data_dir=data_dir, device=device, progress=not quiet).run()
     keys = ("clean_acc", "pgd_acc", "verified_acc")
     summary = {k: results.get(k) for k in keys}
