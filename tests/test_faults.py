@@ -204,3 +204,22 @@ def test_evaluate_stage(trained_run, cifar_dir, tmp_path):
     res = Evaluator(run, cfg, data_dir=cifar_dir, progress=False).run()
     assert list(res["faults"]["stages"]) == ["ber:0.001"]
     assert (run / "faults" / "faults.md").is_file() and "Bit errors in the int8 weights" in (run / "report.md").read_text()
+
+
+def test_comparison_decides_only_separated_intervals():
+    """Accuracy differences count as decided only when the intervals do not overlap; per-point shares by
+    Newcombe's interval."""
+    from approp.faults.report import comparison_rows
+
+    def result(acc: float, low: float, high: float, flipped_by_one: int) -> dict:
+        stage = {"p": 1e-3, "acc": acc, "lower": low, "upper": high, "acc_min_draw": acc, "bits_flipped_mean": 1.0}
+        per = {"points": list(range(50)), "cap": 8, "flips": [1] * flipped_by_one + [None] * (50 - flipped_by_one)}
+        bfa = {"n": 100, "acc": [0.6, 0.1], "cap": 5, "flips_to_chance": 1}
+        return {"stages": {"ber:0.001": stage, "bfa": bfa, "bfa_points": per}}
+
+    rows = comparison_rows({"a": result(0.6, 0.55, 0.65, 40), "b": result(0.5, 0.45, 0.56, 10),
+                            "c": result(0.59, 0.54, 0.64, 38)}, [("a", "b"), ("a", "c")])
+    by = {(r["pair"], r["measure"]): r["decided"] for r in rows}
+    assert by[("a − b", "accuracy at p = 0.001")] is False  # 0.55 < 0.56: the intervals overlap
+    assert by[("a − b", "attacked points changed by 1 flip")] is True  # 80 % against 20 % of 50
+    assert by[("a − c", "attacked points changed by 1 flip")] is False

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..stats.intervals import Proportion, format_pct, wilson
+from ..stats.intervals import Proportion, decided, difference, format_pct, wilson
 from .run import flips_summary
 
 BER_COLUMNS = ("model", "p", "accuracy", "low", "high", "worst draw", "bits flipped per network",
@@ -159,3 +159,41 @@ def write_faults_report(results: dict[str, dict], out: Path, command: str | None
     _write_csv(files["faults_bfa.csv"], BFA_COLUMNS, bfa_rows(results))
     plot_faults(results, files["faults.png"])
     return files
+
+
+def comparison_rows(results: dict[str, dict], pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Returns per model pair and measure: both values, the difference and whether it is decided.
+
+    Accuracy under bit errors: decided when the two 95 % crossed-bootstrap intervals do not overlap (a
+    conservative rule: the intervals are not combined). Per-point attack shares: Newcombe's interval
+    of the difference of two Wilson proportions excludes 0 (approp.stats.intervals.decided).
+    """
+    ber = {(r["model"], r["p"]): r for r in ber_rows(results)}
+    bfa = {r["model"]: r for r in bfa_rows(results)}
+    rows = []
+    for a, b in pairs:
+        for (model, p), ra in ber.items():
+            rb = ber.get((b, p))
+            if model != a or rb is None:
+                continue
+            rows.append({"pair": f"{a} − {b}", "measure": f"accuracy at p = {p:g}",
+                         "a": format_pct(ra["accuracy"], ra["low"], ra["high"]),
+                         "b": format_pct(rb["accuracy"], rb["low"], rb["high"]),
+                         "difference": f"{100 * (ra['accuracy'] - rb['accuracy']):+.1f}",
+                         "decided": ra["low"] > rb["high"] or rb["low"] > ra["high"]})
+        for measure in ("changed by 1 flip", "changed within cap"):
+            pa, pb = bfa.get(a, {}).get(measure), bfa.get(b, {}).get(measure)
+            if isinstance(pa, Proportion) and isinstance(pb, Proportion):
+                d, lo, hi = difference(pa, pb)
+                rows.append({"pair": f"{a} − {b}", "measure": f"attacked points {measure}", "a": str(pa),
+                             "b": str(pb), "difference": f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                             "decided": decided(pa, pb)})
+    return rows
+
+
+def comparison_markdown(results: dict[str, dict], pairs: list[tuple[str, str]]) -> list[str]:
+    """Returns Markdown lines of comparison_rows."""
+    lines = ["| pair | measure | first | second | difference (points) | decided |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['pair']} | {r['measure']} | {r['a']} | {r['b']} | {r['difference']} | "
+              f"{'yes' if r['decided'] else 'no'} |" for r in comparison_rows(results, pairs)]
+    return lines
