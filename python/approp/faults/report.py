@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from ..stats.intervals import Proportion, decided, difference, format_pct, wilson
-from .run import flips_summary
+from .run import RESULTS, flips_summary
 
 BER_COLUMNS = ("model", "p", "accuracy", "low", "high", "worst draw", "bits flipped per network",
                "certified p(x) ≤ p0", "certified low", "certified high")
@@ -197,3 +198,16 @@ def comparison_markdown(results: dict[str, dict], pairs: list[tuple[str, str]]) 
     lines += [f"| {r['pair']} | {r['measure']} | {r['a']} | {r['b']} | {r['difference']} | "
               f"{'yes' if r['decided'] else 'no'} |" for r in comparison_rows(results, pairs)]
     return lines
+
+
+def combine(folders: dict[str, Path], out: Path, pairs: list[tuple[str, str]], command: str | None = None
+            ) -> dict[str, Path]:
+    """Returns the files written in out: the tables and plot of several models' faults.json side by side, and
+    comparisons.md with every pair's differences and whether they are decided."""
+    results = {label: json.loads((Path(folder) / RESULTS).read_text()) for label, folder in folders.items()}
+    files = write_faults_report(results, out, command)
+    path = Path(out) / "comparisons.md"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(comparison_markdown(results, pairs)) + "\n")
+    os.replace(tmp, path)
+    return {**files, "comparisons.md": path}
