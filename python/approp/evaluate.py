@@ -41,7 +41,7 @@ from .certify.run import CertifyConfig, certify_markdown, certify_model
 from .certify.sources import Points
 from .certify.statistical import StatisticalConfig, max_rounds
 from .certify.statistical_views import run_statistical, statistical_markdown
-from .faults.report import write_faults_report
+from .faults.report import faults_summary, write_faults_report
 from .faults.run import FaultsConfig, run_faults
 
 STATE = "eval_state.json"
@@ -394,12 +394,7 @@ def evaluation_markdown(results: dict[str, Any]) -> str:
     if "certify" in r:
         lines += ["Certified parameter robustness:", ""] + certify_markdown(r["certify"])[2:]
     if "faults" in r:
-        stages = r["faults"]["stages"]
-        bfa = stages.get("bfa")
-        lines += ["Bit errors in the int8 weights (details in faults/faults.md): accuracy " + ", ".join(
-            f"{v['acc']:.1%} at p = {v['p']:g}" for k, v in stages.items() if k.startswith("ber:"))
-            + (f"; bit-flip attack: {bfa['flips_to_chance']} flips to chance" if bfa and bfa["flips_to_chance"]
-               else f"; bit-flip attack: not at chance within {bfa['cap']} flips" if bfa else "") + ".", ""]
+        lines += [faults_summary(r["faults"]), ""]
     if "param_attack" in r:
         lines += ["Parameter attack in [θ − λ|θ|, θ + λ|θ|]:", "",
                   "| λ | acc before | acc after | flipped |", "|---|---|---|---|"]

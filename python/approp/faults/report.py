@@ -61,6 +61,18 @@ def bfa_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
     return rows
 
 
+def faults_summary(result: dict) -> str:
+    """Returns one sentence for a report: accuracy at each bit error rate and the attack's flips to chance."""
+    stages = result["stages"]
+    bfa = stages.get("bfa")
+    parts = ["accuracy " + ", ".join(f"{v['acc']:.1%} at p = {v['p']:g}" for k, v in stages.items()
+                                     if k.startswith("ber:"))] if any(k.startswith("ber:") for k in stages) else []
+    if bfa:
+        parts.append(f"bit-flip attack: {bfa['flips_to_chance']} flips to chance" if bfa["flips_to_chance"]
+                     else f"bit-flip attack: not at chance within {bfa['cap']} flips")
+    return "Bit errors in the int8 weights (details in faults/faults.md): " + "; ".join(parts) + "."
+
+
 def _cell(v: Any) -> str:
     if v is None:
         return "–"
