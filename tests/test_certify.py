@@ -4,6 +4,7 @@ unsupported layer is refused by that layer's name before any work."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -19,12 +20,14 @@ from approp.certify.quantise import QuantSpec, predictions, quant_certificate, q
 from approp.certify.run import CertifyConfig, certify_source
 from approp.certify.sources import load_source
 from approp.cli import app
+from approp.config import ConfigError, RadiusConfig, RunConfig
 from approp.data import to_float
 from approp.radius import radius_of
 
 pytest_plugins = ["trained"]  # the session's trained model and its fixtures
 
-SPECS = [QuantSpec(8, True), QuantSpec(4, True), QuantSpec(8, False), QuantSpec(4, False)]
+SPECS = [QuantSpec(8, True), QuantSpec(4, True), QuantSpec(8, False), QuantSpec(4, False),
+         QuantSpec(8, True, restricted=False), QuantSpec(4, False, restricted=False)]
 GRID = RadiusGrid(1e-5, 0.2, 24)
 
 
@@ -70,8 +73,8 @@ def test_quantisation_box_contains_the_real_quantised_weights(trained_model, spe
 def test_certified_points_keep_their_prediction_under_real_quantisation(trained_model, trained_mlp, points, bits):
     x, y = points
     for model in (trained_model, trained_mlp):
-        for per_channel in (True, False):
-            res = quant_certificate(model, x, y, QuantSpec(bits, per_channel))
+        for per_channel, restricted in ((True, True), (False, True), (True, False)):
+            res = quant_certificate(model, x, y, QuantSpec(bits, per_channel, restricted))
             assert res["violations"] == 0  # must never fail
             assert res["certified_unchanged"] <= res["kept"]
             assert res["certified_correct"] <= min(res["certified_unchanged"], res["float_correct"])
@@ -84,10 +87,33 @@ def test_certified_points_keep_their_prediction_under_real_quantisation(trained_
 
 def test_quantised_model_is_pytorchs(trained_mlp):
     """The real quantised weights take at most 2^bits values per output channel, as PyTorch's grid does."""
-    q = quantised_model(trained_mlp, QuantSpec(4, True))
+    q = quantised_model(trained_mlp, QuantSpec(4, True, restricted=False))
     w = q[1].weight.detach()
     assert max(len(row.unique()) for row in w) <= 16
     assert not torch.equal(w, trained_mlp[1].weight.detach())
+
+
+def test_the_two_grids_are_named_and_distinct(trained_mlp):
+    """int8 is the deployment grid (per channel, integers in [−127, 127], s = max/127: each channel's largest
+    weight lands exactly on ±127); int8:torch PyTorch's observer grid (s = max/127.5); the old box is torch's."""
+    assert QuantSpec.parse("int8") == QuantSpec(8, True, True) and QuantSpec.parse("int8").name == "int8"
+    assert QuantSpec.parse("int4:torch:tensor").name == "int4:tensor:torch"
+    for bad in ("int8:torch:deploy", "int8:channel:tensor", "int9", "int8:tensor:tensor"):
+        with pytest.raises(ConfigError):
+            QuantSpec.parse(bad)
+    w = trained_mlp[1].weight.detach()  # (32, 3072)
+    amax = w.abs().amax(1, keepdim=True)
+    deploy = quantise_weight(w, QuantSpec.parse("int8")) / (amax / 127)
+    torch_grid = quantise_weight(w, QuantSpec.parse("int8:torch")) / (amax / 127.5)
+    assert torch.allclose(deploy, deploy.round(), atol=1e-3) and deploy.abs().amax(1).round().eq(127).all()
+    assert torch.allclose(torch_grid, torch_grid.round(), atol=1e-3) and torch_grid.amin() >= -128.001
+    # The deployment half-step is the larger (max/254 > max/255), so its box holds the torch box.
+    r_deploy = radius_of(w, QuantSpec.parse("int8").radius())
+    r_torch = radius_of(w, QuantSpec.parse("int8:torch").radius())
+    assert torch.allclose(r_deploy / r_torch, torch.full_like(w, 127.5 / 127))
+    # A config written before the grid was named (restricted unset) is the torch box, bit for bit.
+    old = RadiusConfig(kind="quant", lam=1.0, bits=8, per_channel=True, perturb_biases=False)
+    assert torch.equal(radius_of(w, old), r_torch) and "restricted" not in RunConfig(radius=old).to_dict()["radius"]
 
 
 @pytest.mark.slow  # about 50 s: one 30-step attack per distinct λ*
@@ -182,3 +208,71 @@ def test_evaluate_stage_and_table2_columns(trained_run, cifar_dir, tmp_path):
     row = table2_rows([result_from_eval(cell, read_eval(run))], (0.001,), Reference())[0]
     at_most, at_least = row["λ=0.001 at most (certified)"], row["λ=0.001"]
     assert at_most.n == at_least.n and at_most.value >= at_least.value  # the true rate lies between
+
+
+def test_quantisation_margins_are_sound_and_agree_with_the_certificate(trained_mlp, points):
+    """f* = 1 and 'smallest bits ≤ 8' are exactly the int8 certificate; a point certified down to b bits keeps its
+    prediction in the model really quantised to b bits, and at the corners of its f* box; shares fall with bits."""
+    from approp.certify.quant_margin import margin_rows, quant_margins
+
+    x, y = points
+    spec = QuantSpec.parse("int8")
+    res = quant_margins(trained_mlp, x, y, spec)
+    frac, bits = torch.tensor(res["fraction"]), torch.tensor(res["smallest_bits"])
+    pred = predictions(trained_mlp, x)
+    from approp.certify.quantise import certified_under
+
+    at_int8 = certified_under(trained_mlp, x, pred, spec)
+    assert torch.equal(frac == 1.0, at_int8) and torch.equal((bits > 0) & (bits <= 8), at_int8)
+    assert int(at_int8.sum()) >= 6 and bool((frac > 0).sum() > at_int8.sum())  # the margin says more than yes/no
+    for b in sorted(set(bits[bits > 0].tolist())):
+        q = quantised_model(trained_mlp, QuantSpec(b, True, True))
+        assert bool((predictions(q, x)[bits == b] == pred[bits == b]).all())
+    # Corners of the f* box (every weight at ±f*·half-step, signs random) keep the prediction.
+    gen = torch.Generator().manual_seed(0)
+    for i in (frac > 0).nonzero().flatten()[:8].tolist():
+        corner = copy.deepcopy(trained_mlp)
+        with torch.no_grad():
+            for p in corner.parameters():
+                if p.dim() >= 2:
+                    r = radius_of(p, spec.radius(frac[i].item()))
+                    p.add_(r * (torch.randint(0, 2, p.shape, generator=gen) * 2 - 1))
+        assert predictions(corner, x[i: i + 1]).item() == pred[i].item()
+    by_bits, bins = margin_rows(res)
+    assert by_bits[0][1] >= by_bits[1][1] >= by_bits[2][1] and sum(k for _, k in bins) == len(x)
+
+
+def test_bad_input_to_certify_ends_in_one_line(tmp_path, trained_run, trained_mlp, points):
+    """A corrupt model file, run directory or --data file, --n 0 and an unknown --arch are one-line errors."""
+    import shutil
+
+    from approp.models import build_model
+    from approp.config import ModelConfig
+    from safetensors.torch import save_file
+
+    x, y = points
+    (tmp_path / "bad.pt").write_bytes(b"not a pickle" * 20)
+    torch.save(trained_mlp, tmp_path / "mlp.pt")
+    torch.save((x[:4], y[:4]), tmp_path / "points.pt")
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    (run / "model.safetensors").write_bytes(b"\x08\x00")
+    cnn7 = build_model(ModelConfig(arch="cnn7"))
+    save_file({k: v.contiguous() for k, v in cnn7.state_dict().items()}, str(tmp_path / "cnn7.safetensors"))
+    common = ["--no-radius", "--lam", "0.001"]
+    cases = {
+        "corrupt model": ([str(tmp_path / "bad.pt"), "--data", str(tmp_path / "points.pt")], "not a model saved"),
+        "corrupt run": ([str(run), "--data", str(tmp_path / "points.pt")], "is corrupt"),
+        "corrupt data": ([str(tmp_path / "mlp.pt"), "--data", str(tmp_path / "bad.pt")], "not a torch.save'd (x, y)"),
+        "no points": ([str(tmp_path / "mlp.pt"), "--data", str(tmp_path / "points.pt"), "--n", "0"], "--n must be"),
+        "unknown arch": ([str(tmp_path / "cnn7.safetensors"), "--arch", "resnet"], "cnn4_bn"),
+        "wrong arch": ([str(tmp_path / "cnn7.safetensors"), "--arch", "cnn4_bn"], "does not fit cnn4_bn"),
+    }
+    for name, (args, message) in cases.items():
+        res = CliRunner().invoke(app, ["certify", *args, *common, "--out", str(tmp_path / "out")])
+        assert res.exit_code == 1 and isinstance(res.exception, SystemExit), (name, res.exception)
+        # One message (rich wraps it at the terminal's width): the words, no traceback.
+        assert res.output.startswith("error:") and message in " ".join(res.output.split()), (name, res.output)
+    res = CliRunner().invoke(app, ["certify", str(tmp_path / "cnn7.safetensors"), "--arch", "cnn7", "--data",
+                                   str(tmp_path / "points.pt"), "--n", "2", *common, "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["n"] == 2

@@ -190,6 +190,8 @@ def evaluate(
     p0: Annotated[float, typer.Option(help="statistical: the misclassification probability certified")] = 0.01,
     certify: Annotated[str, typer.Option(help="comma-separated λ of the certified-λ curve ('' skips)")] = "",
     quant: Annotated[str, typer.Option(help="quantisation certificates, e.g. int8,int4,int8:tensor ('' skips)")] = "",
+    faults: Annotated[str, typer.Option(help="bit error rates of the int8 weights, e.g. 1e-4,1e-3 ('' skips)")] = "",
+    faults_bfa: Annotated[bool, typer.Option("--faults-bfa/--no-faults-bfa", help="the bit-flip attack")] = False,
     n: Annotated[int, typer.Option(help="first N test points")] = 1000,
     data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
@@ -200,7 +202,8 @@ def evaluate(
 
     cfg = EvalConfig(eps=eps, n=n, autoattack=autoattack, autoattack_n=autoattack_n, neighbourhood=neighbourhood,
                      param_attack=parse_lams(param_attack), statistical=statistical, delta=delta, p0=p0,
-                     certify=parse_lams(certify), quant=tuple(q for q in quant.split(",") if q.strip()))
+                     certify=parse_lams(certify), quant=tuple(q for q in quant.split(",") if q.strip()),
+                     faults=parse_lams(faults), faults_bfa=faults_bfa)
     results = Evaluator(run_dir, cfg, data_dir=data_dir, device=device, progress=not quiet).run()
     keys = ("clean_acc", "pgd_acc", "verified_acc")
     summary = {k: results.get(k) for k in keys}
@@ -216,13 +219,20 @@ def certify_cmd(
     source: Annotated[Path, typer.Argument(help="a run directory, a torch.save'd nn.Sequential, or .safetensors")],
     lam: Annotated[str, typer.Option(help="comma-separated λ of the box [θ − λ|θ|, θ + λ|θ|]")]
     = "0.02,0.04,0.06,0.08,0.1",
-    quant: Annotated[str, typer.Option(help="weight quantisation: int8,int4 (per channel) or int8:tensor ('' skips)")]
+    quant: Annotated[str, typer.Option(help="weight quantisation: int8,int4 (deployment grid [−127, 127], per channel), "
+                                            "int8:tensor (one step per tensor), int8:torch (PyTorch's grid) ('' skips)")]
     = "",
+    quant_margin: Annotated[bool, typer.Option("--quant-margin/--no-quant-margin",
+                                               help="per point the certified fraction of the half-step and the "
+                                                    "fewest bits certified")] = False,
+    onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="run each quantised network in ONNX Runtime "
+                                                                "(needs approp[deploy])")] = False,
     radius: Annotated[bool, typer.Option("--radius/--no-radius", help="per-point largest certified λ*")] = True,
     n: Annotated[int, typer.Option(help="first N points")] = 1000,
     data: Annotated[Optional[Path], typer.Option(help="torch.save'd (x, y) instead of CIFAR-10's test set")] = None,
     input_range: Annotated[str, typer.Option(help="LO,HI: the range of x in --data (what the model expects)")] = "0,1",
-    arch: Annotated[Optional[str], typer.Option(help="architecture of a .safetensors file: cnn4 or cnn4:WIDTH")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="architecture of a .safetensors file: cnn4, cnn4_bn or cnn7 "
+                                                     "(optionally :WIDTH)")] = None,
     eps: Annotated[float, typer.Option(help="an input ball certified together with the box")] = 0.0,
     method: Annotated[str, typer.Option(help="best | crown | ibp")] = "best",
     out: Annotated[Optional[Path], typer.Option(help="folder for certify.json/.md (default: the run, or FILE.certify)")]
@@ -235,13 +245,56 @@ def certify_cmd(
     from .evaluate import parse_lams
 
     cfg = CertifyConfig(lams=parse_lams(lam), radius=radius, quant=tuple(q for q in quant.split(",") if q.strip()),
-                        eps=eps, method=method)
+                        quant_margin=quant_margin, onnx=onnx, eps=eps, method=method)
     result = certify_source(source, cfg, n=n, data=data, data_dir=str(data_dir) if data_dir else None,
                             input_range=parse_range(input_range), arch=arch, out=out,
                             command="approp certify " + " ".join(sys.argv[2:]))
     typer.echo(json.dumps({"model": result["model"], "n": result["n"], "correct": result["correct"],
                            "certified": {f"{r['lam']:g}": r["certified"] for r in result["curve"]},
                            "quant": {q["spec"]: q["certified_unchanged"] for q in result["quant"]}}))
+
+
+@app.command()
+@user_errors
+def faults(
+    source: Annotated[Path, typer.Argument(help="a run directory, a torch.save'd model, or .safetensors with --arch")],
+    ber: Annotated[str, typer.Option(help="comma-separated bit error rates p ('' skips)")] = "1e-5,1e-4,1e-3",
+    draws: Annotated[int, typer.Option(help="faulty networks per rate for the accuracy")] = 20,
+    statistical: Annotated[int, typer.Option(help="most networks per point of the certificate p(x) ≤ p0 (0 skips)")]
+    = 0,
+    p0: Annotated[float, typer.Option(help="statistical: the misclassification probability certified")] = 0.05,
+    delta: Annotated[float, typer.Option(help="statistical: confidence 1 - DELTA, jointly over the points")] = 1e-3,
+    bfa: Annotated[bool, typer.Option("--bfa/--no-bfa", help="the progressive bit-flip attack")] = False,
+    bfa_cap: Annotated[int, typer.Option(help="most flips of the attack on all points")] = 100,
+    bfa_points: Annotated[int, typer.Option(help="points attacked one by one (0 skips)")] = 100,
+    bfa_point_cap: Annotated[int, typer.Option(help="most flips per point")] = 20,
+    n: Annotated[int, typer.Option(help="first N points")] = 1000,
+    data: Annotated[Optional[Path], typer.Option(help="torch.save'd (x, y) instead of CIFAR-10's test set")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="architecture of a .safetensors file, e.g. cnn4, cnn7")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="folder for faults.json/.md/.csv/.png (default: SOURCE/faults)")]
+    = None,
+    seed: Annotated[int, typer.Option(help="seed of the bit errors")] = 0,
+    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+) -> None:
+    """Bit errors in the int8 weights: accuracy against the error rate, its certificate, the bit-flip attack."""
+    from .certify.sources import load_points, load_source
+    from .faults.report import write_faults_report
+    from .faults.run import FaultsConfig, run_faults
+
+    try:
+        rates = tuple(float(v) for v in ber.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--ber must be comma-separated numbers; got {ber!r}") from None
+    cfg = FaultsConfig(ber=rates, draws=draws, statistical=statistical, p0=p0, delta=delta, bfa=bfa,
+                       bfa_cap=bfa_cap, bfa_points=bfa_points, bfa_point_cap=bfa_point_cap, seed=seed)
+    model, label = load_source(source, arch, check=False)  # forward passes and gradients only: any model
+    points = load_points(data, n, str(data_dir) if data_dir else None)
+    target = out or (source / "faults" if source.is_dir() else source.with_name(source.name + ".faults"))
+    result = run_faults(model, points, cfg, target, label)
+    files = write_faults_report({label: result}, target, "approp faults " + " ".join(sys.argv[2:]))
+    typer.echo(json.dumps({"out": str(target), "table": str(files["faults.md"]),
+                           "accuracy": {k[4:]: v["acc"] for k, v in result["stages"].items() if k.startswith("ber:")},
+                           "flips_to_chance": result["stages"].get("bfa", {}).get("flips_to_chance")}))
 
 
 @app.command()

@@ -141,6 +141,10 @@ class RadiusConfig:
     clamp: if set, every parameter is clamped to [-clamp, clamp] after each step.
     bits, per_channel: the quantisation of kind "quant" (bits 2 … 8; unset for other kinds,
            so configurations written before them stay byte-identical).
+    restricted: the integer grid of kind "quant": True is the deployment grid [−(2^(bits−1)−1),
+           2^(bits−1)−1] with s = max|θ|/(2^(bits−1)−1) (TensorRT, ONNX Runtime, TFLite: int8 in
+           [−127, 127], s = max/127); unset (the neutral value, reproducing runs made before it)
+           is PyTorch's observer grid [−2^(bits−1), 2^(bits−1)−1] with s = max/(2^(bits−1)−½).
     """
 
     kind: RadiusKind = "tanh"
@@ -152,14 +156,18 @@ class RadiusConfig:
     clamp: float | None = None
     bits: int | None = None
     per_channel: bool | None = None
+    restricted: bool | None = None
 
     def __post_init__(self) -> None:
         _check_choice("radius.kind", self.kind, RadiusKind)
         if self.kind == "quant":
             if not isinstance(self.bits, int) or isinstance(self.bits, bool) or not 2 <= self.bits <= 8:
                 raise ConfigError(f"radius.bits must be an integer in 2 … 8 for kind 'quant'; got {self.bits!r}")
-        elif self.bits is not None or self.per_channel is not None:
-            raise ConfigError(f"radius.bits and radius.per_channel belong to kind 'quant', not {self.kind!r}")
+            if self.restricted not in (None, True, False):
+                raise ConfigError(f"radius.restricted must be true, false or unset; got {self.restricted!r}")
+        elif self.bits is not None or self.per_channel is not None or self.restricted is not None:
+            raise ConfigError(f"radius.bits, radius.per_channel and radius.restricted belong to kind 'quant', "
+                              f"not {self.kind!r}")
         _check_nonneg("radius.lam", self.lam)
         _check_nonneg("radius.s", self.s)
         if not (isinstance(self.m, (int, float)) and math.isfinite(self.m) and self.m > 0):

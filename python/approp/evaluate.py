@@ -41,15 +41,19 @@ from .metrics import clean_accuracy, verified_accuracy
 from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
 from .precision import full_precision
 from .progress import Progress
+from .faults.report import faults_summary, write_faults_report
+from .faults.run import FaultsConfig, run_faults
 from .rundir import CONFIG, REPORT, STATISTICAL_PLOT, atomic_json, atomic_write, results_key
 from .rundir import EVAL_PARAM_STATE as PARAM_STATE
 from .rundir import EVAL_RESULTS as RESULTS
 from .rundir import EVAL_STATE as STATE
 
 SECTION = "## Evaluation"
-STAGES = ("clean", "pgd", "autoattack", "verified", "neighbourhood", "param_attack", "statistical", "certify")
+STAGES = ("clean", "pgd", "autoattack", "verified", "neighbourhood", "param_attack", "statistical", "certify",
+          "faults")
 STATISTICAL_KEYS = ("statistical", "delta", "p0")  # left out of the resume key while the stage is off
 CERTIFY_KEYS = ("certify", "quant")  # the same for the certificates
+FAULTS_KEYS = ("faults", "faults_bfa")  # and for the bit errors
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,9 @@ class EvalConfig:
     statistical: most draws per point of the statistical certificates (approp.certify.statistical), 0 skips [0];
     delta / p0: they certify p ≤ p0 with confidence 1 − delta jointly over the n points [1e-3 / 0.01];
     certify: λ of the certified-λ curve (approp.certify.run, with λ* per point), empty skips [()];
-    quant: quantisation certificates, e.g. ("int8", "int4") [()].
+    quant: quantisation certificates, e.g. ("int8", "int4") [()];
+    faults: bit error rates of the int8 weights (approp.faults, written to RUN_DIR/faults/), empty skips [()];
+    faults_bfa: the bit-flip attack as well [False].
     """
 
     eps: float | None = None
@@ -87,9 +93,13 @@ class EvalConfig:
     p0: float = 0.01
     certify: tuple[float, ...] = ()
     quant: tuple[str, ...] = ()
+    faults: tuple[float, ...] = ()
+    faults_bfa: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "certify", tuple(self.certify))
+        object.__setattr__(self, "faults", tuple(self.faults))
+        FaultsConfig(ber=self.faults, bfa=self.faults_bfa)  # validates both
         object.__setattr__(self, "quant", tuple(self.quant))
         if self.certify or self.quant:
             CertifyConfig(lams=self.certify, quant=self.quant)  # validates both
@@ -115,7 +125,7 @@ class EvalConfig:
         """Returns the names of the stages these options run, in order."""
         off = {"autoattack": not self.autoattack, "verified": not self.verified,
                "neighbourhood": self.neighbourhood == 0, "param_attack": not self.param_attack, "statistical": self.statistical == 0,
-               "certify": not (self.certify or self.quant)}
+               "certify": not (self.certify or self.quant), "faults": not (self.faults or self.faults_bfa)}
         return tuple(s for s in STAGES if not off.get(s, False))
 
 
@@ -155,9 +165,10 @@ class Evaluator:
         self.device = device
         self.progress = progress
         settings = {**asdict(self.cfg), "param_attack": list(self.cfg.param_attack),
-                    "certify": list(self.cfg.certify), "quant": list(self.cfg.quant)}
+                    "certify": list(self.cfg.certify), "quant": list(self.cfg.quant), "faults": list(self.cfg.faults)}
         off = (STATISTICAL_KEYS if not self.cfg.statistical else ()) + (
-            CERTIFY_KEYS if not (self.cfg.certify or self.cfg.quant) else ())
+            CERTIFY_KEYS if not (self.cfg.certify or self.cfg.quant) else ()) + (
+            FAULTS_KEYS if not (self.cfg.faults or self.cfg.faults_bfa) else ())  # states saved before a stage existed stay valid
         self.key = results_key(self.meta, settings, off, eps=self.eps, n=len(self.test))
 
     # -- state ---------------------------------------------------------------------------
@@ -299,6 +310,14 @@ class Evaluator:
         points = Points(to_float(self.test.x), self.test.y, "CIFAR-10 test set")
         return {"certify": certify_model(self.model, points, CertifyConfig(lams=self.cfg.certify, quant=self.cfg.quant))}
 
+    def _stage_faults(self, state, bar) -> dict[str, Any]:
+        """faults: accuracy under random bit errors of the int8 weights and the bit-flip attack (resumable itself)."""
+        points = Points(to_float(self.test.x), self.test.y, "CIFAR-10 test set")
+        cfg = FaultsConfig(ber=self.cfg.faults, bfa=self.cfg.faults_bfa, seed=self.cfg.seed)
+        result = run_faults(self.model, points, cfg, self.run_dir / "faults", str(self.run_dir))
+        write_faults_report({str(self.run_dir.name): result}, self.run_dir / "faults")
+        return {"faults": result}
+
     def _stage_statistical(self, state, bar) -> dict[str, Any]:
         c = self.cfg
         scfg = StatisticalConfig(samples=c.statistical, delta=c.delta, p0=c.p0, attack_steps=c.pgd_steps,
@@ -348,6 +367,8 @@ def evaluation_markdown(results: dict[str, Any]) -> str:
         lines += statistical_markdown(r["statistical"])
     if "certify" in r:
         lines += ["Certified parameter robustness:", ""] + certify_markdown(r["certify"])[2:]
+    if "faults" in r:
+        lines += [faults_summary(r["faults"]), ""]
     if "param_attack" in r:
         lines += ["Parameter attack in [θ − λ|θ|, θ + λ|θ|]:", ""]
         lines += table_lines(["λ", "acc before", "acc after", "flipped"],

@@ -28,7 +28,8 @@ def radius_of(theta: torch.Tensor, cfg: RadiusConfig, lam: float | None = None) 
         if theta.dim() < 2:  # weight-only quantisation: biases stay float
             return torch.zeros_like(theta)
         per_channel = cfg.per_channel is not False
-        return lam * QUANT_SLACK / 2 * quant_scale(theta, cfg.bits, per_channel).expand_as(theta)
+        scale = quant_scale(theta, cfg.bits, per_channel, restricted=cfg.restricted is True)
+        return lam * QUANT_SLACK / 2 * scale.expand_as(theta)
     raise ValueError(f"unknown radius kind {cfg.kind!r}")  # unreachable: RadiusConfig validates
 
 
@@ -38,19 +39,23 @@ def radius_of(theta: torch.Tensor, cfg: RadiusConfig, lam: float | None = None) 
 QUANT_SLACK = 1.0 + 2.0 ** -12
 
 
-def quant_levels(bits: int) -> tuple[int, int]:
-    """Returns (q_min, q_max) = (−2^(bits−1), 2^(bits−1) − 1), the signed integer grid."""
-    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+def quant_levels(bits: int, restricted: bool = False) -> tuple[int, int]:
+    """Returns (q_min, q_max) of the signed integer grid: (−2^(bits−1), 2^(bits−1) − 1), PyTorch's default,
+    or with `restricted` the symmetric deployment grid (−(2^(bits−1) − 1), 2^(bits−1) − 1), e.g. [−127, 127]."""
+    q_max = 2 ** (bits - 1) - 1
+    return (-q_max if restricted else -q_max - 1), q_max
 
 
-def quant_scale(theta: torch.Tensor, bits: int, per_channel: bool = True) -> torch.Tensor:
+def quant_scale(theta: torch.Tensor, bits: int, per_channel: bool = True, restricted: bool = False) -> torch.Tensor:
     """Returns the symmetric quantisation step s (C_out, 1, …) or (1, …, 1) of weights θ (C_out, …).
 
     s = max|θ| / ((q_max − q_min) / 2), at least float32's eps: PyTorch's symmetric
-    MinMaxObserver / PerChannelMinMaxObserver rule (torch.ao.quantization), so θ/s lies
-    in [q_min − ½, q_max + ½] and round-to-nearest with clamping moves θ by at most s/2.
+    MinMaxObserver / PerChannelMinMaxObserver rule (torch.ao.quantization). On PyTorch's grid
+    that is max/127.5 at 8 bits; on the restricted (deployment) grid max/127, the step of
+    TensorRT, ONNX Runtime and TFLite. Either way θ/s lies in [q_min − ½, q_max + ½] and
+    round-to-nearest with clamping moves θ by at most s/2, whatever rule breaks ties.
     """
-    q_min, q_max = quant_levels(bits)
+    q_min, q_max = quant_levels(bits, restricted)
     dims = tuple(range(1, theta.dim())) if per_channel else tuple(range(theta.dim()))
     amax = theta.detach().abs().amax(dim=dims, keepdim=True)
     return torch.clamp(amax / ((q_max - q_min) / 2), min=torch.finfo(torch.float32).eps)

@@ -23,6 +23,7 @@ its rounding allowance by the best of the interval and the linear bound
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -86,6 +87,26 @@ def certified_curve(
     return {lam: _verified(model, x, y, lam, eps, method, batch_size) for lam in lams}
 
 
+def bisect_largest(n: int, count: int, check: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
+    """Returns per point (N,) the largest index k in [0, count) found passing check(idx, k), −1 where none did.
+
+    check(idx, k) returns the bool mask (len(idx),) of the points idx (long, ascending) passing at
+    index k; bisection takes ⌈log₂(count + 1)⌉ checks per point, and all points standing at the
+    same index are checked in one call. A returned index was checked and passed.
+    """
+    lo = torch.full((n,), -1, dtype=torch.long)  # index passed so far (−1: none)
+    hi = torch.full((n,), count, dtype=torch.long)  # index failed (count: beyond the last)
+    while bool((hi - lo > 1).any()):
+        mid = (lo + hi) // 2
+        open_ = hi - lo > 1
+        for k in mid[open_].unique().tolist():
+            idx = (open_ & (mid == k)).nonzero().flatten()
+            ok = check(idx, k).cpu()
+            lo[idx[ok]] = k
+            hi[idx[~ok]] = k
+    return lo
+
+
 def certified_radius(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: RadiusGrid = RadiusGrid(), eps: float = 0.0,
     method: Method = "best", batch_size: int = 250,
@@ -97,15 +118,9 @@ def certified_radius(
     """
     model.eval()
     values = grid.values()
-    n = len(x)
-    lo = torch.full((n,), -1, dtype=torch.long)  # index certified so far (−1: none)
-    hi = torch.full((n,), grid.points, dtype=torch.long)  # index not certified (G: beyond the grid)
-    while bool((hi - lo > 1).any()):
-        mid = (lo + hi) // 2
-        open_ = hi - lo > 1
-        for k in mid[open_].unique().tolist():
-            idx = (open_ & (mid == k)).nonzero().flatten()
-            ok = _verified(model, x[idx], y[idx], values[k].item(), eps, method, batch_size).cpu()
-            lo[idx[ok]] = k
-            hi[idx[~ok]] = k
+
+    def check(idx: torch.Tensor, k: int) -> torch.Tensor:
+        return _verified(model, x[idx], y[idx], values[k].item(), eps, method, batch_size)
+
+    lo = bisect_largest(len(x), grid.points, check)
     return torch.where(lo >= 0, values[lo.clamp(min=0)], torch.zeros((), dtype=torch.float64))

@@ -27,7 +27,9 @@ from ..rundir import CERTIFY_RESULTS as RESULTS
 from ..rundir import atomic_write
 from ..stats.intervals import wilson
 from .parameter import RadiusGrid, certified_curve, certified_radius
-from .quantise import QuantSpec, predictions, quant_certificate
+from .deploy import deployed_check
+from .quant_margin import margin_markdown, quant_margins
+from .quantise import QuantSpec, predictions, quant_certificate, result_label
 from .sources import Points
 
 
@@ -37,14 +39,18 @@ class CertifyConfig:
 
     lams: λ of the certified curve [the parameter attack's 0.02 … 0.1]; radius: compute λ* per
     point [True]; grid: where λ* is searched [RadiusGrid()]; quant: 'int8', 'int4', … with an
-    optional ':tensor' [()]; eps: an input ball certified together with the box [0];
-    method: 'best' | 'crown' | 'ibp' ['best']; batch_size [250].
+    optional ':tensor' and ':torch' (QuantSpec.parse) [()]; quant_margin: per point the certified
+    fraction of each quantisation's half-step and the fewest bits certified [False]; onnx: run each
+    quantised network in ONNX Runtime and by a quantiser without torch.ao, both tie rules [False]; eps: an input
+    ball certified together with the box [0]; method: 'best' | 'crown' | 'ibp' ['best']; batch_size [250].
     """
 
     lams: tuple[float, ...] = (0.02, 0.04, 0.06, 0.08, 0.1)
     radius: bool = True
     grid: RadiusGrid = field(default_factory=RadiusGrid)
     quant: tuple[str, ...] = ()
+    quant_margin: bool = False
+    onnx: bool = False
     eps: float = 0.0
     method: Method = "best"
     batch_size: int = 250
@@ -98,8 +104,18 @@ def certify_model(model: nn.Module, points: Points, cfg: CertifyConfig) -> dict[
     out["quant"] = []
     for text in cfg.quant:
         t0 = time.perf_counter()
-        out["quant"].append(quant_certificate(model, x, y, QuantSpec.parse(text), cfg.method, cfg.batch_size))
+        entry = quant_certificate(model, x, y, QuantSpec.parse(text), cfg.method, cfg.batch_size)
+        if cfg.onnx:
+            entry |= deployed_check(model, x, y, QuantSpec.parse(text), torch.tensor(entry["certified"]))
+        out["quant"].append(entry)
         out["seconds"][f"quant {text}"] = time.perf_counter() - t0
+    if cfg.quant_margin:
+        out["quant_margin"] = []
+        for text in cfg.quant:
+            t0 = time.perf_counter()
+            out["quant_margin"].append(quant_margins(model, x, y, QuantSpec.parse(text), method=cfg.method,
+                                                     batch_size=cfg.batch_size))
+            out["seconds"][f"quant margin {text}"] = time.perf_counter() - t0
     return out
 
 
@@ -139,7 +155,21 @@ def certify_markdown(result: dict[str, Any], title: str = "Certified parameter r
         lines += [""] + table_lines(
             ["quantisation", "certified unchanged", "certified correct", "float accuracy", "quantised accuracy",
              "prediction kept"],
-            [[r["spec"], *(_pct(r[k], r["n"]) for k in keys)] for r in result["quant"]])
+            [[result_label(r), *(_pct(r[k], r["n"]) for k in keys)] for r in result["quant"]])
+        deployed = [r for r in result["quant"] if "onnx_correct" in r]
+        if deployed:
+            kept = ("quantised_correct", "onnx_correct", "onnx_kept", "half_even_kept", "half_away_kept")
+            lines += [""] + table_lines(
+                ["quantisation", "PyTorch accuracy", "ONNX Runtime accuracy", "ONNX Runtime kept", "half-even kept",
+                 "half-away kept", "certified but changed (ORT, even, away)"],
+                [[r["spec"], *(_pct(r[k], r["n"]) for k in kept),
+                  f"{r['onnx_violations']}, {r['half_even_violations']}, {r['half_away_violations']}"]
+                 for r in deployed])
+        lines += ["", "int8 is the deployment grid (integers in [−127, 127], s = max|w|/127 per output channel: "
+                      "TensorRT, ONNX Runtime, TFLite); ':torch' PyTorch's observer grid ([−128, 127], s = max|w|/127.5); "
+                      "':tensor' one step per tensor. The box is closed: every tie rule is inside it."]
+    for margin in result.get("quant_margin", []):
+        lines += [""] + margin_markdown(margin)
     return lines + [""]
 
 

@@ -2,7 +2,7 @@
 
 Models: an approp run directory (its checkpoint); a file saved with torch.save holding
 an nn.Sequential (or a module with a `.layers` nn.Sequential); or a safetensors state
-dict with the architecture named (`cnn4` or `cnn4:WIDTH`). Every layer is checked
+dict with the architecture named (`cnn4`, `cnn4_bn`, `cnn7`, optionally `:WIDTH`). Every layer is checked
 against the registered interval rules (approp.bounds.rules.RULES) and linear-bound
 rules (approp.bounds.linear_rules.BACKWARD_RULES) before any data is read, so an
 unsupported layer is refused by name at once, and a layer kind is accepted as soon
@@ -17,6 +17,7 @@ positive affine map, which has both rules), so the model sees exactly its inputs
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,17 @@ from ..bounds.rules import RULES, UnsupportedLayerError
 from ..checkpoint import CheckpointError, load_model
 from ..config import ConfigError, ModelConfig
 from ..data import DataError, Split, load_cifar10, to_float
-from ..models import Normalize, build_model
+from ..models import ARCHITECTURES, Normalize, build_model
+
+# What torch.load raises on a file that is not what it should be (truncated, another format, foreign classes).
+LOAD_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, TypeError, OSError, AttributeError,
+               ImportError, IndexError, KeyError)
+
+
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    """Returns the error's message on one line (torch and safetensors errors span several)."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: " + (text[:limit] + " …" if len(text) > limit else text)
 
 
 @dataclass(frozen=True)
@@ -63,22 +74,28 @@ def check_supported(model: nn.Module) -> nn.Sequential:
 
 
 def parse_arch(text: str) -> ModelConfig:
-    """Returns the ModelConfig of 'cnn4' or 'cnn4:WIDTH'."""
+    """Returns the ModelConfig of 'ARCH' or 'ARCH:WIDTH' (ARCH: cnn4, cnn4_bn, cnn7)."""
     arch, _, width = text.partition(":")
     try:
         return ModelConfig(arch=arch, width=int(width) if width else 1)
     except ValueError as err:
-        raise ConfigError(f"--arch must be 'cnn4' or 'cnn4:WIDTH'; {err}") from None
+        raise ConfigError(f"--arch must be ARCH or ARCH:WIDTH with ARCH one of {', '.join(ARCHITECTURES)}; "
+                          f"{err}") from None
 
 
-def load_source(source: Path, arch: str | None = None) -> tuple[nn.Module, str]:
+def load_source(source: Path, arch: str | None = None, check: bool = True) -> tuple[nn.Module, str]:
     """Returns (model in eval mode, a label) from a run directory, a torch.save file or safetensors + arch.
 
-    Raises UnsupportedLayerError (naming the layer) before any data is read.
+    With `check`, raises UnsupportedLayerError (naming the layer) before any data is read.
     """
     source = Path(source)
     if source.is_dir():
-        model, _ = load_model(source)
+        try:
+            model, _ = load_model(source)
+        except CheckpointError:
+            raise
+        except (SafetensorError, *LOAD_ERRORS) as err:
+            raise CheckpointError(f"{source} holds no readable model: {_first_line(err)}") from None
     elif source.suffix == ".safetensors":
         if arch is None:
             raise ConfigError(f"{source} holds weights only: name the architecture with --arch (e.g. cnn4)")
@@ -86,15 +103,19 @@ def load_source(source: Path, arch: str | None = None) -> tuple[nn.Module, str]:
         try:
             model.load_state_dict(load_file(str(source)))
         except (SafetensorError, OSError, RuntimeError) as err:
-            raise CheckpointError(f"{source} does not fit {arch}: {err}") from None
+            raise CheckpointError(f"{source} does not fit {arch}: {_first_line(err)}") from None
     elif source.is_file():
         # A pickled module: only load files you trust (torch.load runs their code).
-        model = torch.load(source, map_location="cpu", weights_only=False)
+        try:
+            model = torch.load(source, map_location="cpu", weights_only=False)
+        except LOAD_ERRORS as err:
+            raise CheckpointError(f"{source} is not a model saved with torch.save: {_first_line(err)}") from None
         if not isinstance(model, nn.Module):
             raise CheckpointError(f"{source} holds a {type(model).__name__}, not an nn.Module (save the model itself)")
     else:
         raise CheckpointError(f"{source} is neither a run directory nor a model file")
-    check_supported(model)
+    if check:
+        check_supported(model)
     return model.float().eval(), str(source)
 
 
@@ -115,14 +136,18 @@ def load_points(data: Path | None, n: int, data_dir: str | None = None,
 
     Points of a file come back mapped to [0, 1] (see the module docstring and `wrap_range`).
     """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"--n must be a whole number of points >= 1; got {n!r}")
     if data is None:
         test = Split(*load_cifar10(data_dir, train=False)).take(n)
         return Points(to_float(test.x), test.y, "CIFAR-10 test set")
     try:
         x, y = torch.load(data, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, TypeError) as err:
-        raise DataError(f"{data} is not a torch.save'd (x, y) pair of tensors: {err}") from None
-    x, y = torch.as_tensor(x)[:n], torch.as_tensor(y)[:n].long()
+        x, y = torch.as_tensor(x)[:n], torch.as_tensor(y)[:n].long()
+    except LOAD_ERRORS as err:
+        raise DataError(f"{data} is not a torch.save'd (x, y) pair of tensors: {_first_line(err)}") from None
+    if not len(y):
+        raise DataError(f"{data} holds no points")
     if x.dim() != 4 or y.shape != x.shape[:1]:
         raise DataError(f"{data}: need x (N, C, H, W) and y (N,); got {tuple(x.shape)} and {tuple(y.shape)}")
     lo, hi = input_range

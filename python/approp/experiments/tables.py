@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..certify.quantise import result_label
 from ..certify.statistical_views import VIEWS, view_medians
 from ..checkpoint import CheckpointError, read_meta
 from ..formatting import DASH, format_interval, markdown_table, pct
@@ -228,7 +229,7 @@ def quant_rows(results: list[CellResult]) -> list[dict[str, Value]]:
     for r in results:
         for q in (r.certify or {}).get("quant", []):
             n = q["n"]
-            rows.append({"ε": r.eps_label, "algorithm": r.label, "weights": q["spec"],
+            rows.append({"ε": r.eps_label, "algorithm": r.label, "weights": result_label(q),
                          "certified unchanged": stats.wilson(q["certified_unchanged"], n),
                          "certified correct": stats.wilson(q["certified_correct"], n),
                          "float accuracy": stats.wilson(q["float_correct"], n),
@@ -373,8 +374,11 @@ def _certify_tables(results: list[CellResult], n: int, out: Path) -> dict[str, P
         cap = (f"Quantisation certificates (first {n} test images, weight-only symmetric round-to-nearest, "
                "per output channel or per tensor; biases and activations float): shares in % with 95 % Wilson "
                "intervals. Certified unchanged: no rounding of the weights to the grid can change the float "
-               "model's prediction; certified correct: nor a correct one. Quantised accuracy and prediction kept: "
-               "the model really quantised by PyTorch (observer step, fake_quantize). 'certified but changed' "
+               "model's prediction; certified correct: nor a correct one. Grids: int8 is the deployment grid (integers "
+               "in [−127, 127], s = max|w|/127: TensorRT, ONNX Runtime, TFLite), int8:torch PyTorch's observer grid "
+               "([−128, 127], s = max|w|/127.5); ':tensor' one step per tensor, else per output channel. Quantised "
+               "accuracy and prediction kept: the model really quantised by PyTorch (observer step with the grid's "
+               "range, fake_quantize). 'certified but changed' "
                "counts certified points the real quantised model changed: it must be 0.")
         files["quantisation.md"], files["quantisation.csv"] = write_table(quant, out / "quantisation", cap)
     return files

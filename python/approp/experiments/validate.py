@@ -12,13 +12,12 @@ written atomically (a sweep's variant folder keeps the layout its own val.json h
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 from .. import checkpoint as ckpt
 from ..config import ConfigError, check_eps, check_positive_int, load_run_config
+from ..rundir import atomic_json
 from ..stats import intervals as stats
 from .sweep import VAL, score_validation
 
@@ -50,9 +49,7 @@ def validate_run(run_dir: Path | str, n: int = 2000, eps: float | None = None, p
     result = {"config": recorded.to_dict(), **scores, "pgd_steps": pgd_steps, "intervals": intervals,
               "checkpoint": {"epoch": meta.get("epoch"), "sha256": meta.get("sha256")},
               "images": f"validation split: the first {scores['n']} of the last {cfg.data.val_split} training images"}
-    tmp = run_dir / (VAL + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, run_dir / VAL)
+    atomic_json(run_dir / VAL, result)
     return result
 
 
