@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config", "precision", "stats", "progress", "layers", "formatting", "rundir", "distributed"),
     ("data", "models", "radius", "boxes", "checkpoint"),
     ("bounds",),
-    ("attacks", "certify", "metrics", "landscape", "neighbourhood"),
+    ("attacks", "certify", "faults", "metrics", "landscape", "neighbourhood"),
     ("train", "julia"),
     ("evaluate", "bound_summary"),
     ("experiments",),

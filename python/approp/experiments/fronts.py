@@ -26,10 +26,11 @@ from pathlib import Path
 
 from ..certify.run import lam_star_quantiles
 from ..config import ConfigError, RunConfig, load_run_config
+from ..formatting import pyplot
 from ..stats import intervals as stats
 from ..stats.intervals import Proportion
 from .front_verdicts import Verdict, equal_clean, match_or_beat, pair_rows, pairs
-from .plots import _pyplot, _save
+from .plots import _save
 from .preset import AlgoSpec, Cell, load_preset, parse_eps
 from .runner import cell_dir, is_trained
 from .tables import CellResult, Value, read_eval, result_from_eval, write_table
@@ -165,7 +166,7 @@ def _measure(r: CellResult, measure: str) -> Proportion | None:
 def plot_front(points: list[FrontPoint], measure: str, ylabel: str, path: Path) -> Path:
     """Returns `path` after plotting clean (x) against `measure` (autoattack | verified: best bound where
     measured) in %, each front a line through its points in order of clean accuracy, reference points alone."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     groups: dict[str, list[FrontPoint]] = {}
     for p in points:
