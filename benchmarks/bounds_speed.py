@@ -86,7 +86,9 @@ def forward_cases(model, x, eps: float, lam: float, precision: str = "fp32") -> 
     return cases
 
 
-def step_cases(model, x, y, eps: float, lam: float, kappa: float, precision: str = "fp32") -> dict[str, Callable[[], object]]:
+def step_cases(
+    model, x, y, eps: float, lam: float, kappa: float, precision: str = "fp32"
+) -> dict[str, Callable[[], object]]:
     """Returns training-step cases (forward, backward, SGD update): standard, then APP per kind.
 
     As in the training loop, bf16 autocast covers the loss only; backward and update run outside it.
@@ -120,8 +122,6 @@ def step_cases(model, x, y, eps: float, lam: float, kappa: float, precision: str
     return cases
 
 
-
-
 def table(rows: dict[str, float], baseline: str) -> str:
     """Returns a Markdown table of median ms and the ratio to `baseline`.
 
@@ -133,7 +133,9 @@ def table(rows: dict[str, float], baseline: str) -> str:
         baseline += BF16
     both = baseline + CL in rows
     bf16 = any(name.endswith(BF16) for name in rows) and not baseline.endswith(BF16)
-    head = "| case | median ms | × " + baseline + (" | × same format" if both else "") + (" | × fp32 |" if bf16 else " |")
+    head = (
+        "| case | median ms | × " + baseline + (" | × same format" if both else "") + (" | × fp32 |" if bf16 else " |")
+    )
     out = [head, "|---|---:|---:|" + ("---:|" if both else "") + ("---:|" if bf16 else "")]
     for name, t in rows.items():
         line = f"| {name} | {t * 1e3:.1f} | {t / rows[baseline]:.2f} |"
@@ -172,10 +174,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--eps", type=float, default=2 / 255)
     ap.add_argument("--lam", type=float, default=0.01)
-    ap.add_argument("--channels-last", action="store_true",
-                    help="also run every case in channels_last memory format, side by side")
-    ap.add_argument("--precision", default="fp32",
-                    help="fp32, bf16 or fp32,bf16 (both side by side; bf16 is the training loop's autocast)")
+    ap.add_argument(
+        "--channels-last", action="store_true", help="also run every case in channels_last memory format, side by side"
+    )
+    ap.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32, bf16 or fp32,bf16 (both side by side; bf16 is the training loop's autocast)",
+    )
     args = ap.parse_args()
     precisions = args.precision.split(",")
     if not set(precisions) <= {"fp32", "bf16"}:
@@ -189,11 +195,15 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch,), device=device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.arch}, batch {args.batch}, eps {args.eps:.4g}, lam {args.lam:g}, {name}, torch {torch.__version__}\n")
+
     def build(fn, *rest):
         cases = {}
         for precision in precisions:
-            cases.update(with_channels_last(fn, model, x, *rest, precision) if args.channels_last
-                         else fn(model, x, *rest, precision))
+            cases.update(
+                with_channels_last(fn, model, x, *rest, precision)
+                if args.channels_last
+                else fn(model, x, *rest, precision)
+            )
         return cases
 
     model.eval()  # BatchNorm: running statistics, as evaluated

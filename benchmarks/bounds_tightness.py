@@ -75,8 +75,8 @@ def tightness_row(model, test: Split, eps: float, radius, lam: float, steps: int
     sums = {f"bound {m}": 0.0 for m in METHODS} | {f"verified {m}": 0.0 for m in METHODS}
     attacked = 0.0
     for start in range(0, len(test), BATCH):
-        x = test.x[start: start + BATCH].float().div(255.0)
-        y = test.y[start: start + BATCH]
+        x = test.x[start : start + BATCH].float().div(255.0)
+        y = test.y[start : start + BATCH]
         with torch.no_grad():
             prep = prepare(model, x, eps, radius, lam)
             found: dict[str, MarginBounds] = {"ibp": interval_margins(prep, y)}
@@ -126,8 +126,10 @@ def tightness_section(args, full: Split) -> None:
     scales = [float(s) for s in args.scales.split(",")]
     test = full.take(args.n)
     cols = [f"bound {m}" for m in METHODS] + [f"verified {m}" for m in METHODS] + ["attack", "gap (best)"]
-    print(f"Tightness on the first {len(test)} test points (bounds: mean smallest margin lower bound; "
-          "verified in % with its 95 % Wilson interval)\n")
+    print(
+        f"Tightness on the first {len(test)} test points (bounds: mean smallest margin lower bound; "
+        "verified in % with its 95 % Wilson interval)\n"
+    )
     print("\n".join(table_lines(["run", "algo", "radius", "ε", "λ", *cols], [])))
     for run in args.runs:
         model, meta = load_model(run)
@@ -136,8 +138,7 @@ def tightness_section(args, full: Split) -> None:
         for s in scales:
             eps, lam = s * float(meta["eps"]), s * radius.lam
             row = tightness_row(model, test, eps, radius, lam, args.attack_steps)
-            cells = [str(from_share(row[c], len(test))) if c.startswith("verified") else f"{row[c]:.3f}"
-                     for c in cols]
+            cells = [str(from_share(row[c], len(test))) if c.startswith("verified") else f"{row[c]:.3f}" for c in cols]
             print(table_row([run_name(run), meta["algo"], radius.kind, f"{eps:.3g}", f"{lam:.3g}", *cells]))
 
 
@@ -146,10 +147,14 @@ def cost_section(args, full: Split) -> None:
     batch = full.take(args.cost_batch)
     x, y = batch.x.float().div(255.0), batch.y
     c = args.cost_scale
-    print(f"\nCost on CPU ({args.threads} thread(s)), batch {len(y)}, at {c:g} × each run's training ε, λ; "
-          f"median of {args.repeats}, interleaved; × forward = time / the same run's forward pass\n")
-    print("| run | forward ms | interval margins × | linear, all 9 margins × | best-of-both decision × "
-          "| verified (best) in the batch |\n|---|---|---|---|---|---|")
+    print(
+        f"\nCost on CPU ({args.threads} thread(s)), batch {len(y)}, at {c:g} × each run's training ε, λ; "
+        f"median of {args.repeats}, interleaved; × forward = time / the same run's forward pass\n"
+    )
+    print(
+        "| run | forward ms | interval margins × | linear, all 9 margins × | best-of-both decision × "
+        "| verified (best) in the batch |\n|---|---|---|---|---|---|"
+    )
     for run in args.runs:
         model, meta = load_model(run)
         model.eval()
@@ -158,9 +163,11 @@ def cost_section(args, full: Split) -> None:
         times = dict(cost_table(model, x, y, eps, radius, lam, args.repeats))
         base = times["forward"]
         verified = int(verified_by(model, x, y, eps, radius, lam, method="best").sum())
-        print(f"| {run_name(run)} | {1000 * base:.1f} | {times['interval margins'] / base:.1f} | "
-              f"{times['linear, all 9 margins'] / base:.1f} | {times['best-of-both decision'] / base:.1f} "
-              f"| {verified} of {len(y)} |")
+        print(
+            f"| {run_name(run)} | {1000 * base:.1f} | {times['interval margins'] / base:.1f} | "
+            f"{times['linear, all 9 margins'] / base:.1f} | {times['best-of-both decision'] / base:.1f} "
+            f"| {verified} of {len(y)} |"
+        )
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Wall time of one training epoch per algorithm, side by side.
 
-    python benchmarks/epoch_time.py --data-dir DIR [--subset 50000] [--device cuda] [--algos standard,pgd,awp,app-abs,app-tanh]
+    python benchmarks/epoch_time.py --data-dir DIR [--subset 50000] [--device cuda]
+                                    [--algos standard,pgd,awp,app-abs,app-tanh]
                                     [--precision fp32,bf16] [--arch cnn4|cnn4_bn|cnn7] [--width 1] [--init default|ibp]
 
 Each algorithm trains one epoch with `approp.train.fit` at full ε and λ (no
@@ -49,11 +50,24 @@ def epoch_seconds(variant: Variant, args: argparse.Namespace, out: Path, precisi
     """Returns the training wall time of one epoch of `variant` in `precision` (fp32 | bf16), in seconds."""
     cfg = RunConfig().replace(
         model={"arch": args.arch, "width": args.width, "init": args.init},
-        data={"data_dir": args.data_dir, "subset": args.subset, "test_subset": 500,
-              "batch_size": args.batch_size, "augment": True},
+        data={
+            "data_dir": args.data_dir,
+            "subset": args.subset,
+            "test_subset": 500,
+            "batch_size": args.batch_size,
+            "augment": True,
+        },
         radius={"kind": variant.radius, "lam": args.lam},
-        train={"algo": variant.algo, "epochs": 1, "warmup_epochs": 0, "ramp_epochs": 0,
-               "eps": args.eps, "pgd_steps": args.pgd_steps, "device": args.device, "precision": precision},
+        train={
+            "algo": variant.algo,
+            "epochs": 1,
+            "warmup_epochs": 0,
+            "ramp_epochs": 0,
+            "eps": args.eps,
+            "pgd_steps": args.pgd_steps,
+            "device": args.device,
+            "precision": precision,
+        },
     )
     return fit(cfg, out / variant.algo / variant.radius / precision, progress=False).history[-1]["train_seconds"]
 
@@ -83,11 +97,18 @@ def main() -> None:
     Console(width=160).print(epoch_table(secs, chosen, precisions, images, args))
 
 
-def epoch_table(secs: dict[tuple[str, str], float], chosen: list[Variant], precisions: list[str], images: int,
-                args: argparse.Namespace) -> Table:
-    """Returns the rich table: seconds and images/s per precision, bf16 over fp32, × the fp32 (else first) standard epoch."""
-    table = Table(title=f"{args.arch} (width {args.width}), one epoch, {images} images, "
-                        f"batch {args.batch_size}, {args.device}")
+def epoch_table(
+    secs: dict[tuple[str, str], float],
+    chosen: list[Variant],
+    precisions: list[str],
+    images: int,
+    args: argparse.Namespace,
+) -> Table:
+    """Returns the rich table: seconds and images/s per precision, bf16 over fp32, and × the fp32 (else
+    first) standard epoch."""
+    table = Table(
+        title=f"{args.arch} (width {args.width}), one epoch, {images} images, batch {args.batch_size}, {args.device}"
+    )
     table.add_column("algorithm", justify="right")
     for p in precisions:
         for col in (f"{p}: s", f"{p}: images/s", f"{p}: × standard {precisions[0]}"):

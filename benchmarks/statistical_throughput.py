@@ -21,11 +21,11 @@ from collections.abc import Callable
 
 import torch
 
-from approp.stats.binomial import samples_needed
+from approp.boxes import sampled_margins, stacked_uniform
 from approp.config import RadiusConfig
 from approp.models import CNN4
 from approp.radius import parameter_box
-from approp.boxes import sampled_margins, stacked_uniform
+from approp.stats.binomial import samples_needed
 
 
 def measure(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -58,8 +58,9 @@ def throughput_rows(images: int, repeats: int) -> list[tuple[str, int, float, fl
     cases[f"plain forward, 1 network × {images} images"] = plain
     for m in (1, 8, 32, 128):
         b = images // m
-        cases[f"sampler, {m} networks × {b} images"] = (
-            lambda m=m, b=b: sampled_margins(model, box, x[:b], y[:b], 2 / 255, m, gen, chunk_images=images))
+        cases[f"sampler, {m} networks × {b} images"] = lambda m=m, b=b: sampled_margins(
+            model, box, x[:b], y[:b], 2 / 255, m, gen, chunk_images=images
+        )
     cases["parameter draws only, 32 networks"] = lambda: stacked_uniform(box, 32, gen)
     secs = measure(cases, repeats)
     base = secs[f"plain forward, 1 network × {images} images"]

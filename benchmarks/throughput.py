@@ -53,8 +53,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(label: str, device: torch.device, batch_size: int, steps: int, warmup: int, compile_: bool,
-            precision: str = "fp32") -> Measurement:
+def measure(
+    label: str, device: torch.device, batch_size: int, steps: int, warmup: int, compile_: bool, precision: str = "fp32"
+) -> Measurement:
     """Returns the training throughput of one algorithm on `device` in `precision` (fp32 | bf16)."""
     over = ALGOS[label]
     cfg = RunConfig().replace(
@@ -64,8 +65,16 @@ def measure(label: str, device: torch.device, batch_size: int, steps: int, warmu
     model, channels_last = prepare_model(cfg, device)
     strategy = make_strategy(cfg)
     opt = make_optimizer(model, cfg.optim)
-    step = _Step(cfg, model, LossModule(model, strategy), strategy, opt,
-                 make_scheduler(opt, cfg.optim, warmup + steps), ddp.DistInfo(), channels_last)
+    step = _Step(
+        cfg,
+        model,
+        LossModule(model, strategy),
+        strategy,
+        opt,
+        make_scheduler(opt, cfg.optim, warmup + steps),
+        ddp.DistInfo(),
+        channels_last,
+    )
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.rand(batch_size, 3, 32, 32, generator=gen, device=device)  # (B, 3, 32, 32)
     y = torch.randint(0, 10, (batch_size,), generator=gen, device=device)  # (B,)
@@ -105,10 +114,15 @@ def main() -> None:
     gpu = device.type == "cuda"
     batch = args.batch_size or (512 if gpu else 128)
     steps = args.steps or (50 if gpu else 5)
-    rows = {(a, p): measure(a, device, batch, steps, args.warmup, args.compile, p)
-            for a in args.algos.split(",") for p in precisions}
-    print(f"Training throughput on {device_name(device)}, batch {batch}, {steps} timed steps"
-          f"{', torch.compile' if args.compile else ''}:\n")
+    rows = {
+        (a, p): measure(a, device, batch, steps, args.warmup, args.compile, p)
+        for a in args.algos.split(",")
+        for p in precisions
+    }
+    print(
+        f"Training throughput on {device_name(device)}, batch {batch}, {steps} timed steps"
+        f"{', torch.compile' if args.compile else ''}:\n"
+    )
     print(throughput_table(rows, args.algos.split(","), precisions))
 
 
@@ -116,9 +130,14 @@ def throughput_table(rows: dict[tuple[str, str], Measurement], algos: list[str],
     """Returns a Markdown table of images/s per algorithm and precision (and bf16 over fp32 where both ran)."""
     both = precisions == ["fp32", "bf16"] or precisions == ["bf16", "fp32"]
     header = ["algorithm", *(f"images/s {p}" for p in precisions), *(["bf16 speed-up"] if both else [])]
-    body = [[a, *(f"{rows[a, p].images_per_s:.0f}" for p in precisions),
-             *([f"{rows[a, 'bf16'].images_per_s / rows[a, 'fp32'].images_per_s:.2f}×"] if both else [])]
-            for a in algos]
+    body = [
+        [
+            a,
+            *(f"{rows[a, p].images_per_s:.0f}" for p in precisions),
+            *([f"{rows[a, 'bf16'].images_per_s / rows[a, 'fp32'].images_per_s:.2f}×"] if both else []),
+        ]
+        for a in algos
+    ]
     return "\n".join(table_lines(header, body, ["---"] + ["---:"] * (len(precisions) + both)))
 
 

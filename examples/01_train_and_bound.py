@@ -29,21 +29,33 @@ torch.manual_seed(0)
 # --- 1. configure: one frozen dataclass per concern; replace() checks every value ---------
 eps = 2 / 255  # the input ball B∞(x, ε) in pixel units ([0, 1] images)
 cfg = RunConfig().replace(
-    data={"data_dir": args.data_dir, "subset": 256 if args.quick else 10_000,
-          "test_subset": 128 if args.quick else 1_000, "batch_size": 64 if args.quick else 128},
+    data={
+        "data_dir": args.data_dir,
+        "subset": 256 if args.quick else 10_000,
+        "test_subset": 128 if args.quick else 1_000,
+        "batch_size": 64 if args.quick else 128,
+    },
     radius={"kind": "tanh", "lam": 0.01},  # the parameter box: r(θ) = λ·tanh(s·θ²)/m
     optim={"name": "adam", "lr": 1e-3, "schedule": "cosine"},
-    train={"algo": "app", "eps": eps, "kappa": 0.5, "epochs": 1 if args.quick else 5,
-           "warmup_epochs": 0 if args.quick else 1, "ramp_epochs": 1 if args.quick else 2,
-           "device": args.device},
+    train={
+        "algo": "app",
+        "eps": eps,
+        "kappa": 0.5,
+        "epochs": 1 if args.quick else 5,
+        "warmup_epochs": 0 if args.quick else 1,
+        "ramp_epochs": 1 if args.quick else 2,
+        "device": args.device,
+    },
 )
 
 # --- 2. train: the same loop as `approp train`; it writes config, metrics, checkpoint, report
 run_dir = args.out or tempfile.mkdtemp(prefix="approp-ex01-")
 result = fit(cfg, run_dir, progress=not args.quick)
 last = result.history[-1]
-print(f"trained {cfg.train.epochs} epoch(s) into {run_dir}: loss {last['loss']:.4f}, "
-      f"clean acc {last['clean_acc']:.4f}, verified acc {last['verified_acc']:.4f}")
+print(
+    f"trained {cfg.train.epochs} epoch(s) into {run_dir}: loss {last['loss']:.4f}, "
+    f"clean acc {last['clean_acc']:.4f}, verified acc {last['verified_acc']:.4f}"
+)
 
 # --- 3. load the run as any user would: midpoint weights + metadata (radius, ε, λ) ----------
 model, meta = load_model(run_dir, device=args.device)
@@ -55,14 +67,13 @@ x, y = next(iter(batches(test, 128)))  # x (B, 3, 32, 32) float in [0, 1], y (B,
 # --- 4. interval bounds: sound for every θ̃ in the box and x̃ in the ball --------------------
 with torch.no_grad():
     b = interval_bounds(model, x, eps, cfg.radius)  # b.lower, b.upper: (B, 10)
-    logits = model(x)                                # (B, 10): inside [lower, upper]
+    logits = model(x)  # (B, 10): inside [lower, upper]
     inside = bool(((b.lower <= logits + 1e-5) & (logits <= b.upper + 1e-5)).all())
-    print(f"interval bounds: mean width {(b.upper - b.lower).mean():.4f}, "
-          f"clean logits inside: {inside}")
+    print(f"interval bounds: mean width {(b.upper - b.lower).mean():.4f}, clean logits inside: {inside}")
 
     # --- 5. margins z_y − z_j: intervals vs the linear (CROWN-style) backward pass ---------
-    m_ibp = margin_lower_bounds(model, x, y, eps, cfg.radius)     # (B, 10), 0 at j = y
-    m_lin = linear_margin_bounds(model, x, y, eps, cfg.radius)    # (B, 10), tighter
+    m_ibp = margin_lower_bounds(model, x, y, eps, cfg.radius)  # (B, 10), 0 at j = y
+    m_lin = linear_margin_bounds(model, x, y, eps, cfg.radius)  # (B, 10), tighter
     worst = lambda m: m.masked_fill(m == 0, float("inf")).min(1).values.median()  # noqa: E731
     print(f"median smallest margin bound: interval {worst(m_ibp):.4f}, linear {worst(m_lin):.4f}")
 

@@ -45,7 +45,7 @@ if run_dir is None:
     fit(cfg, run_dir, progress=False)
 model, meta = load_model(run_dir, device=args.device)
 model.eval()
-eps = float(meta["eps"])                   # the run's ε, its box: meta["radius"]
+eps = float(meta["eps"])  # the run's ε, its box: meta["radius"]
 radius = RadiusConfig(**meta["radius"])
 print(f"run {run_dir}: {meta['algo']} radius {radius.kind} λ={radius.lam}, eps {eps:.5f}")
 
@@ -63,20 +63,25 @@ print(f"clean acc {clean:.4f}, PGD-20 acc {pgd:.4f}, verified acc {ver:.4f} on {
 # --- 4. AutoAttack (standard, L∞) on a few points: it costs seconds per robust point on a CPU
 k = 4 if args.quick else 100
 aa = autoattack(model, to_float(test.x[:k]), test.y[:k], eps)
-print(f"AutoAttack acc {aa.robust_acc:.4f} on {aa.n} points; cascade: "
-      + ", ".join(f"{name} {acc:.4f}" for name, acc in aa.cascade.items()))
+print(
+    f"AutoAttack acc {aa.robust_acc:.4f} on {aa.n} points; cascade: "
+    + ", ".join(f"{name} {acc:.4f}" for name, acc in aa.cascade.items())
+)
 
 # --- 5. the parameter attack: projected gradient ascent in [θ − λ|θ|, θ + λ|θ|] ------------
 lams = (0.02, 0.1) if args.quick else (0.02, 0.04, 0.06, 0.08, 0.1)
 for row in parameter_attack(model, test, lams=lams, steps=5 if args.quick else 20):
-    print(f"parameter attack λ={row.lam}: acc {row.acc_before:.4f} -> {row.acc_after:.4f}, "
-          f"flipped {row.flipped:.4f} of the correct points")
+    print(
+        f"parameter attack λ={row.lam}: acc {row.acc_before:.4f} -> {row.acc_after:.4f}, "
+        f"flipped {row.flipped:.4f} of the correct points"
+    )
 
 # --- 6. the neighbourhood: k networks per mode sampled in the run's own box --------------
-samples = neighbourhood(model, test, radius, eps, k=2 if args.quick else 10,
-                        pgd_steps=5 if args.quick else 20)
+samples = neighbourhood(model, test, radius, eps, k=2 if args.quick else 10, pgd_steps=5 if args.quick else 20)
 for mode, stats in summarise(samples).items():
     c, p = stats["clean_acc"], stats["pgd_acc"]
-    print(f"neighbourhood {mode}: clean acc mean {c['mean']:.4f} [{c['min']:.4f}, {c['max']:.4f}], "
-          f"PGD acc mean {p['mean']:.4f}")
+    print(
+        f"neighbourhood {mode}: clean acc mean {c['mean']:.4f} [{c['min']:.4f}, {c['max']:.4f}], "
+        f"PGD acc mean {p['mean']:.4f}"
+    )
 assert all(math.isfinite(s.clean_acc) for s in samples)

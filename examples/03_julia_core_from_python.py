@@ -36,7 +36,7 @@ if not ok:
     sys.exit(0 if args.quick else 1)
 
 # --- 1. start Julia (once per process) and make a PyTorch CNN4 ---------------------------
-engine = julia.get_engine(args.device)   # JuliaEngine: numpy arrays in, numpy arrays out
+engine = julia.get_engine(args.device)  # JuliaEngine: numpy arrays in, numpy arrays out
 torch.manual_seed(0)
 model = CNN4()
 params = {k: v.detach().numpy() for k, v in model.state_dict().items()}  # PyTorch names, layouts
@@ -49,13 +49,12 @@ x, y = next(iter(batches(Split(x_u8[:n], y_all[:n]), 64)))
 xn, yn = x.numpy(), y.numpy()
 
 # --- 3. bounds, worst-case loss and its gradients, computed in Julia ------------------------
-lower, upper = engine.bounds(params, xn, eps, radius)                   # (B, 10) each
+lower, upper = engine.bounds(params, xn, eps, radius)  # (B, 10) each
 ref = interval_bounds(model, x, eps, radius)
-print(f"Julia bounds: mean width {(upper - lower).mean():.4f} "
-      f"(PyTorch {(ref.upper - ref.lower).mean().item():.4f})")
+print(f"Julia bounds: mean width {(upper - lower).mean():.4f} (PyTorch {(ref.upper - ref.lower).mean().item():.4f})")
 worst = engine.worst_case_loss(params, xn, yn, eps, radius)
 loss, grads = engine.loss_and_gradients(params, xn, yn, eps, radius, kappa=0.5)  # {name: array}
-gnorm = np.sqrt(sum(float((g ** 2).sum()) for g in grads.values()))
+gnorm = np.sqrt(sum(float((g**2).sum()) for g in grads.values()))
 print(f"Julia worst-case loss {worst:.4f}, training loss {loss:.4f}, gradient norm {gnorm:.4f}")
 
 # --- 4. training steps in Julia: the model and Adam's state stay there between steps --------
@@ -71,6 +70,8 @@ for i, (xb, yb) in enumerate(train_batches):
 # --- 5. the weights back into the PyTorch model; Adam's step count and moments as arrays ----
 model.load_state_dict({k: torch.from_numpy(v) for k, v in trainer.params().items()})
 step, state = trainer.optimizer_state()
-print(f"weights back in PyTorch: clean acc on the batch "
-      f"{(model(x).argmax(1) == y).float().mean().item():.4f}; Adam step {step}, "
-      f"slots {', '.join(state)}")
+print(
+    f"weights back in PyTorch: clean acc on the batch "
+    f"{(model(x).argmax(1) == y).float().mean().item():.4f}; Adam step {step}, "
+    f"slots {', '.join(state)}"
+)

@@ -36,12 +36,12 @@ if not ok:
 
 engine = julia.get_engine("cpu")
 torch.manual_seed(0)
-model = CNN4().double()                                   # float64: differences are the methods'
+model = CNN4().double()  # float64: differences are the methods'
 params = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 n = 8 if args.quick else 64
 x_u8, y_all = load_cifar10(args.data_dir, train=False)
 x, y = next(iter(batches(Split(x_u8[:n], y_all[:n]), n)))
-x = x.double()                                            # (n, 3, 32, 32)
+x = x.double()  # (n, 3, 32, 32)
 eps, radius, kappa = 2 / 255, RadiusConfig("tanh", lam=0.01), 0.5
 
 
@@ -61,21 +61,18 @@ loss = (1 - kappa) * worst_case_loss(model, x, y, eps, radius) + kappa * F.cross
 loss.backward()
 jl_loss, grads = engine.loss_and_gradients(params, x.numpy(), y.numpy(), eps, radius, kappa)
 rows.append(("training loss", rel(jl_loss, loss.item()), 1e-5))
-rows.append(("gradients (worst tensor)",
-             max(rel(grads[k], p.grad) for k, p in model.named_parameters()), 1e-5))
+rows.append(("gradients (worst tensor)", max(rel(grads[k], p.grad) for k, p in model.named_parameters()), 1e-5))
 
 # Three Adam steps: TorchAdam matches PyTorch's Float64 bias correction, so only rounding remains.
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 trainer = engine.trainer(params, radius, optimizer="adam", lr=1e-3, kappa=kappa)
 for _ in range(3):
     opt.zero_grad()
-    ((1 - kappa) * worst_case_loss(model, x, y, eps, radius)
-     + kappa * F.cross_entropy(model(x), y)).backward()
+    ((1 - kappa) * worst_case_loss(model, x, y, eps, radius) + kappa * F.cross_entropy(model(x), y)).backward()
     opt.step()
     trainer.step(x.numpy(), y.numpy(), eps)
 new = trainer.params()
-rows.append(("weights after 3 Adam steps",
-             max(rel(new[k], v) for k, v in model.state_dict().items()), 1e-5))
+rows.append(("weights after 3 Adam steps", max(rel(new[k], v) for k, v in model.state_dict().items()), 1e-5))
 
 print(f"{'quantity':<28} {'max rel. diff':>14} {'tolerance':>10}  ok")
 for name, d, tol in rows:

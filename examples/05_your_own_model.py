@@ -27,15 +27,15 @@ torch.manual_seed(0)
 # --- 1. your model: any Sequential of supported layers; normalisation inside the model ----
 model = nn.Sequential(
     Normalize((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
-    nn.Conv2d(3, 16, 3, stride=2, padding=1),   # (B, 16, 16, 16)
+    nn.Conv2d(3, 16, 3, stride=2, padding=1),  # (B, 16, 16, 16)
     nn.ReLU(),
     nn.Conv2d(16, 32, 3, stride=2, padding=1),  # (B, 32, 8, 8)
     nn.ReLU(),
-    nn.MaxPool2d(2),                            # (B, 32, 4, 4)
-    nn.Flatten(),                               # (B, 512)
+    nn.MaxPool2d(2),  # (B, 32, 4, 4)
+    nn.Flatten(),  # (B, 512)
     nn.Linear(512, 64),
     nn.ReLU(),
-    nn.Linear(64, 10),                          # (B, 10) logits
+    nn.Linear(64, 10),  # (B, 10) logits
 )
 print("supported layers:", ", ".join(sorted(k.__name__ for k in RULES)))
 
@@ -62,12 +62,14 @@ with torch.no_grad():
     for eps in (0.0, 1 / 255, 2 / 255):
         lo_sum, width, verified = 0.0, 0.0, 0
         for x, y in batches(test, 64):
-            b = interval_bounds(model, x, eps, radius)            # (B, 10) each
-            m = margin_lower_bounds(model, x, y, eps, radius)     # (B, 10), 0 at j = y
+            b = interval_bounds(model, x, eps, radius)  # (B, 10) each
+            m = margin_lower_bounds(model, x, y, eps, radius)  # (B, 10), 0 at j = y
             width += (b.upper - b.lower).mean(1).sum().item()
             verified += int((m.masked_fill(F.one_hot(y, 10).bool(), 1.0) > 0).all(1).sum())
-        print(f"eps {eps:.5f}, lam {radius.lam}: mean bound width {width / n:.4f}, "
-              f"verified share {verified / n:.4f} of {n}")
+        print(
+            f"eps {eps:.5f}, lam {radius.lam}: mean bound width {width / n:.4f}, "
+            f"verified share {verified / n:.4f} of {n}"
+        )
     # At ε = λ = 0 the bounds collapse to the forward pass.
     x, y = next(iter(batches(test, 64)))
     b0 = interval_bounds(model, x, 0.0, radius, lam=0.0)

@@ -8,14 +8,21 @@ import pytest
 import torch
 
 from approp.attacks import (
-    STANDARD_ATTACKS, CascadeState, attack_box, autoattack, parameter_attack, pgd_accuracy,
-    pgd_attack, relative_box,
+    STANDARD_ATTACKS,
+    CascadeState,
+    attack_box,
+    autoattack,
+    parameter_attack,
+    pgd_accuracy,
+    pgd_attack,
+    relative_box,
 )
 from approp.config import ConfigError, RadiusConfig
 from approp.data import to_float
 from approp.metrics import clean_accuracy
 from approp.neighbourhood import MODES, neighbourhood, sample_network, summarise
 from approp.radius import parameter_box
+
 EPS = 4 / 255  # the input radius these tests attack at
 
 pytest_plugins = ["trained"]  # the session's trained model and its fixtures
@@ -116,8 +123,7 @@ def test_neighbours_lie_inside_the_box(trained_model, kind):
                 assert torch.all(p >= lo) and torch.all(p <= hi), (mode, name)
                 if mode == "corner":
                     assert torch.all((p == lo) | (p == hi)), name
-            moved = max((p - q).abs().max().item() for p, q in
-                        zip(net.parameters(), trained_model.parameters()))
+            moved = max((p - q).abs().max().item() for p, q in zip(net.parameters(), trained_model.parameters()))
             assert moved > 0
 
 

@@ -20,8 +20,14 @@ def _batch(seed: int = 0, b: int = 16):
 
 
 def _ctx(cfg: RunConfig, eps: float) -> StepContext:
-    values = {"eps": eps, "lam": cfg.radius.lam, "kappa": cfg.train.kappa, "radius": cfg.radius,
-              "train": cfg.train, "ramp": 1.0}
+    values = {
+        "eps": eps,
+        "lam": cfg.radius.lam,
+        "kappa": cfg.train.kappa,
+        "radius": cfg.radius,
+        "train": cfg.train,
+        "ramp": 1.0,
+    }
     return StepContext(**{f.name: values[f.name] for f in dataclasses.fields(StepContext)})
 
 

@@ -38,10 +38,17 @@ def tiny_bn_net(seed: int) -> nn.Sequential:
     torch.manual_seed(seed)
     net = nn.Sequential(
         Normalize(CIFAR10_MEAN, CIFAR10_STD),
-        nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),  # 16 → 8
-        nn.Conv2d(4, 6, 2), nn.BatchNorm2d(6), nn.ReLU(),  # 8 → 7
-        nn.MaxPool2d(2), nn.Flatten(),  # 6·3·3
-        nn.Linear(54, 16), nn.BatchNorm1d(16), nn.ReLU(),
+        nn.Conv2d(3, 4, 3, stride=2, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),  # 16 → 8
+        nn.Conv2d(4, 6, 2),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),  # 8 → 7
+        nn.MaxPool2d(2),
+        nn.Flatten(),  # 6·3·3
+        nn.Linear(54, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
         nn.Linear(16, 10),
     ).double()
     gen = torch.Generator().manual_seed(seed)
@@ -49,7 +56,9 @@ def tiny_bn_net(seed: int) -> nn.Sequential:
         for m in net:
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 c = m.num_features
-                m.weight.copy_((torch.rand(c, generator=gen) + 0.5) * torch.where(torch.rand(c, generator=gen) < 0.2, -1, 1))
+                m.weight.copy_(
+                    (torch.rand(c, generator=gen) + 0.5) * torch.where(torch.rand(c, generator=gen) < 0.2, -1, 1)
+                )
                 m.bias.copy_(torch.randn(c, generator=gen) * 0.3)
                 m.running_mean.copy_(torch.randn(c, generator=gen) * 0.3)
                 m.running_var.copy_(torch.rand(c, generator=gen) + 0.3)
@@ -88,8 +97,11 @@ def bounds_in(model, x, y, radius, mode):
     with clean_statistics(model):
         if mode == "train":
             model(x)
-        return (interval_bounds(model, x, EPS, radius), margin_lower_bounds(model, x, y, EPS, radius),
-                linear_margin_bounds(model, x, y, EPS, radius))
+        return (
+            interval_bounds(model, x, EPS, radius),
+            margin_lower_bounds(model, x, y, EPS, radius),
+            linear_margin_bounds(model, x, y, EPS, radius),
+        )
 
 
 def samples(model, radius, corners: bool, gen, n: int):
@@ -160,8 +172,7 @@ class TestSoundness:
         own = nn.functional.one_hot(y, 10).bool()
         floor = torch.maximum(margin_iv, margin_lin).masked_fill(own, float("inf")).amin(1)  # (B,)
         box = parameter_box(net, radius)
-        reached = joint_attack_margins(net, box, x, y, EPS, steps=20,
-                                       generator=torch.Generator().manual_seed(0))
+        reached = joint_attack_margins(net, box, x, y, EPS, steps=20, generator=torch.Generator().manual_seed(0))
         start = net(x)
         start = (start.gather(1, y[:, None]) - start).masked_fill(own, float("inf")).amin(1)
         assert (reached >= floor - 1e-9).all()
@@ -330,8 +341,9 @@ class TestVerifiedDecision:
         y = model64(x).argmax(1)
         radius = RadiusConfig("abs", lam=0.002)
         ok = verified_by(model32, x.float(), y, EPS / 4, radius, method="best")
-        exact = torch.maximum(margin_lower_bounds(model64, x, y, EPS / 4, radius),
-                              linear_margin_bounds(model64, x, y, EPS / 4, radius))
+        exact = torch.maximum(
+            margin_lower_bounds(model64, x, y, EPS / 4, radius), linear_margin_bounds(model64, x, y, EPS / 4, radius)
+        )
         own = nn.functional.one_hot(y, 10).bool()
         assert ok.sum() >= 8  # the check has points to check
         assert (exact.masked_fill(own, 1.0)[ok] > 0).all()

@@ -12,16 +12,16 @@ import torch
 from torch import nn
 
 from approp.attacks.parameter import parameter_attack
+from approp.boxes import batched_logits, sampled_margins, stacked_uniform
 from approp.checkpoint import META, load_model, save_checkpoint
 from approp.config import ConfigError, ModelConfig, RadiusConfig, RunConfig
 from approp.data import Split
 from approp.julia.convert import UnsupportedByJuliaError, params_to_julia
+from approp.julia.runner import check_julia_run
 from approp.landscape import random_directions
 from approp.models import build_model
 from approp.neighbourhood import neighbourhood
 from approp.radius import parameter_box
-from approp.boxes import batched_logits, sampled_margins, stacked_uniform
-from approp.julia.runner import check_julia_run
 from approp.train.strategies import APP, step_context
 
 
@@ -37,8 +37,10 @@ def trained_bn(seed: int = 0) -> nn.Module:
 
 def tiny_split(n: int = 12, seed: int = 0) -> Split:
     gen = torch.Generator().manual_seed(seed)
-    return Split(torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8),
-                 torch.randint(0, 10, (n,), generator=gen))
+    return Split(
+        torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8),
+        torch.randint(0, 10, (n,), generator=gen),
+    )
 
 
 class TestTraining:
@@ -94,8 +96,9 @@ class TestEvaluationConsumers:
 
     def test_neighbourhood_samples_bn_networks_in_eval_mode(self):
         model = trained_bn()
-        out = neighbourhood(model, tiny_split(8), RadiusConfig("abs", lam=0.01), eps=1 / 255, k=1, pgd_steps=1,
-                            batch_size=8)
+        out = neighbourhood(
+            model, tiny_split(8), RadiusConfig("abs", lam=0.01), eps=1 / 255, k=1, pgd_steps=1, batch_size=8
+        )
         assert len(out) == 2 and all(0 <= s.clean_acc <= 1 for s in out)
 
     def test_statistical_sampler_runs_bn_under_vmap_and_matches_one_network(self):

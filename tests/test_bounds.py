@@ -128,14 +128,14 @@ class TestCollapseAndMonotonicity:
             b = interval_bounds(model, x, eps, RadiusConfig(kind, lam=lam))
             if prev is not None:
                 assert (b.lower <= prev.lower + 1e-12).all() and (b.upper >= prev.upper - 1e-12).all()
-                assert (b.radius.sum() > prev.radius.sum())
+                assert b.radius.sum() > prev.radius.sum()
             prev = b
         prev = None
         for scale in [0.0, 0.25, 0.5, 1.0]:
             b = interval_bounds(model, x, 0.003, RadiusConfig(kind, lam=lam * scale))
             if prev is not None:
                 assert (b.lower <= prev.lower + 1e-12).all() and (b.upper >= prev.upper - 1e-12).all()
-                assert (b.radius.sum() > prev.radius.sum())
+                assert b.radius.sum() > prev.radius.sum()
             prev = b
 
     @pytest.mark.parametrize("kind", KINDS)

@@ -59,8 +59,9 @@ def test_same_bounds_as_contiguous(kind, batch):
     torch.testing.assert_close(got.lower, ref.lower, rtol=1e-5, atol=1e-5 * width.item())
     torch.testing.assert_close(got.upper, ref.upper, rtol=1e-5, atol=1e-5 * width.item())
     margins = margin_lower_bounds(model, x, y, 2 / 255, radius)
-    torch.testing.assert_close(margin_lower_bounds(model_cl, x_cl, y, 2 / 255, radius), margins,
-                               rtol=1e-5, atol=1e-5 * width.item())
+    torch.testing.assert_close(
+        margin_lower_bounds(model_cl, x_cl, y, 2 / 255, radius), margins, rtol=1e-5, atol=1e-5 * width.item()
+    )
 
 
 def worst_case_grads(model, x, y, kind, margin):

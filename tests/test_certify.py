@@ -26,8 +26,14 @@ from approp.radius import radius_of
 
 pytest_plugins = ["trained"]  # the session's trained model and its fixtures
 
-SPECS = [QuantSpec(8, True), QuantSpec(4, True), QuantSpec(8, False), QuantSpec(4, False),
-         QuantSpec(8, True, restricted=False), QuantSpec(4, False, restricted=False)]
+SPECS = [
+    QuantSpec(8, True),
+    QuantSpec(4, True),
+    QuantSpec(8, False),
+    QuantSpec(4, False),
+    QuantSpec(8, True, restricted=False),
+    QuantSpec(4, False, restricted=False),
+]
 GRID = RadiusGrid(1e-5, 0.2, 24)
 
 
@@ -126,8 +132,15 @@ def test_lambda_star_is_sound_against_a_float64_attack(trained_model, points):
     theta = {n: p.detach() for n, p in model64.named_parameters()}
     for lam in lam_star[certified].unique().tolist():  # λ* takes grid values: one box per value
         idx = (lam_star == lam).nonzero().flatten()
-        margins = joint_attack_margins(model64, relative_box(theta, lam), x[idx].double(), y[idx], 0.0, steps=30,
-                                       generator=torch.Generator().manual_seed(0))
+        margins = joint_attack_margins(
+            model64,
+            relative_box(theta, lam),
+            x[idx].double(),
+            y[idx],
+            0.0,
+            steps=30,
+            generator=torch.Generator().manual_seed(0),
+        )
         assert bool((margins > 0).all()), f"a point certified at λ* = {lam:.3g} was flipped"
 
 
@@ -190,14 +203,22 @@ def test_own_sequential_on_own_points_in_a_stated_range(tmp_path, trained_mlp, p
 def test_evaluate_stage_and_table2_columns(trained_run, cifar_dir, tmp_path):
     import shutil
 
+    from approp.config import RunConfig
     from approp.evaluate import EvalConfig, Evaluator
     from approp.experiments.preset import AlgoSpec, Cell
-    from approp.experiments.tables import read_eval, result_from_eval, table2_rows, Reference
-    from approp.config import RunConfig
+    from approp.experiments.tables import Reference, read_eval, result_from_eval, table2_rows
 
     run = shutil.copytree(trained_run, tmp_path / "run")
-    cfg = EvalConfig(n=24, pgd_steps=2, autoattack=False, verified=False, param_attack=(0.001,),
-                     param_attack_steps=2, certify=(0.001,), quant=("int8",))
+    cfg = EvalConfig(
+        n=24,
+        pgd_steps=2,
+        autoattack=False,
+        verified=False,
+        param_attack=(0.001,),
+        param_attack_steps=2,
+        certify=(0.001,),
+        quant=("int8",),
+    )
     res = Evaluator(run, cfg, data_dir=cifar_dir, progress=False).run()
     cert = res["certify"]
     attack = res["param_attack"][0]
@@ -237,7 +258,7 @@ def test_quantisation_margins_are_sound_and_agree_with_the_certificate(trained_m
                 if p.dim() >= 2:
                     r = radius_of(p, spec.radius(frac[i].item()))
                     p.add_(r * (torch.randint(0, 2, p.shape, generator=gen) * 2 - 1))
-        assert predictions(corner, x[i: i + 1]).item() == pred[i].item()
+        assert predictions(corner, x[i : i + 1]).item() == pred[i].item()
     by_bits, bins = margin_rows(res)
     assert by_bits[0][1] >= by_bits[1][1] >= by_bits[2][1] and sum(k for _, k in bins) == len(x)
 
@@ -246,9 +267,10 @@ def test_bad_input_to_certify_ends_in_one_line(tmp_path, trained_run, trained_ml
     """A corrupt model file, run directory or --data file, --n 0 and an unknown --arch are one-line errors."""
     import shutil
 
-    from approp.models import build_model
-    from approp.config import ModelConfig
     from safetensors.torch import save_file
+
+    from approp.config import ModelConfig
+    from approp.models import build_model
 
     x, y = points
     (tmp_path / "bad.pt").write_bytes(b"not a pickle" * 20)
@@ -272,7 +294,21 @@ def test_bad_input_to_certify_ends_in_one_line(tmp_path, trained_run, trained_ml
         assert res.exit_code == 1 and isinstance(res.exception, SystemExit), (name, res.exception)
         # One message (rich wraps it at the terminal's width): the words, no traceback.
         assert res.output.startswith("error:") and message in " ".join(res.output.split()), (name, res.output)
-    res = CliRunner().invoke(app, ["certify", str(tmp_path / "cnn7.safetensors"), "--arch", "cnn7", "--data",
-                                   str(tmp_path / "points.pt"), "--n", "2", *common, "--out", str(tmp_path / "out")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "certify",
+            str(tmp_path / "cnn7.safetensors"),
+            "--arch",
+            "cnn7",
+            "--data",
+            str(tmp_path / "points.pt"),
+            "--n",
+            "2",
+            *common,
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.output.strip().splitlines()[-1])["n"] == 2

@@ -57,15 +57,33 @@ def test_main_and_certified_configs_are_what_validation_chose():
     assert main.replace(train={"precision": "fp32"}) == cell
     # The certified job: the recipe the validation sweep chose (docs/ibp_recipe_sweep.md).
     assert certified.model.init == "ibp" and certified.train.kappa_schedule == "none"
-    assert certified.train.ramp == "smoothed" and certified.train.reg_weight == 0.5 and certified.optim.grad_clip == 10.0
+    assert (
+        certified.train.ramp == "smoothed" and certified.train.reg_weight == 0.5 and certified.optim.grad_clip == 10.0
+    )
     assert 2 * certified.train.ramp_epochs == certified.train.epochs  # the ramp is half the run
 
 
 def test_train_then_bounds(cifar_dir, tmp_path):
     run = tmp_path / "run"
     result = invoke(
-        "train", "--out", run, "--data-dir", cifar_dir, "--subset", 256, "--test-subset", 128,
-        "--epochs", 1, "--eps", 0.001, "--radius", "abs", "--lam", 0.01, "--quiet",
+        "train",
+        "--out",
+        run,
+        "--data-dir",
+        cifar_dir,
+        "--subset",
+        256,
+        "--test-subset",
+        128,
+        "--epochs",
+        1,
+        "--eps",
+        0.001,
+        "--radius",
+        "abs",
+        "--lam",
+        0.01,
+        "--quiet",
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
@@ -112,8 +130,9 @@ def test_set_wins_over_the_dedicated_option(tmp_path):
     result = invoke("train", "--out", tmp_path / "run", "--eps", 0.001, "--set", "train.eps=2")
     output = " ".join(result.output.split())
     assert result.exit_code == 1 and "train.eps must be in [0, 1]" in output and "got 2.0" in output
-    result = invoke("train", "--out", tmp_path / "run", "--eps", 2, "--set", "train.eps=0.001",
-                    "--set", "train.epochs=0")  # the flag's 2 is overridden: only epochs is wrong
+    result = invoke(
+        "train", "--out", tmp_path / "run", "--eps", 2, "--set", "train.eps=0.001", "--set", "train.epochs=0"
+    )  # the flag's 2 is overridden: only epochs is wrong
     assert result.exit_code == 1 and "train.epochs" in result.output and "train.eps" not in result.output
 
 
@@ -123,10 +142,36 @@ def test_train_with_set_reaches_the_recipe_fields(cifar_dir, tmp_path):
     config.write_text("[train]\nepochs = 3\nkappa = 0.7\nseed = 5\n[optim]\nlr = 0.01\ngrad_clip = 5.0\n")
     run = tmp_path / "run"
     result = invoke(
-        "train", "--config", config, "--out", run, "--data-dir", cifar_dir, "--epochs", 2, "--lr", 0.02,
-        "--set", "train.epochs=1", "--set", "model.init=ibp", "--set", "train.ramp=smoothed",
-        "--set", "optim.grad_clip=10", "--set", "train.reg_weight=0.5", "--set", "train.eps=2/255",
-        "--set", "data.subset=64", "--set", "data.test_subset=32", "--set", "data.augment=false", "--quiet",
+        "train",
+        "--config",
+        config,
+        "--out",
+        run,
+        "--data-dir",
+        cifar_dir,
+        "--epochs",
+        2,
+        "--lr",
+        0.02,
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "model.init=ibp",
+        "--set",
+        "train.ramp=smoothed",
+        "--set",
+        "optim.grad_clip=10",
+        "--set",
+        "train.reg_weight=0.5",
+        "--set",
+        "train.eps=2/255",
+        "--set",
+        "data.subset=64",
+        "--set",
+        "data.test_subset=32",
+        "--set",
+        "data.augment=false",
+        "--quiet",
     )
     assert result.exit_code == 0, result.output
     cfg = RunConfig.load(run / "config.toml")

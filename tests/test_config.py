@@ -1,7 +1,14 @@
 import pytest
 
 from approp.config import (
-    ConfigError, DataConfig, OptimConfig, RadiusConfig, RunConfig, TrainConfig, check_eps, parse_set,
+    ConfigError,
+    DataConfig,
+    OptimConfig,
+    RadiusConfig,
+    RunConfig,
+    TrainConfig,
+    check_eps,
+    parse_set,
 )
 
 
@@ -92,11 +99,22 @@ class TestSet:
     """`--set section.key=value`: parsed by the field's declared type, checked by the dataclasses."""
 
     def test_values_take_the_declared_type(self):
-        got = parse_set([
-            "model.width=2", "train.eps=2/255", "optim.lr=0.01", "optim.grad_clip=10",
-            "train.margin_loss=yes", "data.augment=false", "data.subset=none", "radius.clamp=null",
-            "train.ramp=smoothed", "train.device=cuda:1", "radius.bits=4", "radius.per_channel=off",
-        ])
+        got = parse_set(
+            [
+                "model.width=2",
+                "train.eps=2/255",
+                "optim.lr=0.01",
+                "optim.grad_clip=10",
+                "train.margin_loss=yes",
+                "data.augment=false",
+                "data.subset=none",
+                "radius.clamp=null",
+                "train.ramp=smoothed",
+                "train.device=cuda:1",
+                "radius.bits=4",
+                "radius.per_channel=off",
+            ]
+        )
         assert got == {
             "model": {"width": 2},
             "train": {"eps": 2 / 255, "margin_loss": True, "ramp": "smoothed", "device": "cuda:1"},

@@ -6,7 +6,17 @@ import pytest
 import torch
 
 from approp.config import ConfigError, DataConfig
-from approp.data import FOLDER, DataError, describe_copy, Split, augment, batches, load_cifar10, load_splits, load_validation
+from approp.data import (
+    FOLDER,
+    DataError,
+    Split,
+    augment,
+    batches,
+    describe_copy,
+    load_cifar10,
+    load_splits,
+    load_validation,
+)
 
 
 def write_fake_layout(root, n=20, corrupt=None):
@@ -85,7 +95,9 @@ class TestLoading:
 
 class TestBatching:
     def test_batches_cover_split_once(self):
-        split = Split(torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 32, 32).clone(), torch.arange(10))
+        split = Split(
+            torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 32, 32).clone(), torch.arange(10)
+        )
         seen = torch.cat([y for _, y in batches(split, 3, shuffle=True, generator=torch.Generator().manual_seed(0))])
         assert sorted(seen.tolist()) == list(range(10))
         x, y = next(batches(split, 4))
@@ -103,7 +115,9 @@ class TestBatching:
             candidates = [x[i], x[i].flip(2)]
             found = any(
                 torch.equal(c[:, 8 + dy : 24 + dy, 8 + dx : 24 + dx], center)
-                for c in candidates for dy in range(-4, 5) for dx in range(-4, 5)
+                for c in candidates
+                for dy in range(-4, 5)
+                for dx in range(-4, 5)
             )
             assert found
         again = augment(x, torch.Generator().manual_seed(0))
@@ -119,8 +133,9 @@ class TestProvenance:
 
     def test_official_digest_is_recognised(self, tmp_path, monkeypatch):
         root = write_fake_layout(tmp_path)
-        monkeypatch.setattr("approp.data.OFFICIAL_TEST_MD5",
-                            hashlib.md5((root / FOLDER / "test_batch").read_bytes()).hexdigest())
+        monkeypatch.setattr(
+            "approp.data.OFFICIAL_TEST_MD5", hashlib.md5((root / FOLDER / "test_batch").read_bytes()).hexdigest()
+        )
         assert describe_copy(root) == "CIFAR-10, the official archive"
 
     def test_other_copies_are_named_by_digest(self, tmp_path):

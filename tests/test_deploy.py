@@ -98,7 +98,8 @@ def test_onnx_graph_computes_the_quantised_network(arch):
         inits = {t.name: t for t in proto.graph.initializer}
         assert any(t.data_type == 3 for t in inits.values())  # INT8 weights are stored
         assert sum(n.op_type == "DequantizeLinear" for n in proto.graph.node) == sum(
-            p.dim() >= 2 for p in model.parameters())
+            p.dim() >= 2 for p in model.parameters()
+        )
         with torch.no_grad():
             ref = quantised_copy(model, spec)(x)
         got = onnx_logits(proto, x)
@@ -122,9 +123,24 @@ def test_certified_points_keep_their_prediction_in_onnx_runtime(which, mlp, poin
         x, y = x[:24], y[:24]
     torch.save(model, tmp_path / "model.pt")
     torch.save((x, y), tmp_path / "points.pt")
-    res = CliRunner().invoke(app, ["certify", str(tmp_path / "model.pt"), "--data", str(tmp_path / "points.pt"),
-                                   "--n", str(len(x)), "--lam", "0.001", "--no-radius", "--onnx", *extra,
-                                   "--out", str(tmp_path / "out")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "certify",
+            str(tmp_path / "model.pt"),
+            "--data",
+            str(tmp_path / "points.pt"),
+            "--n",
+            str(len(x)),
+            "--lam",
+            "0.001",
+            "--no-radius",
+            "--onnx",
+            *extra,
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     result = json.loads((tmp_path / "out" / "certify.json").read_text())
     deploy = result["quant"][0]

@@ -34,8 +34,15 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, cfg: RunConfig, run_dir: str) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     torch.set_num_threads(1)
     fit(cfg, run_dir, progress=False)
 
@@ -57,8 +64,7 @@ class TestHelpers:
         assert not info.enabled and info.is_main and device == torch.device("cpu")
 
 
-@pytest.mark.parametrize("algo, optim", [("app", {}), ("app", {"grad_clip": 0.05})],
-                         ids=["app", "app-clipped"])
+@pytest.mark.parametrize("algo, optim", [("app", {}), ("app", {"grad_clip": 0.05})], ids=["app", "app-clipped"])
 def test_two_gloo_ranks_match_one_process(cifar_dir, tmp_path, algo, optim):
     # Clipping acts on the averaged gradient, so both ranks clip alike and match one process.
     cfg = tiny_cfg(cifar_dir, algo, **optim)

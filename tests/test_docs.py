@@ -62,11 +62,7 @@ def broken_links(page: Path, root: Path) -> list[str]:
         target = (page.parent / path).resolve()
         if not target.exists() or root not in (target, *target.parents):
             broken.append(path)
-        elif (
-            anchor
-            and target.suffix == ".md"
-            and anchor not in anchors(target.read_text(encoding="utf-8"))
-        ):
+        elif anchor and target.suffix == ".md" and anchor not in anchors(target.read_text(encoding="utf-8")):
             broken.append(f"{path}#{anchor}")
     return broken
 
@@ -102,16 +98,12 @@ def test_broken_links_are_found(tmp_path):
 @pytest.mark.parametrize("page", markdown_files(), ids=lambda p: str(p.relative_to(REPO)))
 def test_relative_links_resolve(page):
     broken = broken_links(page, REPO)
-    assert not broken, (
-        f"{page.relative_to(REPO)} links to what the repository does not hold: {broken}"
-    )
+    assert not broken, f"{page.relative_to(REPO)} links to what the repository does not hold: {broken}"
 
 
 def test_readme_is_a_landing_page():
     lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
-    assert len(lines) <= README_MAX_LINES, (
-        f"README.md has {len(lines)} lines; move detail into docs/"
-    )
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move detail into docs/"
 
 
 def test_help_opens_with_what_approp_is():

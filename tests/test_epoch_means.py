@@ -36,8 +36,15 @@ def test_ramp_epoch_logs_the_clean_loss_of_the_steps_that_computed_it(cifar_dir,
     cfg = RunConfig().replace(
         data={"data_dir": str(cifar_dir), "subset": 512, "test_subset": 64, "batch_size": 64},
         optim={"name": "adam", "lr": 1e-3},
-        train={"algo": "app", "epochs": 2, "eps": 2 / 255, "warmup_epochs": 1, "ramp_epochs": 1,
-               "ramp": "smoothed", "kappa_schedule": "none"},
+        train={
+            "algo": "app",
+            "epochs": 2,
+            "eps": 2 / 255,
+            "warmup_epochs": 1,
+            "ramp_epochs": 1,
+            "ramp": "smoothed",
+            "kappa_schedule": "none",
+        },
         radius={"kind": "tanh", "lam": 0.01},
     )
     history = fit(cfg, tmp_path / "run", progress=False).history

@@ -14,12 +14,12 @@ from approp.cli import app
 from approp.config import ConfigError
 from approp.evaluate import RESULTS, STATE, EvalConfig, Evaluator, parse_lams
 from approp.neighbourhood import NeighbourSample
+
 EPS = 4 / 255  # the input radius these tests attack at
 
 pytest_plugins = ["trained"]  # the session's trained model and its fixtures
 
-SMALL = EvalConfig(n=16, pgd_steps=3, autoattack=False, neighbourhood=1, param_attack=(0.02, 0.1),
-                   param_attack_steps=2)
+SMALL = EvalConfig(n=16, pgd_steps=3, autoattack=False, neighbourhood=1, param_attack=(0.02, 0.1), param_attack_steps=2)
 
 
 @pytest.fixture
@@ -33,8 +33,7 @@ def _snapshot(run_dir: Path) -> dict[str, bytes]:
 
 
 def test_full_evaluation_writes_results_and_report(run_copy, cifar_dir):
-    cfg = EvalConfig(eps=2 * EPS, n=16, pgd_steps=10, neighbourhood=1, param_attack=(0.02, 0.1),
-                     param_attack_steps=3)
+    cfg = EvalConfig(eps=2 * EPS, n=16, pgd_steps=10, neighbourhood=1, param_attack=(0.02, 0.1), param_attack_steps=3)
     res = Evaluator(run_copy, cfg, data_dir=cifar_dir, progress=False).run()
     saved = json.loads((run_copy / RESULTS).read_text())
     assert saved["clean_acc"] == res["clean_acc"] and saved["eps"] == pytest.approx(2 * EPS)
@@ -56,8 +55,12 @@ def test_full_evaluation_writes_results_and_report(run_copy, cifar_dir):
 def test_report_section_is_replaced_not_repeated(run_copy, cifar_dir):
     cfg = EvalConfig(n=16, pgd_steps=2, autoattack=False, verified=False, param_attack=())
     Evaluator(run_copy, cfg, data_dir=cifar_dir, progress=False).run()
-    Evaluator(run_copy, EvalConfig(n=24, pgd_steps=2, autoattack=False, verified=False, param_attack=()),
-              data_dir=cifar_dir, progress=False).run()
+    Evaluator(
+        run_copy,
+        EvalConfig(n=24, pgd_steps=2, autoattack=False, verified=False, param_attack=()),
+        data_dir=cifar_dir,
+        progress=False,
+    ).run()
     report = (run_copy / "report.md").read_text()
     assert report.count("## Evaluation") == 1 and "first 24 test images" in report
     assert "# Training run" in report
@@ -104,8 +107,7 @@ def test_interrupted_evaluation_resumes_where_it_stopped(run_copy, cifar_dir, mo
 
 def test_state_of_other_options_is_ignored(run_copy, cifar_dir):
     ev = Evaluator(run_copy, SMALL, data_dir=cifar_dir, progress=False)
-    ev.save_state({"key": {"other": 1}, "stages": {"clean": {"clean_acc": 0.123, "seconds": 0}},
-                   "partial": {}})
+    ev.save_state({"key": {"other": 1}, "stages": {"clean": {"clean_acc": 0.123, "seconds": 0}}, "partial": {}})
     assert ev.load_state()["stages"] == {}
     (run_copy / STATE).write_text("{not json")
     assert ev.load_state()["stages"] == {}
@@ -127,8 +129,10 @@ def test_eps_outside_unit_interval_is_rejected(eps):
         EvalConfig(eps=eps)
 
 
-@pytest.mark.parametrize("field,value", [("n", 0), ("autoattack_n", 0), ("neighbourhood", -1), ("param_attack", (0.02, 1.5)),
-                                         ("pgd_steps", 2.5)])
+@pytest.mark.parametrize(
+    "field,value",
+    [("n", 0), ("autoattack_n", 0), ("neighbourhood", -1), ("param_attack", (0.02, 1.5)), ("pgd_steps", 2.5)],
+)
 def test_bad_options_are_rejected(field, value):
     with pytest.raises(ConfigError, match=field):
         EvalConfig(**{field: value})
@@ -148,8 +152,9 @@ def _write_meta(run_dir: Path, **model) -> None:
 
 @pytest.mark.parametrize("model", [{"width": 2}, {"arch": "resnet18"}])
 def test_checkpoint_of_another_architecture_is_refused_untouched(run_copy, cifar_dir, model):
-    Evaluator(run_copy, EvalConfig(n=8, pgd_steps=1, autoattack=False, param_attack=()),
-              data_dir=cifar_dir, progress=False).run()
+    Evaluator(
+        run_copy, EvalConfig(n=8, pgd_steps=1, autoattack=False, param_attack=()), data_dir=cifar_dir, progress=False
+    ).run()
     _write_meta(run_copy, **model)
     before = _snapshot(run_copy)
     with pytest.raises(CheckpointError):
@@ -175,8 +180,21 @@ def test_cli_evaluate_reports_bad_input_in_one_line(run_copy, cifar_dir, tmp_pat
 
 
 def test_cli_evaluate_runs(run_copy, cifar_dir):
-    out = CliRunner().invoke(app, ["evaluate", str(run_copy), "--n", "8", "--no-autoattack",
-                                   "--param-attack", "0", "--data-dir", str(cifar_dir), "--quiet"])
+    out = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(run_copy),
+            "--n",
+            "8",
+            "--no-autoattack",
+            "--param-attack",
+            "0",
+            "--data-dir",
+            str(cifar_dir),
+            "--quiet",
+        ],
+    )
     assert out.exit_code == 0, out.output
     line = json.loads(out.output.strip().splitlines()[-1])
     assert 0 <= line["pgd_acc"] <= line["clean_acc"] and line["autoattack_acc"] is None

@@ -26,7 +26,11 @@ def _run(script: str, cifar_dir: Path, *extra: str) -> str:
     env = {**os.environ, "APPROP_DATA": str(cifar_dir), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--quick", "--data-dir", str(cifar_dir), *extra],
-        capture_output=True, text=True, timeout=600, env=env, cwd=EXAMPLES.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=EXAMPLES.parent,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout

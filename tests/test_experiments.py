@@ -15,8 +15,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import REPO
-
 from approp.checkpoint import FORMAT_VERSION
 from approp.config import ConfigError, RunConfig
 from approp.experiments import load_preset, read_ledger, reproduce
@@ -24,6 +22,7 @@ from approp.experiments.preset import PRESET_DIR
 from approp.experiments.runner import cell_dir, is_trained
 from approp.experiments.tables import CellResult, read_eval, result_from_eval, write_tables
 from approp.stats.intervals import crossed_bootstrap
+from conftest import REPO
 
 REFERENCE = PRESET_DIR / "thesis_reference.toml"
 
@@ -83,7 +82,11 @@ class TestPresets:
         assert cells[8].eps == pytest.approx(2 / 255) and cells[8].config.train.eps == pytest.approx(2 / 255)
         assert {c.config.radius.kind for c in cells if c.algo.key != "awp"} == {"tanh", "abs"}
         assert preset.reference.is_file()
-        assert [c.name for c in preset.cells(only="eps0.01-*")] == ["eps0.01-app_tanh", "eps0.01-app_abs", "eps0.01-awp"]
+        assert [c.name for c in preset.cells(only="eps0.01-*")] == [
+            "eps0.01-app_tanh",
+            "eps0.01-app_abs",
+            "eps0.01-awp",
+        ]
 
     def test_compare_preset_reuses_the_quick_cells(self):
         """compare.toml differs from quick.toml only in ε and one extra algorithm, so a quick
@@ -93,15 +96,15 @@ class TestPresets:
         mine = {c.name: c.fingerprint(compare.eval) for c in compare.cells()}
         assert [k for k in mine if done.get(k) != mine[k]] == ["eps2over255-standard"]
 
-
     def test_fronts_preset_spans_each_methods_knob_on_one_network(self):
         """The fronts differ within a method only in its knob (APP's κ, AWP's γ), every cell trains
         cnn4_bn on all 45,000 images for 20 epochs (bf16 where native), and no landscape is drawn."""
         preset = load_preset("fronts")
         cells = {c.algo.key: c.config for c in preset.cells("data")}
         assert len(cells) == 8 and preset.landscape is None
-        assert {(c.model.arch, c.train.epochs, c.train.precision, c.data.subset, c.data.val_split)
-                for c in cells.values()} == {("cnn4_bn", 20, "auto", None, 5000)}
+        assert {
+            (c.model.arch, c.train.epochs, c.train.precision, c.data.subset, c.data.val_split) for c in cells.values()
+        } == {("cnn4_bn", 20, "auto", None, 5000)}
         app = {k: c for k, c in cells.items() if c.train.algo == "app"}
         awp = {k: c for k, c in cells.items() if c.train.algo == "awp"}
         assert sorted(c.train.kappa for c in app.values() if c.train.kappa_schedule == "gowal") == [0.5, 0.8, 0.95]
@@ -125,12 +128,21 @@ class TestTables:
     def test_thesis_numbers_sit_beside_ours_in_the_right_cells(self, tmp_path):
         preset = load_preset(write_preset(tmp_path / "tiny.toml"))
         results = [
-            CellResult("0.001", "app_tanh", "APP(tanh)", clean=0.5, autoattack=0.25, verified=0.125,
-                       flipped={0.02: 0.1, 0.1: 0.3}, n=1000),
+            CellResult(
+                "0.001",
+                "app_tanh",
+                "APP(tanh)",
+                clean=0.5,
+                autoattack=0.25,
+                verified=0.125,
+                flipped={0.02: 0.1, 0.1: 0.3},
+                n=1000,
+            ),
             CellResult("0.001", "awp", "AWP", clean=0.4, autoattack=0.2, flipped={0.02: 0.2, 0.1: 0.5}, n=1000),
             CellResult("2/255", "app_tanh", "APP(tanh)", clean=0.3, n=1000),
-            CellResult("2/255", "awp", "AWP", clean=0.6, autoattack=0.35, autoattack_clean=0.5, n=1000,
-                       autoattack_n=200),
+            CellResult(
+                "2/255", "awp", "AWP", clean=0.6, autoattack=0.35, autoattack_clean=0.5, n=1000, autoattack_n=200
+            ),
         ]
         files = write_tables(preset, results, tmp_path)
         t1 = {(r["ε"], r["algorithm"]): r for r in read_csv(files["table1.csv"])}
@@ -153,12 +165,20 @@ class TestTables:
 
     def test_views_table_is_written_only_for_cells_with_statistical_results(self, tmp_path):
         preset = load_preset(write_preset(tmp_path / "tiny.toml"))
-        views = {"bound": -3.5, "bound_interval": -4.0, "bound_linear": -3.5, "attack": 0.25,
-                 "estimate": 1.0, "sampled_min": 1.5, "clean": 2.0}
+        views = {
+            "bound": -3.5,
+            "bound_interval": -4.0,
+            "bound_linear": -3.5,
+            "attack": 0.25,
+            "estimate": 1.0,
+            "sampled_min": 1.5,
+            "clean": 2.0,
+        }
         plain = CellResult("0.001", "awp", "AWP", clean=0.4, n=1000)
         assert "views.md" not in write_tables(preset, [plain], tmp_path)
-        with_views = CellResult("0.001", "app_tanh", "APP(tanh)", clean=0.5, n=1000, statistical=0.25,
-                                refuted=0.5, views=views)
+        with_views = CellResult(
+            "0.001", "app_tanh", "APP(tanh)", clean=0.5, n=1000, statistical=0.25, refuted=0.5, views=views
+        )
         files = write_tables(preset, [with_views, plain], tmp_path)
         rows = read_csv(files["views.csv"])
         assert [r["algorithm"] for r in rows] == ["APP(tanh)"]
@@ -170,9 +190,14 @@ class TestTables:
     def test_an_evaluation_in_progress_fills_the_stages_it_finished(self, tmp_path):
         run = tmp_path / "run"
         run.mkdir()
-        (run / "checkpoint.json").write_text(json.dumps({"format": FORMAT_VERSION, "model": {}, "epoch": 9, "sha256": "abc"}))
-        state = {"key": {"sha256": "abc", "n": 1000}, "partial": {"neighbourhood": []},
-                 "stages": {"clean": {"clean_acc": 0.6, "seconds": 1.0}, "pgd": {"pgd_acc": 0.4, "seconds": 9.0}}}
+        (run / "checkpoint.json").write_text(
+            json.dumps({"format": FORMAT_VERSION, "model": {}, "epoch": 9, "sha256": "abc"})
+        )
+        state = {
+            "key": {"sha256": "abc", "n": 1000},
+            "partial": {"neighbourhood": []},
+            "stages": {"clean": {"clean_acc": 0.6, "seconds": 1.0}, "pgd": {"pgd_acc": 0.4, "seconds": 9.0}},
+        }
         (run / "eval_state.json").write_text(json.dumps(state))
         cell = SimpleNamespace(eps_label="2/255", algo=SimpleNamespace(key="awp", label="AWP"))
         result = result_from_eval(cell, read_eval(run))
@@ -198,11 +223,28 @@ class TestTables:
     def test_every_share_carries_its_wilson_interval(self, tmp_path):
         preset = load_preset(write_preset(tmp_path / "tiny.toml"))
         results = [
-            CellResult("0.001", "app_tanh", "APP(tanh)", clean=0.5, autoattack=0.25, verified=0.125,
-                       flipped={0.02: 0.1, 0.1: 0.3}, n=1000, autoattack_n=500,
-                       correct_before={0.02: 0.5, 0.1: 0.5}),
-            CellResult("0.001", "awp", "AWP", clean=0.4, autoattack=0.22, flipped={0.02: 0.2, 0.1: 0.5}, n=1000,
-                       correct_before={0.02: 0.4, 0.1: 0.4}),
+            CellResult(
+                "0.001",
+                "app_tanh",
+                "APP(tanh)",
+                clean=0.5,
+                autoattack=0.25,
+                verified=0.125,
+                flipped={0.02: 0.1, 0.1: 0.3},
+                n=1000,
+                autoattack_n=500,
+                correct_before={0.02: 0.5, 0.1: 0.5},
+            ),
+            CellResult(
+                "0.001",
+                "awp",
+                "AWP",
+                clean=0.4,
+                autoattack=0.22,
+                flipped={0.02: 0.2, 0.1: 0.5},
+                n=1000,
+                correct_before={0.02: 0.4, 0.1: 0.4},
+            ),
         ]
         files = write_tables(preset, results, tmp_path)
         t1 = {r["algorithm"]: r for r in read_csv(files["table1.csv"])}
@@ -231,17 +273,36 @@ class TestTables:
         def result(key, label, shift):
             terms = shared + shift + 0.002 * torch.randn(6, 300, generator=gen, dtype=torch.float64)
             lo, hi = crossed_bootstrap(terms)
-            return CellResult("0.001", key, label, clean=0.5, n=1000, flatness=terms.mean().item(),
-                              flatness_interval=(lo, hi), flatness_terms=terms.tolist())
+            return CellResult(
+                "0.001",
+                key,
+                label,
+                clean=0.5,
+                n=1000,
+                flatness=terms.mean().item(),
+                flatness_interval=(lo, hi),
+                flatness_terms=terms.tolist(),
+            )
 
         # 0.001 apart: far inside either model's own interval (the shared spread is 0.02), yet
         # decided when paired over the same directions and points.
-        a, b, c = result("app_tanh", "APP(tanh)", 0.010), result("awp", "AWP", 0.011), result("standard", "standard", 0.010)
+        a, b, c = (
+            result("app_tanh", "APP(tanh)", 0.010),
+            result("awp", "AWP", 0.011),
+            result("standard", "standard", 0.010),
+        )
         assert a.flatness_interval[1] > b.flatness
         files = write_tables(preset, [a, b, c], tmp_path)
         t1 = {r["algorithm"]: r for r in read_csv(files["table1.csv"])}
-        assert float(t1["APP(tanh)"]["flatness low"]) < float(t1["APP(tanh)"]["flatness"]) < float(t1["APP(tanh)"]["flatness high"])
-        assert f"{a.flatness:.4f} [{a.flatness_interval[0]:.4f}, {a.flatness_interval[1]:.4f}]" in files["table1.md"].read_text()
+        assert (
+            float(t1["APP(tanh)"]["flatness low"])
+            < float(t1["APP(tanh)"]["flatness"])
+            < float(t1["APP(tanh)"]["flatness high"])
+        )
+        assert (
+            f"{a.flatness:.4f} [{a.flatness_interval[0]:.4f}, {a.flatness_interval[1]:.4f}]"
+            in files["table1.md"].read_text()
+        )
         verdicts = {(r["measure"], r["A"], r["B"]): r["verdict"] for r in read_csv(files["comparisons.csv"])}
         assert verdicts[("flatness", "APP(tanh)", "AWP")] == "APP(tanh) flatter"
         assert verdicts[("flatness", "AWP", "standard")] == "standard flatter"
@@ -249,15 +310,25 @@ class TestTables:
 
 
 def _reproduce_cmd(preset: Path, out: Path) -> list[str]:
-    return [sys.executable, "-c", "from approp.cli import main; main()", "reproduce", "--preset", str(preset),
-            "--out", str(out), "--quiet"]
+    return [
+        sys.executable,
+        "-c",
+        "from approp.cli import main; main()",
+        "reproduce",
+        "--preset",
+        str(preset),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
 
 
 def test_killed_reproduce_finishes_without_redoing_finished_cells(cifar_dir, tmp_path):
     preset = write_preset(tmp_path / "tiny.toml", cifar_dir, eps=("0.001", "0.01"), algos=("app_tanh",))
     out = tmp_path / "out"
-    proc = subprocess.Popen(_reproduce_cmd(preset, out), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _reproduce_cmd(preset, out), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     first = "eps0.001-app_tanh"
     deadline = time.time() + 240
     try:
@@ -276,8 +347,7 @@ def test_killed_reproduce_finishes_without_redoing_finished_cells(cifar_dir, tmp
     assert weights.stat().st_mtime_ns == stamp
     rows = read_csv(out / "table1.csv")
     assert [r["ε"] for r in rows] == ["0.001", "0.01"]
-    assert all(r["clean"] != "" and r["clean low"] != "" and r["verified"] != "" and r["flatness"] != "–"
-               for r in rows)
+    assert all(r["clean"] != "" and r["clean low"] != "" and r["verified"] != "" and r["flatness"] != "–" for r in rows)
     assert all(r["λ=0.1"] != "" for r in read_csv(out / "table2.csv"))
     report = (out / "report.md").read_text()
     assert "![accuracy vs ε](accuracy_vs_eps.png)" in report and (out / "landscape_eps0.001.png").is_file()
@@ -339,8 +409,11 @@ def test_compare_presets_pairs_every_model_and_refuses_other_test_points(tmp_pat
     files = compare({"cpu": results, str(PRESET_DIR / "cpu.toml"): results}, tmp_path / "cmp")
     assert (tmp_path / "cmp" / "tradeoff.png").stat().st_size > 0 and files["models.csv"].is_file()
     ours = {(r["A"], r["B"], r["measure"]): r["A − B"] for r in read_csv(files["comparisons.csv"])}
-    theirs = {(r["A"] + " [cpu]", r["B"] + " [cpu]", r["measure"]): r["A − B"]
-              for r in read_csv(results / "comparisons.csv") if r["measure"] != "flatness"}
+    theirs = {
+        (r["A"] + " [cpu]", r["B"] + " [cpu]", r["measure"]): r["A − B"]
+        for r in read_csv(results / "comparisons.csv")
+        if r["measure"] != "flatness"
+    }
     assert ours == theirs and len(ours) == 6 * 9
     rows = {r["model"]: r for r in read_csv(files["models.csv"])}
     assert rows["AWP [cpu]"]["clean"] == "65.20" and float(rows["AWP [cpu]"]["clean low"]) < 65.2

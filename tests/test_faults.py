@@ -83,7 +83,7 @@ def test_random_flips_are_independent_bits_at_rate_p(mlp):
         counts.append(k)
         planes += per_plane
     mean, sd = total * p, (total * p * (1 - p)) ** 0.5
-    assert abs(sum(counts) / 20 - mean) < 4 * sd / 20 ** 0.5
+    assert abs(sum(counts) / 20 - mean) < 4 * sd / 20**0.5
     share = planes / planes.sum()
     assert bool(((share - 1 / 8).abs() < 0.02).all())
     assert random_flips(store.stored(), 1e-12, gen)[1] == 0
@@ -133,7 +133,8 @@ def test_accuracy_and_certificate_at_vanishing_rate(mlp, points):
     assert acc["acc"] == pytest.approx(correct.float().mean().item()) and acc["bits_flipped_mean"] == 0
     cert = ber_certificate(store, x[:20], y[:20], 1e-12, FaultsConfig(statistical=200, p0=0.2, delta=0.01))
     assert cert["certified_k"] == int(correct[:20].sum()) and cert["refuted"] == pytest.approx(
-        1 - correct[:20].float().mean().item())
+        1 - correct[:20].float().mean().item()
+    )
     high = ber_accuracy(store, x, y, 0.3, draws=3, seed=0)  # every third bit flipped: no better than chance
     assert high["acc"] < 0.25 and high["lower"] <= high["acc"] <= high["upper"]
 
@@ -151,9 +152,27 @@ def test_faults_command_writes_table_and_plot_and_resumes(mlp, points, tmp_path)
     x, y = points
     torch.save(mlp, tmp_path / "mlp.pt")
     torch.save((x, y), tmp_path / "points.pt")
-    args = ["faults", str(tmp_path / "mlp.pt"), "--data", str(tmp_path / "points.pt"), "--n", "40", "--ber",
-            "1e-3,1e-2", "--draws", "3", "--bfa", "--bfa-cap", "5", "--bfa-points", "4", "--bfa-point-cap", "4",
-            "--out", str(tmp_path / "out")]
+    args = [
+        "faults",
+        str(tmp_path / "mlp.pt"),
+        "--data",
+        str(tmp_path / "points.pt"),
+        "--n",
+        "40",
+        "--ber",
+        "1e-3,1e-2",
+        "--draws",
+        "3",
+        "--bfa",
+        "--bfa-cap",
+        "5",
+        "--bfa-points",
+        "4",
+        "--bfa-point-cap",
+        "4",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     out = tmp_path / "out"
@@ -203,7 +222,9 @@ def test_evaluate_stage(trained_run, cifar_dir, tmp_path):
     cfg = EvalConfig(n=16, pgd_steps=2, autoattack=False, verified=False, param_attack=(), faults=(1e-3,))
     res = Evaluator(run, cfg, data_dir=cifar_dir, progress=False).run()
     assert list(res["faults"]["stages"]) == ["ber:0.001"]
-    assert (run / "faults" / "faults.md").is_file() and "Bit errors in the int8 weights" in (run / "report.md").read_text()
+    assert (run / "faults" / "faults.md").is_file() and "Bit errors in the int8 weights" in (
+        run / "report.md"
+    ).read_text()
 
 
 def test_comparison_decides_only_separated_intervals():
@@ -217,8 +238,10 @@ def test_comparison_decides_only_separated_intervals():
         bfa = {"n": 100, "acc": [0.6, 0.1], "cap": 5, "flips_to_chance": 1}
         return {"stages": {"ber:0.001": stage, "bfa": bfa, "bfa_points": per}}
 
-    rows = comparison_rows({"a": result(0.6, 0.55, 0.65, 40), "b": result(0.5, 0.45, 0.56, 10),
-                            "c": result(0.59, 0.54, 0.64, 38)}, [("a", "b"), ("a", "c")])
+    rows = comparison_rows(
+        {"a": result(0.6, 0.55, 0.65, 40), "b": result(0.5, 0.45, 0.56, 10), "c": result(0.59, 0.54, 0.64, 38)},
+        [("a", "b"), ("a", "c")],
+    )
     by = {(r["pair"], r["measure"]): r["decided"] for r in rows}
     assert by[("a − b", "accuracy at p = 0.001")] is False  # 0.55 < 0.56: the intervals overlap
     assert by[("a − b", "attacked points changed by 1 flip")] is True  # 80 % against 20 % of 50

@@ -49,17 +49,28 @@ MATCHES = {
     "standard": (0.75, 0.20, 0.0, 0.0, (0.40, 0.90)),
 }
 BEATS = {**MATCHES, "app_k095": (0.70, 0.60, 0.10, 0.15, (0.05, 0.30))}
-WORSE = {**MATCHES, "app_k095": (0.50, 0.35, 0.10, 0.15, (0.05, 0.30)),
-         "app_k050": (0.45, 0.30, 0.20, 0.25, (0.04, 0.20))}
+WORSE = {
+    **MATCHES,
+    "app_k095": (0.50, 0.35, 0.10, 0.15, (0.05, 0.30)),
+    "app_k050": (0.45, 0.30, 0.20, 0.25, (0.04, 0.20)),
+}
 LAMS = (0.02, 0.1)
 
 
 def eval_json(clean: float, aa: float, verified: float, best: float, flipped: tuple[float, ...]) -> dict:
     """Returns an eval.json as `approp evaluate` writes it, with the given shares."""
-    return {"n": 1000, "clean_acc": clean, "pgd_acc": aa + 0.01, "verified_acc": verified, "verified_acc_best": best,
-            "autoattack": {"robust_acc": aa, "n": 500, "cascade": {"clean": clean}},
-            "param_attack": [{"lam": lam, "acc_before": clean, "acc_after": clean * (1 - f), "flipped": f}
-                             for lam, f in zip(LAMS, flipped)]}
+    return {
+        "n": 1000,
+        "clean_acc": clean,
+        "pgd_acc": aa + 0.01,
+        "verified_acc": verified,
+        "verified_acc_best": best,
+        "autoattack": {"robust_acc": aa, "n": 500, "cascade": {"clean": clean}},
+        "param_attack": [
+            {"lam": lam, "acc_before": clean, "acc_after": clean * (1 - f), "flipped": f}
+            for lam, f in zip(LAMS, flipped)
+        ],
+    }
 
 
 def write_cells(out: Path, numbers: dict, training: str = "awp_g005", evaluating: str = "app_k080") -> Path:
@@ -103,8 +114,11 @@ def test_matching_fronts_leave_the_headline_undecided_and_list_pending_cells(tmp
     assert decided and "APP more robust" in text and pp(newcombe(30, 600, 93, 620)) in text
 
     pending = {p.name: p.pending for p in view.pending}
-    assert pending == {"eps2over255-awp_g005": "training", "eps2over255-app_k080": "evaluating",
-                       "eps2over255-app_none": "not started"}
+    assert pending == {
+        "eps2over255-awp_g005": "training",
+        "eps2over255-app_k080": "evaluating",
+        "eps2over255-app_none": "not started",
+    }
     page = view.files["fronts_verdicts.md"].read_text()
     assert "eps2over255-app_none (APP(tanh) κ none): not started" in page and "**some APP point" in page
     saved = json.loads(view.files["fronts_verdicts.json"].read_text())
@@ -116,11 +130,29 @@ def test_table_rows_carry_every_measure_with_wilson_intervals(tmp_path):
     out = write_cells(tmp_path / "fronts", MATCHES)
     run = cell_dir(out, next(c for c in load_preset("fronts").cells() if c.algo.key == "app_k095")) / "run"
     results = json.loads((run / "eval.json").read_text())
-    results["certify"] = {"n": 1000, "curve": [], "radius": {"lam_star": [0.0] * 400 + [0.01] * 250 + [0.04] * 350},
-                          "quant": [{"spec": "int8:tensor", "bits": 8, "per_channel": False, "n": 1000,
-                                     "certified_unchanged": 1, "certified_correct": 1},
-                                    {"spec": "int8:channel", "bits": 8, "per_channel": True, "n": 1000,
-                                     "certified_unchanged": 120, "certified_correct": 100}]}
+    results["certify"] = {
+        "n": 1000,
+        "curve": [],
+        "radius": {"lam_star": [0.0] * 400 + [0.01] * 250 + [0.04] * 350},
+        "quant": [
+            {
+                "spec": "int8:tensor",
+                "bits": 8,
+                "per_channel": False,
+                "n": 1000,
+                "certified_unchanged": 1,
+                "certified_correct": 1,
+            },
+            {
+                "spec": "int8:channel",
+                "bits": 8,
+                "per_channel": True,
+                "n": 1000,
+                "certified_unchanged": 120,
+                "certified_correct": 100,
+            },
+        ],
+    }
     (run / "eval.json").write_text(json.dumps(results))
     view = fronts(out, tmp_path / "view", preset="fronts")
     with open(view.files["fronts_table.csv"], newline="") as fh:
@@ -140,15 +172,20 @@ def test_table_rows_carry_every_measure_with_wilson_intervals(tmp_path):
         assert view.files[name].stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("numbers, decided, start", [
-    (BEATS, True, "decided, yes: APP(tanh) κ=0.95 beats AWP γ=0.02 in both"),
-    (WORSE, True, "decided, no: every APP point is below every AWP point"),
-])
+@pytest.mark.parametrize(
+    "numbers, decided, start",
+    [
+        (BEATS, True, "decided, yes: APP(tanh) κ=0.95 beats AWP γ=0.02 in both"),
+        (WORSE, True, "decided, no: every APP point is below every AWP point"),
+    ],
+)
 def test_beating_and_losing_fronts_are_decided(tmp_path, numbers, decided, start):
     view = fronts(write_cells(tmp_path / "fronts", numbers), tmp_path / "view")  # cells found in the folder
     got, text = verdict(view, "in both clean and AutoAttack accuracy")
     assert got == decided and text.startswith(start)
-    if numbers is BEATS:  # both pairs beat; γ = 0.02 (+13, +12 points) by the wider lower margin than γ = 0.01 (+8, +16)
+    if (
+        numbers is BEATS
+    ):  # both pairs beat; γ = 0.02 (+13, +12 points) by the wider lower margin than γ = 0.01 (+8, +16)
         assert pp(newcombe(700, 1000, 570, 1000)) in text and pp(newcombe(300, 500, 240, 500)) in text
         assert "(2 of 4 pairs beat, 0 match, 2 worse)" in text
     else:  # every pair loses clean accuracy by a decided margin
@@ -198,8 +235,10 @@ def test_validate_scores_held_out_training_images_into_val_json(cifar_dir, tmp_p
 
     cfg = RunConfig().replace(
         data={"data_dir": str(cifar_dir), "subset": 256, "val_split": 500, "batch_size": 64, "augment": False},
-        optim={"name": "adam", "lr": 0.002}, radius={"kind": "abs", "lam": 0.001},
-        train={"algo": "standard", "epochs": 1, "warmup_epochs": 0, "ramp_epochs": 0, "eps": 2 / 255})
+        optim={"name": "adam", "lr": 0.002},
+        radius={"kind": "abs", "lam": 0.001},
+        train={"algo": "standard", "epochs": 1, "warmup_epochs": 0, "ramp_epochs": 0, "eps": 2 / 255},
+    )
     run = tmp_path / "run"
     fit(cfg, run, progress=False)
     result = validate_run(run, n=96, pgd_steps=3)
@@ -209,7 +248,9 @@ def test_validate_scores_held_out_training_images_into_val_json(cifar_dir, tmp_p
     x, y = load_cifar10(cifar_dir, train=True)
     model, _ = load_model(run)
     with torch.no_grad():
-        correct = int((model(to_float(torch.as_tensor(x[-500:][:96]))).argmax(1) == torch.as_tensor(y[-500:][:96])).sum())
+        correct = int(
+            (model(to_float(torch.as_tensor(x[-500:][:96]))).argmax(1) == torch.as_tensor(y[-500:][:96])).sum()
+        )
     clean = result["intervals"]["clean_acc"]
     assert result["n"] == 96 and clean["k"] == correct and clean["n"] == 96
     assert (clean["lower"], clean["upper"]) == pytest.approx(wilson(correct, 96), abs=1e-12)

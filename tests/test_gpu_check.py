@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
-
 from approp.experiments.preset import load_preset
+from conftest import REPO
 
 SCRIPT = REPO / "tools" / "gpu_check.sh"
 _SPEC = importlib.util.spec_from_file_location("gpu_check_preset", REPO / "tools" / "gpu_check_preset.py")
@@ -26,10 +25,22 @@ _SPEC.loader.exec_module(gpu_check_preset)
 
 def run_script(tmp_path: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     """Returns the finished script run with this Python, its output folder and work folder under tmp_path."""
-    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "GPU_CHECK_WORK": str(tmp_path / "work"),
-           "OMP_NUM_THREADS": "1"}
-    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False,
-                          cwd=tmp_path)
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "OUT": str(tmp_path / "out"),
+        "GPU_CHECK_WORK": str(tmp_path / "work"),
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=tmp_path,
+    )
 
 
 def test_dry_run_checks_the_inputs_and_prints_the_plan(cifar_dir, tmp_path):
@@ -52,13 +63,16 @@ def test_dry_run_checks_the_inputs_and_prints_the_plan(cifar_dir, tmp_path):
     assert usage.returncode == 0 and usage.stdout.startswith("tools/gpu_check.sh") and "set -uo" not in usage.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    ((), "give DIR"),
-    (("missing_folder",), "no folder missing_folder"),
-    (("--budget", "ten", "."), "take whole numbers"),
-    (("--frobnicate", "."), "unknown option --frobnicate"),
-    ((".",), "cifar-10-batches-py/data_batch_1 is missing"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((), "give DIR"),
+        (("missing_folder",), "no folder missing_folder"),
+        (("--budget", "ten", "."), "take whole numbers"),
+        (("--frobnicate", "."), "unknown option --frobnicate"),
+        ((".",), "cifar-10-batches-py/data_batch_1 is missing"),
+    ],
+)
 def test_bad_inputs_stop_with_one_line(tmp_path, args, message):
     done = run_script(tmp_path, *args)
     assert done.returncode == 2 and message in done.stdout + done.stderr
@@ -70,8 +84,11 @@ def test_tiny_preset_keeps_the_fronts_cells_and_shrinks_the_budget(tmp_path):
     tiny, full = load_preset(dest), load_preset("fronts")
     assert [c.name for c in tiny.cells()] == [c.name for c in full.cells()]
     for small, big in zip(tiny.cells(), full.cells()):
-        assert (small.config.train.algo, small.config.train.kappa, small.config.train.awp_gamma) == \
-               (big.config.train.algo, big.config.train.kappa, big.config.train.awp_gamma)
+        assert (small.config.train.algo, small.config.train.kappa, small.config.train.awp_gamma) == (
+            big.config.train.algo,
+            big.config.train.kappa,
+            big.config.train.awp_gamma,
+        )
         assert small.config.train.epochs == 2 and small.config.data.subset == 64 and small.config.train.ramp_epochs == 1
         assert small.config.model.arch == "cnn4_bn" and small.config.train.device == "cpu"
     assert (tiny.eval.n, tiny.eval.autoattack_n, tiny.eval.param_attack) == (16, 4, (0.02,))
@@ -81,16 +98,24 @@ def test_tiny_preset_keeps_the_fronts_cells_and_shrinks_the_budget(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU fallback")
 def test_cpu_fallback_runs_the_steps_and_packs_one_cell(cifar_dir, tmp_path):
-    done = run_script(tmp_path, "--max-cells", "1", "--budget", "560", "--cells-seconds", "420", str(cifar_dir),
-                      timeout=600)
+    done = run_script(
+        tmp_path, "--max-cells", "1", "--budget", "560", "--cells-seconds", "420", str(cifar_dir), timeout=600
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = tmp_path / "out"
     summary = (out / "gpu_check_summary.md").read_text()
     assert summary.startswith("# GPU check — CPU FALLBACK") and "### throughput: ok" in summary
     assert "- app_k095: finished" in summary and "- awp_g010: not run" in summary
-    assert "**some APP point matches or beats an AWP point" in summary and "eps2over255-awp_g010 (AWP γ=0.01): not started" in summary
-    assert sorted(p.name for p in out.iterdir()) == ["fronts_cpu_fallback.tar.gz", "fronts_cpu_fallback_weights.tar.gz",
-                                                     "gpu_check.log", "gpu_check_summary.md"]
+    assert (
+        "**some APP point matches or beats an AWP point" in summary
+        and "eps2over255-awp_g010 (AWP γ=0.01): not started" in summary
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "fronts_cpu_fallback.tar.gz",
+        "fronts_cpu_fallback_weights.tar.gz",
+        "gpu_check.log",
+        "gpu_check_summary.md",
+    ]
     with tarfile.open(out / "fronts_cpu_fallback.tar.gz") as tar:
         names = tar.getnames()
         device = tar.extractfile("fronts_cpu_fallback/DEVICE").read().decode()

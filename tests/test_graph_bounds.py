@@ -30,9 +30,9 @@ from approp.bounds.linear import backward, prepare
 from approp.bounds.rules import Call, UnsupportedLayerError, kind_name
 from approp.bounds.verify import clears, margin_bounds, verified_by
 from approp.config import ConfigError, ModelConfig, RadiusConfig, RunConfig
+from approp.julia import check_julia_run
 from approp.models import build_model, ibp_std
 from approp.radius import parameter_box, parameter_radii
-from approp.julia import check_julia_run
 from foreign_resnet import ForeignResNet  # tests/: torch only
 
 MODES = ["eval", "train"]
@@ -85,8 +85,11 @@ def all_bounds(model, x, y, eps, radius, mode):
     with clean_statistics(model):
         if mode == "train":
             model(x)
-        return (interval_bounds(model, x, eps, radius), margin_lower_bounds(model, x, y, eps, radius),
-                linear_margin_bounds(model, x, y, eps, radius))
+        return (
+            interval_bounds(model, x, eps, radius),
+            margin_lower_bounds(model, x, y, eps, radius),
+            linear_margin_bounds(model, x, y, eps, radius),
+        )
 
 
 def samples(model, radius, corners: bool, gen, n: int):
@@ -109,10 +112,26 @@ def ball(x, eps, gen, corners: bool):
 def test_the_trace_holds_every_node_kind():
     names = {kind_name(n.key) for n in trace(foreign()).nodes[1:]}
     assert names >= {
-        "Conv2d", "BatchNorm2d", "ReLU", "torch.nn.functional.relu", "torch.relu", "Tensor.relu",
-        "operator.add (+)", "torch.add", "Tensor.add", "AvgPool2d", "torch.nn.functional.avg_pool2d",
-        "AdaptiveAvgPool2d", "torch.nn.functional.adaptive_avg_pool2d", "Identity", "Dropout",
-        "Tensor.view", "Tensor.reshape", "torch.flatten", "Tensor.flatten", "Linear",
+        "Conv2d",
+        "BatchNorm2d",
+        "ReLU",
+        "torch.nn.functional.relu",
+        "torch.relu",
+        "Tensor.relu",
+        "operator.add (+)",
+        "torch.add",
+        "Tensor.add",
+        "AvgPool2d",
+        "torch.nn.functional.avg_pool2d",
+        "AdaptiveAvgPool2d",
+        "torch.nn.functional.adaptive_avg_pool2d",
+        "Identity",
+        "Dropout",
+        "Tensor.view",
+        "Tensor.reshape",
+        "torch.flatten",
+        "Tensor.flatten",
+        "Linear",
     }
     graph = trace(foreign())
     fan_out = [n.name for n in graph.nodes if len(n.consumers) > 1]
@@ -169,8 +188,9 @@ def test_joint_attack_never_gets_below_the_bound(mode, regime):
     _, m_iv, m_lin = all_bounds(model, x, y, eps, radius, mode)
     own = F.one_hot(y, 10).bool()
     floor = torch.maximum(m_iv, m_lin).masked_fill(own, float("inf")).amin(1)  # (B,)
-    reached = joint_attack_margins(net, parameter_box(net, radius), x, y, eps, steps=20,
-                                   generator=torch.Generator().manual_seed(0))
+    reached = joint_attack_margins(
+        net, parameter_box(net, radius), x, y, eps, steps=20, generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         start = net(x)
     start = (start.gather(1, y[:, None]) - start).masked_fill(own, float("inf")).amin(1)
@@ -226,9 +246,11 @@ class Sigmoidal(nn.Module):
 
 def test_unsupported_node_is_refused_by_name_before_any_data():
     model = Sigmoidal()
-    for bound in (lambda: interval_bounds(model, None, 0.1),
-                  lambda: margin_lower_bounds(model, None, None, 0.1),
-                  lambda: linear_margin_bounds(model, None, None, 0.1)):
+    for bound in (
+        lambda: interval_bounds(model, None, 0.1),
+        lambda: margin_lower_bounds(model, None, None, 0.1),
+        lambda: linear_margin_bounds(model, None, None, 0.1),
+    ):
         with pytest.raises(UnsupportedLayerError, match=r"graph node 'sigmoid' \(a call of torch\.sigmoid\)") as err:
             bound()  # x is None: the refusal comes before anything reads it
         assert isinstance(err.value, ConfigError)

@@ -59,8 +59,9 @@ class TestBoundWidth:
         x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
         width = {}
         for init in ("default", "ibp"):
-            width[init] = sum(interval_bounds(_build("cnn4", init, s), x, EPS).radius.mean().item()
-                              for s in range(3)) / 3
+            width[init] = (
+                sum(interval_bounds(_build("cnn4", init, s), x, EPS).radius.mean().item() for s in range(3)) / 3
+            )
         ratio = width["default"] / width["ibp"]
         assert ratio > 1000, width  # measured ≈ 2300
         # Growth through the network: the input radius after normalisation is ε/std ≈ 0.032.

@@ -29,7 +29,7 @@ from approp.train import TrainingDiverged, fit
 REPO = Path(__file__).resolve().parents[1]
 JULIA_VARS = ("PYTHON_JULIACALL_EXE", "JULIA", "PYTHON_JULIAPKG_EXE")
 
-FAKE_JULIACALL = '''
+FAKE_JULIACALL = """
 import os, sys
 with open(os.environ["FAKE_JULIACALL_RECORD"], "w") as fh:
     fh.write("torch-first" if "torch" in sys.modules else "juliacall-first")
@@ -39,7 +39,7 @@ class _Main:
         raise RuntimeError("fake juliacall: no Julia here")
 
 Main = _Main()
-'''
+"""
 
 
 def _fake_julia(path: Path) -> Path:
@@ -139,8 +139,13 @@ def _fake_runtime_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
 
 def _run(code: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
-        cwd=REPO, timeout=120, check=False,
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+        check=False,
     )
 
 
@@ -209,8 +214,7 @@ class FakeTrainer:
         return {k: v + 0.01 * self.applied for k, v in self.start.items()}
 
     def optimizer_state(self):  # as JuliaTrainer's: every buffer holds the steps applied
-        return self.applied, {s: {k: np.full_like(v, self.applied) for k, v in self.start.items()}
-                              for s in self.slots}
+        return self.applied, {s: {k: np.full_like(v, self.applied) for k, v in self.start.items()} for s in self.slots}
 
     def load_optimizer_state(self, step, state):
         self.loaded = (step, state)
@@ -228,9 +232,7 @@ class FakeEngine:
         return self.trainers[-1]
 
 
-def test_nan_from_julia_stops_the_run_and_keeps_the_last_good_checkpoint(
-    cifar_dir, tmp_path, monkeypatch
-):
+def test_nan_from_julia_stops_the_run_and_keeps_the_last_good_checkpoint(cifar_dir, tmp_path, monkeypatch):
     cfg = RunConfig().replace(
         data={"data_dir": str(cifar_dir), "subset": 128, "test_subset": 64, "batch_size": 32},
         train={"epochs": 3, "engine": "julia", "algo": "app", "warmup_epochs": 0, "ramp_epochs": 1},
@@ -269,8 +271,9 @@ def test_resumed_julia_run_gets_its_optimiser_state_back(cifar_dir, tmp_path, mo
     with pytest.raises(TrainingDiverged):
         fit(cfg, tmp_path, progress=False)
     saved = torch.load(tmp_path / STATE, weights_only=False)["optimizer"]["state"]
-    assert len(saved) == 12 and all(float(v["exp_avg" if optim == "adam" else "momentum_buffer"].max()) == 2.0
-                                    for v in saved.values())
+    assert len(saved) == 12 and all(
+        float(v["exp_avg" if optim == "adam" else "momentum_buffer"].max()) == 2.0 for v in saved.values()
+    )
     second = FakeEngine(nan_at=0)
     monkeypatch.setattr(julia, "get_engine", lambda device: second)
     fit(cfg, tmp_path, progress=False)
@@ -290,12 +293,18 @@ def test_resumed_julia_run_gets_its_optimiser_state_back(cifar_dir, tmp_path, mo
 
 
 SHAPES = {  # CNN4 width 1, PyTorch layout
-    "layers.1.weight": (32, 3, 3, 3), "layers.1.bias": (32,),
-    "layers.3.weight": (32, 32, 3, 3), "layers.3.bias": (32,),
-    "layers.6.weight": (64, 32, 3, 3), "layers.6.bias": (64,),
-    "layers.8.weight": (64, 64, 3, 3), "layers.8.bias": (64,),
-    "layers.12.weight": (256, 4096), "layers.12.bias": (256,),
-    "layers.14.weight": (10, 256), "layers.14.bias": (10,),
+    "layers.1.weight": (32, 3, 3, 3),
+    "layers.1.bias": (32,),
+    "layers.3.weight": (32, 32, 3, 3),
+    "layers.3.bias": (32,),
+    "layers.6.weight": (64, 32, 3, 3),
+    "layers.6.bias": (64,),
+    "layers.8.weight": (64, 64, 3, 3),
+    "layers.8.bias": (64,),
+    "layers.12.weight": (256, 4096),
+    "layers.12.bias": (256,),
+    "layers.14.weight": (10, 256),
+    "layers.14.bias": (10,),
 }
 
 
@@ -417,8 +426,8 @@ def test_engine_builds_the_julia_model_once_per_weights(monkeypatch):
 
 def test_julia_engine_refuses_data_parallel_runs(monkeypatch):
     from approp.config import ConfigError
-    from approp.models import CNN4
     from approp.julia.runner import JuliaEpochs
+    from approp.models import CNN4
 
     monkeypatch.setattr(julia, "get_engine", lambda device: FakeEngine(nan_at=0))
     cfg = RunConfig().replace(train={"engine": "julia", "algo": "app"})
@@ -439,9 +448,7 @@ def test_data_parallel_julia_run_is_refused_before_the_run_dir_is_written(monkey
     assert not (tmp_path / "run").exists()  # a rerun with engine 'torch' and the same --out still works
 
 
-@pytest.mark.parametrize(
-    "device, expected", [("cpu", ("cpu", 0)), ("cuda", ("cuda", 0)), ("cuda:3", ("cuda", 3))]
-)
+@pytest.mark.parametrize("device, expected", [("cpu", ("cpu", 0)), ("cuda", ("cuda", 0)), ("cuda:3", ("cuda", 3))])
 def test_device_index_is_kept_for_cuda_jl(device, expected):
     assert julia.parse_device(device) == expected
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from approp import julia
 from approp.bounds import interval_bounds, margin_lower_bounds, verified, worst_case_loss
 from approp.config import RadiusConfig
@@ -23,9 +24,7 @@ from approp.radius import clamp_parameters
 _OK, _REASON = julia.availability()
 pytestmark = [
     pytest.mark.julia,
-    pytest.mark.skipif(
-        not _OK, reason=f"Julia engine unavailable: {_REASON.splitlines()[0] if _REASON else ''}"
-    ),
+    pytest.mark.skipif(not _OK, reason=f"Julia engine unavailable: {_REASON.splitlines()[0] if _REASON else ''}"),
 ]
 
 RTOL = 1e-5
@@ -74,9 +73,7 @@ def test_float32_bounds_agree(engine, case):
     model32.load_state_dict({k: torch.from_numpy(v).float() for k, v in params.items()})
     radius = RADII[0]
     ref = interval_bounds(model32, x.float(), 0.01, radius)
-    lo, hi = engine.bounds(
-        {k: v.astype(np.float32) for k, v in params.items()}, x.float().numpy(), 0.01, radius
-    )
+    lo, hi = engine.bounds({k: v.astype(np.float32) for k, v in params.items()}, x.float().numpy(), 0.01, radius)
     _close(lo, ref.lower.detach().numpy(), rtol=1e-4)
     _close(hi, ref.upper.detach().numpy(), rtol=1e-4)
 
@@ -91,9 +88,7 @@ def test_worst_case_loss_and_margins_agree(engine, case, radius, margin):
     ref_m = margin_lower_bounds(model, x, y, 0.01, radius).detach().numpy()
     _close(engine.margin_lower_bounds(params, x.numpy(), y.numpy(), 0.01, radius), ref_m)
     ref_v = verified(model, x, y, 0.0, radius, lam=0.0).numpy()
-    assert np.array_equal(
-        engine.verified(params, x.numpy(), y.numpy(), 0.0, radius, lam=0.0), ref_v
-    )
+    assert np.array_equal(engine.verified(params, x.numpy(), y.numpy(), 0.0, radius, lam=0.0), ref_v)
 
 
 def _torch_app_loss(model, x, y, eps, radius, kappa, margin=False):
@@ -108,9 +103,7 @@ def test_gradients_agree(engine, case, radius, margin):
     model.zero_grad()
     loss = _torch_app_loss(model, x, y, 0.01, radius, kappa=0.3, margin=margin)
     loss.backward()
-    got_loss, grads = engine.loss_and_gradients(
-        params, x.numpy(), y.numpy(), 0.01, radius, 0.3, margin=margin
-    )
+    got_loss, grads = engine.loss_and_gradients(params, x.numpy(), y.numpy(), 0.01, radius, 0.3, margin=margin)
     assert got_loss == pytest.approx(loss.item(), rel=RTOL)
     for name, p in model.named_parameters():
         _close(grads[name], p.grad.numpy())
@@ -148,7 +141,7 @@ def test_trainer_keeps_momentum_like_torch(engine, case):
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     trainer = engine.trainer(params, radius, lr=0.05, momentum=0.9, kappa=0.5)
-    for step, lr in enumerate((0.05, 0.02)):
+    for lr in (0.05, 0.02):
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad()

@@ -21,9 +21,9 @@ CLI = "from approp.cli import app; app()"
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=120, check=False)
-
+    return subprocess.run(
+        [sys.executable, "-c", CLI, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=120, check=False
+    )
 
 
 def _quant_radius():

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tomllib
+
 from approp.julia import convert
 from approp.julia._runtime import JULIACALL_VERSION
 
@@ -202,10 +203,7 @@ def test_pythoncall_matches_juliacall_pin():
         required = json.loads((Path(spec.origin).parent / "juliapkg.json").read_text())
         installed = required["packages"]["PythonCall"]["version"]
         if installed != f"={JULIACALL_VERSION}":
-            pytest.fail(
-                f"installed juliacall requires PythonCall {installed}; "
-                f"install juliacall=={JULIACALL_VERSION}"
-            )
+            pytest.fail(f"installed juliacall requires PythonCall {installed}; install juliacall=={JULIACALL_VERSION}")
 
 
 def test_project_hash_matches_the_project():
@@ -251,9 +249,7 @@ def test_full_check_passes_on_the_package():
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:
     full = {**os.environ, **env}
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=full, check=False
-    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, check=False)
 
 
 def test_importing_approp_does_not_import_juliacall():

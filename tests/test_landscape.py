@@ -21,8 +21,10 @@ def model_with_seed(seed: int):
 
 def random_split(n: int = 24) -> Split:
     gen = torch.Generator().manual_seed(0)
-    return Split(torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8),
-                 torch.randint(0, 10, (n,), generator=gen))
+    return Split(
+        torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8),
+        torch.randint(0, 10, (n,), generator=gen),
+    )
 
 
 class TestDirections:
@@ -34,8 +36,9 @@ class TestDirections:
                 assert torch.count_nonzero(d[name]) == 0, name
                 continue
             dims = tuple(range(1, p.dim()))
-            torch.testing.assert_close(torch.linalg.vector_norm(d[name], dim=dims),
-                                       torch.linalg.vector_norm(p.detach(), dim=dims), msg=name)
+            torch.testing.assert_close(
+                torch.linalg.vector_norm(d[name], dim=dims), torch.linalg.vector_norm(p.detach(), dim=dims), msg=name
+            )
 
     def test_same_seed_cuts_every_model_along_the_same_draw(self):
         a, b = model_with_seed(1), model_with_seed(2)
@@ -95,12 +98,41 @@ class TestLandscape:
         from approp.cli import app
 
         for i in range(2):
-            save_checkpoint(tmp_path / f"run{i}", model_with_seed(i), ModelConfig(),
-                            {"algo": "standard", "radius": {"kind": "abs", "lam": 0.0}, "eps": 0.0, "lam": 0.0,
-                             "epoch": 0, "epochs": 1, "engine": "torch"})
+            save_checkpoint(
+                tmp_path / f"run{i}",
+                model_with_seed(i),
+                ModelConfig(),
+                {
+                    "algo": "standard",
+                    "radius": {"kind": "abs", "lam": 0.0},
+                    "eps": 0.0,
+                    "lam": 0.0,
+                    "epoch": 0,
+                    "epochs": 1,
+                    "engine": "torch",
+                },
+            )
         png = tmp_path / "cmp.png"
-        args = ["landscape", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(png), "--n", "16",
-                "--points", "3", "--grid", "2", "--span", "0.2", "--directions", "3", "--data-dir", str(cifar_dir), "--quiet"]
+        args = [
+            "landscape",
+            str(tmp_path / "run0"),
+            str(tmp_path / "run1"),
+            "--out",
+            str(png),
+            "--n",
+            "16",
+            "--points",
+            "3",
+            "--grid",
+            "2",
+            "--span",
+            "0.2",
+            "--directions",
+            "3",
+            "--data-dir",
+            str(cifar_dir),
+            "--quiet",
+        ]
         res = CliRunner().invoke(app, args)
         assert res.exit_code == 0, res.output
         printed = json.loads(res.output.strip().splitlines()[-1])
@@ -110,6 +142,7 @@ class TestLandscape:
         assert lo <= flat["run0"] <= hi
         cached = json.loads((tmp_path / "run0" / "landscape.json").read_text())
         assert cached["landscape"]["flatness"] == pytest.approx(flat["run0"])
-        assert plot_landscapes({"a": compute_landscape(model_with_seed(0), random_split(8),
-                                                       LandscapeConfig(n=8, points=3, grid=2))},
-                               tmp_path / "one.png").is_file()
+        assert plot_landscapes(
+            {"a": compute_landscape(model_with_seed(0), random_split(8), LandscapeConfig(n=8, points=3, grid=2))},
+            tmp_path / "one.png",
+        ).is_file()

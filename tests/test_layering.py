@@ -96,8 +96,10 @@ def _check(where: str, unit: str, target: tuple[str, ...], edges: dict[tuple[str
         return [f"{where} imports approp.{'.'.join(target)}, which is no unit of LAYERS"]
     out = []
     if LAYER_OF[to] > LAYER_OF[unit]:
-        out.append(f"{where} imports approp.{'.'.join(target)}: {to} (layer {LAYER_OF[to]}) "
-                   f"is above {unit} (layer {LAYER_OF[unit]})")
+        out.append(
+            f"{where} imports approp.{'.'.join(target)}: {to} (layer {LAYER_OF[to]}) "
+            f"is above {unit} (layer {LAYER_OF[unit]})"
+        )
     if (unit, to) in FORBIDDEN:
         out.append(f"{where} imports approp.{'.'.join(target)}: {FORBIDDEN[unit, to]}")
     if any(p.startswith("_") and not p.startswith("__") for p in target[1:]):
@@ -115,13 +117,16 @@ def _cycles(edges: dict[tuple[str, str], str]) -> list[str]:
     changed = True
     while changed:  # transitive closure; a layer holds a handful of units
         changed = False
-        for a, bs in reach.items():
+        for bs in reach.values():
             more = set().union(*(reach.get(b, set()) for b in bs)) - bs
             if more:
                 bs |= more
                 changed = True
-    return [f"{where}: {a} imports {b}, and {b} reaches {a} (a cycle within one layer)"
-            for (a, b), where in sorted(edges.items()) if a in reach.get(b, set())]
+    return [
+        f"{where}: {a} imports {b}, and {b} reaches {a} (a cycle within one layer)"
+        for (a, b), where in sorted(edges.items())
+        if a in reach.get(b, set())
+    ]
 
 
 def _package_sources() -> dict[str, str]:
@@ -143,9 +148,13 @@ def test_layers_name_each_unit_once():
 @pytest.mark.parametrize(
     ("sources", "expected"),
     [
-        ({"attacks/joint.py": "from ..certify.sampling import Box\n",
-          "certify/statistical_views.py": "from ..attacks.joint import joint_attack_margins\n"},
-         "a cycle within one layer"),
+        (
+            {
+                "attacks/joint.py": "from ..certify.sampling import Box\n",
+                "certify/statistical_views.py": "from ..attacks.joint import joint_attack_margins\n",
+            },
+            "a cycle within one layer",
+        ),
         ({"evaluate.py": "from .experiments.statistical_plot import plot_statistical\n"}, "is above evaluate"),
         ({"bounds/rules.py": "from ..models import Normalize\n"}, "knows no model zoo"),
         ({"bounds/linear_rules.py": "def f():\n    from approp.models import Normalize\n"}, "knows no model zoo"),

@@ -150,10 +150,10 @@ def _attack(model, x, y, j, radius, eps, steps: int) -> torch.Tensor:
     reached = []
     for b in range(len(y)):
         params = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
-        xb = x[b: b + 1].clone().requires_grad_()
-        lo, hi = (x[b: b + 1] - eps).clamp(min=0), (x[b: b + 1] + eps).clamp(max=1)
+        xb = x[b : b + 1].clone().requires_grad_()
+        lo, hi = (x[b : b + 1] - eps).clamp(min=0), (x[b : b + 1] + eps).clamp(max=1)
         for _ in range(steps):
-            margin = true_margins(model, params, xb, y[b: b + 1])[0, j[b]]
+            margin = true_margins(model, params, xb, y[b : b + 1])[0, j[b]]
             grads = torch.autograd.grad(margin, [xb, *params.values()])
             with torch.no_grad():
                 xb.sub_(eps / 4 * grads[0].sign())
@@ -163,7 +163,7 @@ def _attack(model, x, y, j, radius, eps, steps: int) -> torch.Tensor:
                     p.sub_(r / 4 * g.sign())
                     p.copy_(torch.minimum(torch.maximum(p, centre - r), centre + r))
         with torch.no_grad():
-            reached.append(true_margins(model, params, xb, y[b: b + 1])[0, j[b]])
+            reached.append(true_margins(model, params, xb, y[b : b + 1])[0, j[b]])
     return torch.stack(reached)
 
 
@@ -182,8 +182,9 @@ class TestExactness:
         model = nn.Sequential(nn.Flatten(), nn.Linear(12, 10)).double()
         x, y = torch.rand(5, 3, 2, 2, dtype=torch.float64), torch.randint(0, 10, (5,))
         radius = RadiusConfig(kind, lam=LAM[kind] * 3)
-        torch.testing.assert_close(linear_margin_bounds(model, x, y, 0.05, radius),
-                                   margin_lower_bounds(model, x, y, 0.05, radius))
+        torch.testing.assert_close(
+            linear_margin_bounds(model, x, y, 0.05, radius), margin_lower_bounds(model, x, y, 0.05, radius)
+        )
 
     @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (2, 0)])
     def test_single_conv_layer_equals_interval_bounds(self, stride, padding):

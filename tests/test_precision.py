@@ -92,8 +92,16 @@ def make_step(algo: str, precision: str, kind: str = "tanh", **train) -> _Step:
     model, channels_last = prepare_model(cfg, torch.device("cpu"))
     strategy = make_strategy(cfg)
     opt = make_optimizer(model, cfg.optim)
-    return _Step(cfg, model, LossModule(model, strategy), strategy, opt,
-                 make_scheduler(opt, cfg.optim, 100), ddp.DistInfo(), channels_last)
+    return _Step(
+        cfg,
+        model,
+        LossModule(model, strategy),
+        strategy,
+        opt,
+        make_scheduler(opt, cfg.optim, 100),
+        ddp.DistInfo(),
+        channels_last,
+    )
 
 
 def synthetic_batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,10 +123,17 @@ def test_app_step_runs_its_bounds_in_bf16_only_when_asked(conv_spy):
         assert all(v.dtype == torch.float32 for s in state.values() for v in s.values() if v.is_floating_point())
 
 
-@pytest.mark.parametrize("algo, kind, extra", [
-    ("standard", "tanh", {}), ("pgd", "tanh", {}), ("awp", "tanh", {}),
-    ("app", "tanh", {}), ("app", "abs", {}), ("app", "tanh", {"margin_loss": True}),
-])
+@pytest.mark.parametrize(
+    "algo, kind, extra",
+    [
+        ("standard", "tanh", {}),
+        ("pgd", "tanh", {}),
+        ("awp", "tanh", {}),
+        ("app", "tanh", {}),
+        ("app", "abs", {}),
+        ("app", "tanh", {"margin_loss": True}),
+    ],
+)
 def test_bf16_steps_give_finite_fp32_losses_close_to_fp32(algo, kind, extra):
     x, y = synthetic_batch()
     losses = {}
@@ -169,8 +184,9 @@ def radius_errors(model, x, eps, radius, naive=False) -> dict[str, float]:
     """Returns {layer: ‖r_bf16 − r_fp32‖₁ / ‖r_fp32‖₁}, the relative error of the radius per layer."""
     ref = layer_radii(model, x, eps, radius, bf16=False)
     low = layer_radii(model, x, eps, radius, bf16=True, naive=naive)
-    return {name: ((r16 - r32).abs().sum() / r32.abs().sum()).item()
-            for (name, r32), (_, r16) in zip(ref[1:], low[1:])}  # from the first conv on
+    return {
+        name: ((r16 - r32).abs().sum() / r32.abs().sum()).item() for (name, r32), (_, r16) in zip(ref[1:], low[1:])
+    }  # from the first conv on
 
 
 # (ε, how many times the bf16-ends ReLU's radius error exceeds the kept one at least)
@@ -220,8 +236,7 @@ def test_bf16_run_trains_in_bf16_and_verifies_in_fp32(cifar_dir, tmp_path, conv_
         data={"data_dir": str(cifar_dir), "subset": 256, "test_subset": 64, "batch_size": 64, "augment": False},
         optim={"name": "adam", "lr": 1e-3},
         radius={"kind": "tanh", "lam": 0.01},
-        train={"algo": "app", "epochs": 1, "eps": EPS, "warmup_epochs": 0, "ramp_epochs": 0,
-               "precision": "bf16"},
+        train={"algo": "app", "epochs": 1, "eps": EPS, "warmup_epochs": 0, "ramp_epochs": 0, "precision": "bf16"},
     )
     result = fit(cfg, tmp_path / "run", progress=False)
     assert all(torch.isfinite(torch.tensor(result.history[0][k])) for k in ("loss", "worst_loss", "clean_loss"))
@@ -234,8 +249,9 @@ def test_bf16_run_trains_in_bf16_and_verifies_in_fp32(cifar_dir, tmp_path, conv_
     assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["precision"] == "bf16"
     # evaluate, even when called inside a bf16 autocast region, bounds in fp32 only.
     conv_spy.dtypes.clear()
-    ev = EvalConfig(n=16, pgd_steps=2, autoattack=False, param_attack=(0.02,), param_attack_steps=2,
-                    statistical=128, batch_size=16)
+    ev = EvalConfig(
+        n=16, pgd_steps=2, autoattack=False, param_attack=(0.02,), param_attack_steps=2, statistical=128, batch_size=16
+    )
     with training_autocast("bf16", "cpu"):
         res = Evaluator(tmp_path / "run", ev, data_dir=cifar_dir, progress=False).run()
     assert conv_spy.dtypes and set(conv_spy.dtypes) == {(torch.float32, torch.float32)}
@@ -245,11 +261,14 @@ def test_bf16_run_trains_in_bf16_and_verifies_in_fp32(cifar_dir, tmp_path, conv_
 # -- "auto": bf16 where the hardware has it, recorded concretely in the run ----------------------
 
 
-@pytest.mark.parametrize(("flags", "native"), [
-    ("fpu sse avx512f avx512bw avx512_bf16 amx_tile", True),  # x86 with AVX-512 BF16
-    ("fpu sse avx512f avx512bw amx_bf16", True),              # x86 with AMX
-    ("fpu sse avx2 avx512f avx512bw", False),                 # AVX-512 without bf16: emulated only
-])
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu sse avx512f avx512bw avx512_bf16 amx_tile", True),  # x86 with AVX-512 BF16
+        ("fpu sse avx512f avx512bw amx_bf16", True),  # x86 with AMX
+        ("fpu sse avx2 avx512f avx512bw", False),  # AVX-512 without bf16: emulated only
+    ],
+)
 def test_native_bf16_reads_the_cpu_flags(tmp_path, flags, native):
     info = tmp_path / "cpuinfo"
     info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
@@ -296,7 +315,10 @@ def test_relu_keep_radius_is_exactly_relu_of_the_ends_in_float64():
     gen = torch.Generator().manual_seed(0)
     c = torch.randn(4096, generator=gen, dtype=torch.float64)
     r = torch.rand(4096, generator=gen, dtype=torch.float64)
-    c[:3], r[:3] = torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64), torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
+    c[:3], r[:3] = (
+        torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64),
+        torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64),
+    )
     out = relu_keep_radius(c, r)
     assert torch.allclose(out.lower, (c - r).relu(), atol=1e-15, rtol=0)
     assert torch.allclose(out.upper, (c + r).relu(), atol=1e-15, rtol=0)

@@ -181,8 +181,7 @@ def test_committed_data_rejects_a_changed_pin():
 def test_registry_tables_covering_one_version_are_merged(tmp_path):
     compat = tmp_path / "Compat.toml"
     compat.write_text(
-        '[1]\nA = "2"\n\n["1.2-1"]\njulia = "1.6.0-1"\n\n'
-        '["1.4.2 - 1.4.5"]\nB = "0.3"\n\n["1.4.6 - 2"]\nB = "0.3-0.4"\n'
+        '[1]\nA = "2"\n\n["1.2-1"]\njulia = "1.6.0-1"\n\n["1.4.2 - 1.4.5"]\nB = "0.3"\n\n["1.4.6 - 2"]\nB = "0.3-0.4"\n'
     )
     covered, merged, conflicts = TOOL._tables_for(compat, "1.4.6")
     assert covered and not conflicts

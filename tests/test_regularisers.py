@@ -118,8 +118,9 @@ class TestRecord:
 
 class TestAPPLoss:
     def _cfg(self, **train):
-        return RunConfig().replace(radius={"kind": "tanh", "lam": 0.01},
-                                   train={"eps": 2 / 255, "kappa": 0.5, "reg_weight": 0.5, **train})
+        return RunConfig().replace(
+            radius={"kind": "tanh", "lam": 0.01}, train={"eps": 2 / 255, "kappa": 0.5, "reg_weight": 0.5, **train}
+        )
 
     def test_in_the_ramp_adds_weighted_regulariser_of_the_same_pass(self):
         torch.manual_seed(0)
@@ -162,9 +163,11 @@ class TestAPPLoss:
         assert loss.item() == pytest.approx(worst.item(), rel=1e-6) and "clean_loss" not in logs
 
 
-@pytest.mark.parametrize(("model", "precision"), [({}, "fp32"), ({"arch": "cnn4_bn", "init": "ibp"}, "fp32"),
-                                                  ({"arch": "cnn4_bn", "init": "ibp"}, "bf16")],
-                         ids=["cnn4", "cnn4_bn", "cnn4_bn-bf16"])
+@pytest.mark.parametrize(
+    ("model", "precision"),
+    [({}, "fp32"), ({"arch": "cnn4_bn", "init": "ibp"}, "fp32"), ({"arch": "cnn4_bn", "init": "ibp"}, "bf16")],
+    ids=["cnn4", "cnn4_bn", "cnn4_bn-bf16"],
+)
 def test_training_logs_the_regulariser_and_grad_norm(cifar_dir, tmp_path, model, precision):
     # cnn4_bn trains in train mode: the warm-up's tiny-ball pass and the ramp's bounds both
     # need the clean batch's BatchNorm statistics recorded first.
@@ -172,8 +175,16 @@ def test_training_logs_the_regulariser_and_grad_norm(cifar_dir, tmp_path, model,
         model=model,
         data={"data_dir": str(cifar_dir), "subset": 128, "test_subset": 64, "batch_size": 64},
         optim={"name": "adam", "lr": 1e-3, "grad_clip": 10.0},
-        train={"epochs": 2, "eps": 2 / 255, "warmup_epochs": 1, "ramp_epochs": 1, "ramp": "smoothed",
-               "kappa_schedule": "none", "reg_weight": 0.5, "precision": precision},
+        train={
+            "epochs": 2,
+            "eps": 2 / 255,
+            "warmup_epochs": 1,
+            "ramp_epochs": 1,
+            "ramp": "smoothed",
+            "kappa_schedule": "none",
+            "reg_weight": 0.5,
+            "precision": precision,
+        },
     )
     fit(cfg, tmp_path / "run", progress=False)
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -104,10 +104,15 @@ class TestGradientClipping:
         # per step, so 2 steps move them by at most 2·lr·clip; unclipped they move far more.
         clip, lr = 1e-3, 0.5
         cfg = RunConfig().replace(
-            data={"data_dir": str(cifar_dir), "subset": 128, "test_subset": 64, "batch_size": 64,
-                  "augment": False},
-            optim={"name": "sgd", "lr": lr, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant",
-                   "grad_clip": clip},
+            data={"data_dir": str(cifar_dir), "subset": 128, "test_subset": 64, "batch_size": 64, "augment": False},
+            optim={
+                "name": "sgd",
+                "lr": lr,
+                "momentum": 0.0,
+                "weight_decay": 0.0,
+                "schedule": "constant",
+                "grad_clip": clip,
+            },
             train={"algo": "standard", "epochs": 1, "seed": 3},
         )
         torch.manual_seed(cfg.train.seed)  # fit draws the initial weights right after this seed

@@ -16,19 +16,23 @@ from torch import nn
 import approp.certify.statistical as st
 from approp.attacks.joint import joint_attack_margins
 from approp.bounds import margin_lower_bounds
-from approp.stats.binomial import (
-    binomial_cdf, clopper_pearson_lower, clopper_pearson_upper, round_delta, samples_for_zero_failures,
-    samples_needed,
-)
+from approp.boxes import class_margin, sampled_margins
+from approp.certify.statistical import StatisticalConfig, certify
+from approp.certify.statistical_views import compare, estimates, margin_views
 from approp.checkpoint import load_model, radius_from_meta
 from approp.config import ConfigError, RadiusConfig
 from approp.evaluate import RESULTS, STATE, EvalConfig, Evaluator
 from approp.experiments.tables import Reference, result_from_eval, table1_rows, views_rows
-from approp.stats.extreme_value import fit_reverse_weibull
 from approp.radius import parameter_box
-from approp.boxes import class_margin, sampled_margins
-from approp.certify.statistical import StatisticalConfig, certify
-from approp.certify.statistical_views import compare, estimates, margin_views
+from approp.stats.binomial import (
+    binomial_cdf,
+    clopper_pearson_lower,
+    clopper_pearson_upper,
+    round_delta,
+    samples_for_zero_failures,
+    samples_needed,
+)
+from approp.stats.extreme_value import fit_reverse_weibull
 
 pytest_plugins = ["trained"]  # the session's trained model and its fixtures
 
@@ -59,7 +63,7 @@ def test_zero_failures_and_sample_counts():
     n1 = samples_needed(0.01, 1e-3, 1)
     assert clopper_pearson_upper(1, n1, 1e-3).item() <= 0.01 < clopper_pearson_upper(1, n1 - 1, 1e-3).item()
     # The binomial sum itself: P(X ≤ 1 | 10, 0.3) = 0.7^10 + 10·0.3·0.7^9.
-    assert binomial_cdf(1, 10, 0.3).item() == pytest.approx(0.7 ** 10 + 3 * 0.7 ** 9, rel=1e-12)
+    assert binomial_cdf(1, 10, 0.3).item() == pytest.approx(0.7**10 + 3 * 0.7**9, rel=1e-12)
     # Rounds of 128, 256, 512, 1024 draws: zero failures certify p ≤ 1 % for 1000 points at δ = 1e-3
     # only after the fourth (1920 draws), at that round's share of δ/1000.
     cfg = StatisticalConfig(samples=2000, delta=1e-3, p0=0.01)
@@ -88,8 +92,10 @@ def _affine():
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[A], [0.0]]))
         model.bias.copy_(torch.tensor([B0, 0.0]))
-    box = {"weight": (model.weight.detach().clone(), model.weight.detach().clone()),
-           "bias": (torch.tensor([B0 - R0, 0.0]), torch.tensor([B0 + R0, 0.0]))}
+    box = {
+        "weight": (model.weight.detach().clone(), model.weight.detach().clone()),
+        "bias": (torch.tensor([B0 - R0, 0.0]), torch.tensor([B0 + R0, 0.0])),
+    }
     # U = A·x̃ − (A·(X0 − EPS)) ∈ [0, 2A·EPS], V = b̃0 − (B0 − R0) ∈ [0, 2R0]; margin ≤ 0 ⇔ U + V ≤ t.
     t = -(A * (X0 - EPS) + B0 - R0)
     wa, wb = 2 * A * EPS, 2 * R0
@@ -168,8 +174,11 @@ def test_estimate_lies_above_the_attack_and_the_bound_on_trained_cnn4(trained_ru
     fits = estimates(pts)
     c = compare(views, pts, fits)
     assert c["bound_le_attack"] == 12 and c["points_with_estimate"] >= 9
-    rows = [(b, a, f["estimate"], pt.min_margin, cl) for b, a, f, pt, cl
-            in zip(views["bound"], views["attack"], fits, pts, views["clean"]) if f is not None]
+    rows = [
+        (b, a, f["estimate"], pt.min_margin, cl)
+        for b, a, f, pt, cl in zip(views["bound"], views["attack"], fits, pts, views["clean"])
+        if f is not None
+    ]
     # The guarantee sits below everything; the estimate never above what was sampled.
     assert all(b <= e <= s + 1e-6 for b, _, e, s, _ in rows)
     # Measured: uniform draws in the box stay near the clean margin, while the joint attack goes much

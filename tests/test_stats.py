@@ -12,8 +12,12 @@ class TestWilson:
     def test_known_values(self):
         # Newcombe (1998), Statistics in Medicine 17:857, table I: 81/263 -> 0.2553 to 0.3662,
         # 15/148 -> 0.0624 to 0.1605, 0/20 -> 0 to 0.1611, 1/29 -> 0.0061 to 0.1718.
-        for k, n, lo, hi in [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605),
-                             (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)]:
+        for k, n, lo, hi in [
+            (81, 263, 0.2553, 0.3662),
+            (15, 148, 0.0624, 0.1605),
+            (0, 20, 0.0, 0.1611),
+            (1, 29, 0.0061, 0.1718),
+        ]:
             p = wilson(k, n)
             assert p.lower == pytest.approx(lo, abs=1e-4) and p.upper == pytest.approx(hi, abs=1e-4)
 

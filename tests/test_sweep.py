@@ -67,8 +67,12 @@ def test_variants_are_scored_on_validation_images_and_resume(cifar_dir, tmp_path
     assert "validation images" in (out / "sweep.md").read_text()
     # The pair's differences, each with its interval around it, on the same validation points.
     pairs = list(csv.DictReader(open(out / "pairs.csv")))
-    assert [p["measure"] for p in pairs] == ["val clean", "val PGD", "val verified (own box)",
-                                             "val verified (target box)"]
+    assert [p["measure"] for p in pairs] == [
+        "val clean",
+        "val PGD",
+        "val verified (own box)",
+        "val verified (target box)",
+    ]
     base, small = (json.loads((out / k / "val.json").read_text()) for k in ("base", "small_eps"))
     clean = {k: float(clean_v) for k, clean_v in pairs[0].items() if k.startswith("A − B")}
     assert clean["A − B (pp)"] == pytest.approx(100 * (base["clean_acc"] - small["clean_acc"]), abs=1e-4)

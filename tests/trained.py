@@ -20,7 +20,7 @@ from approp.train import fit
 EPS = 4 / 255
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _train(cifar_dir: Path, out: Path) -> Path:
     """Returns a run dir holding a standard-trained CNN4 (about 40 % clean test accuracy)."""
     cfg = RunConfig().replace(

@@ -73,9 +73,7 @@ _RULE = re.compile(r"^(warning|error)(?:\[[^\]]*\])?: ([a-z0-9-]+)", re.MULTILIN
 
 def fatou_lint(root: Path, fatou: str) -> tuple[list[str], list[str], str]:
     """Returns (failing rules, advisory rules, output) of `fatou lint root`."""
-    proc = subprocess.run(
-        [fatou, "--color", "never", "lint", str(root)], capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run([fatou, "--color", "never", "lint", str(root)], capture_output=True, text=True, check=False)
     out = proc.stdout + proc.stderr
     rules = [m.group(2) for m in _RULE.finditer(out)]
     failing = [r for r in rules if r not in ADVISORY_RULES]

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from pathlib import Path
 
 import tomli_w
+import tomllib
 
-TINY_RUN = {"data": {"subset": 64, "val_split": 256, "batch_size": 32, "eval_batch_size": 64, "augment": False},
-            "train": {"epochs": 2, "warmup_epochs": 1, "ramp_epochs": 1, "precision": "fp32"}}
+TINY_RUN = {
+    "data": {"subset": 64, "val_split": 256, "batch_size": 32, "eval_batch_size": 64, "augment": False},
+    "train": {"epochs": 2, "warmup_epochs": 1, "ramp_epochs": 1, "precision": "fp32"},
+}
 TINY_EVAL = {"n": 16, "autoattack_n": 4, "param_attack": [0.02], "certify": [0.02], "quant": ["int8"]}
 
 
@@ -28,8 +30,12 @@ def tiny(raw: dict, source: Path) -> dict:
     """Returns the preset `raw` (read from `source`) with the tiny budget above and a CPU device."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     head = dict(out.get("preset", {}))
-    head.update(name=f"{head.get('name', source.stem)}_tiny", device="cpu", landscape=False,
-                description=f"tiny-budget copy of {source.name} (tools/gpu_check.sh CPU fallback; not a result)")
+    head.update(
+        name=f"{head.get('name', source.stem)}_tiny",
+        device="cpu",
+        landscape=False,
+        description=f"tiny-budget copy of {source.name} (tools/gpu_check.sh CPU fallback; not a result)",
+    )
     if "reference" in head:
         head["reference"] = str((source.parent / head["reference"]).resolve())
     out["preset"] = head

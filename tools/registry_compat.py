@@ -21,9 +21,10 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pkg_ranges import parse_range, parse_registry_range, parse_version  # noqa: E402
@@ -55,11 +56,7 @@ class Facts:
 
 def registered_entries(manifest: dict) -> dict[str, dict]:
     """Returns {name: entry} for the Manifest entries with a git-tree-sha1 (registered packages)."""
-    return {
-        name: entries[0]
-        for name, entries in manifest["deps"].items()
-        if "git-tree-sha1" in entries[0]
-    }
+    return {name: entries[0] for name, entries in manifest["deps"].items() if "git-tree-sha1" in entries[0]}
 
 
 def _names(value) -> set[str]:
@@ -224,8 +221,7 @@ def _no_data(name: str, entry: dict, folder: Path, registry: Facts | None) -> Fa
         reasons = ["registry: no files stored"]
     note = folder / "mirror-note.txt"
     reasons.append(
-        "mirror: " + (note.read_text().strip() if note.exists()
-                      else "no fetched package mirror holds the pinned tree")
+        "mirror: " + (note.read_text().strip() if note.exists() else "no fetched package mirror holds the pinned tree")
     )
     return _unverified(name, entry, "; ".join(reasons))
 
@@ -299,8 +295,7 @@ def _allowed(name: str, dep: str, value, syntax: str, version: str, kind: str) -
     if parse_version(version) in allowed:
         return ""
     return (
-        f"{name}: {kind} {dep} = {value!r} ({syntax} syntax, i.e. {allowed}) "
-        f"does not allow the pinned {dep} {version}"
+        f"{name}: {kind} {dep} = {value!r} ({syntax} syntax, i.e. {allowed}) does not allow the pinned {dep} {version}"
     )
 
 
@@ -349,7 +344,9 @@ def save_projects(manifest: dict, git_dirs: list[Path], cache: Path) -> list[str
         for git_dir in git_dirs:
             show = subprocess.run(
                 ["git", "--git-dir", str(git_dir), "show", f"{tree}:Project.toml"],
-                capture_output=True, text=True, check=False,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if show.returncode == 0 and tomllib.loads(show.stdout).get("name") == name:
                 repo = git_dir.parent.name.replace("+", "/")

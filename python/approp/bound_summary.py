@@ -12,8 +12,14 @@ from .precision import full_precision
 
 @full_precision()
 def bound_summary(
-    run_dir, eps: float | None = None, lam: float | None = None, n: int = 1000,
-    data_dir=None, device: str = "cpu", engine: str = "torch", method: str = "ibp",
+    run_dir,
+    eps: float | None = None,
+    lam: float | None = None,
+    n: int = 1000,
+    data_dir=None,
+    device: str = "cpu",
+    engine: str = "torch",
+    method: str = "ibp",
 ) -> dict[str, float]:
     """Returns verified accuracy and mean logit-bound width of a run's model on n test points.
 
@@ -39,7 +45,12 @@ def bound_summary(
     else:
         raise ConfigError(f"engine must be 'torch' or 'julia'; got {engine!r}")
     return {
-        "engine": engine, "method": method, "eps": eps, "lam": lam, "radius": radius.kind, "n": len(test),
+        "engine": engine,
+        "method": method,
+        "eps": eps,
+        "lam": lam,
+        "radius": radius.kind,
+        "n": len(test),
         "clean_acc": clean_accuracy(model, test),
         "verified_acc": verified_acc,
         "mean_bound_width": width,

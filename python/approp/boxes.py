@@ -77,7 +77,9 @@ def check_eval_batchnorm(model: nn.Module) -> None:
     """
     for name, layer in model.named_modules():
         if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.training:
-            raise ValueError(f"BatchNorm layer {name!r} is in training mode: call model.eval() before sampling networks")
+            raise ValueError(
+                f"BatchNorm layer {name!r} is in training mode: call model.eval() before sampling networks"
+            )
 
 
 def batched_logits(model: nn.Module, params: Params, xs: torch.Tensor) -> torch.Tensor:
@@ -96,8 +98,14 @@ def batched_logits(model: nn.Module, params: Params, xs: torch.Tensor) -> torch.
 @torch.no_grad()
 @full_precision()
 def sampled_margins(
-    model: nn.Module, box: Box, x: torch.Tensor, y: torch.Tensor, eps: float, m: int,
-    generator: torch.Generator, chunk_images: int = 512,
+    model: nn.Module,
+    box: Box,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    m: int,
+    generator: torch.Generator,
+    chunk_images: int = 512,
 ) -> torch.Tensor:
     """Returns margins (m, B): m networks uniform in the box, each on its own uniform input per point.
 

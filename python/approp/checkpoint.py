@@ -30,6 +30,7 @@ from .config import ModelConfig, RadiusConfig
 from .models import build_model
 from .rundir import META, WEIGHTS, atomic_json, atomic_write
 from .rundir import TRAIN_STATE as STATE  # approp.checkpoint.STATE stays the training state's name
+
 FORMAT_VERSION = 1
 
 

@@ -1,7 +1,7 @@
 """Command line: parses options and dispatches to library functions, nothing more.
 
-    approp train --algo app --radius tanh --eps 0.0078 --lam 0.01 --epochs 10 --out runs/app
-    approp bounds runs/app --eps 0.0078
+approp train --algo app --radius tanh --eps 0.0078 --lam 0.01 --epochs 10 --out runs/app
+approp bounds runs/app --eps 0.0078
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -40,8 +40,13 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 # Errors that carry a message meant for the user: shown without a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, CheckpointError, TrainingDiverged,
-                                             UnsupportedLayerError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    DataError,
+    CheckpointError,
+    TrainingDiverged,
+    UnsupportedLayerError,
+)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,8 +65,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _overrides(sets: dict[str, dict[str, Any]], **sections: dict[str, Any]
-               ) -> dict[str, dict[str, Any]]:
+def _overrides(sets: dict[str, dict[str, Any]], **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Returns the options the user gave (None: not given), the --set values `sets` over them."""
     out = {}
     for name, values in sections.items():
@@ -77,9 +81,11 @@ CLI_PRECISION = "auto"
 SET_VAR = "SECTION.KEY=VALUE"
 SET_HELP = "any config field, e.g. train.ramp=smoothed or data.subset=none (repeatable)"
 # --set on a grid or sweep: what it does to the finished cells or variants.
-SET_GRID = ("; applied over every {0}'s run config, so it changes their fingerprints: "
-            "{0}s finished with other settings run again, and a run folder holding another "
-            "config refuses it (use a new --out)")
+SET_GRID = (
+    "; applied over every {0}'s run config, so it changes their fingerprints: "
+    "{0}s finished with other settings run again, and a run folder holding another "
+    "config refuses it (use a new --out)"
+)
 SET_TRAIN = SET_HELP + "; precedence: defaults < --config < the options above < --set"
 
 
@@ -87,26 +93,31 @@ SET_TRAIN = SET_HELP + "; precedence: defaults < --config < the options above < 
 @user_errors
 def train(
     out: Annotated[Path, typer.Option(help="run directory (resumes if it holds the same run)")],
-    config: Annotated[Optional[Path], typer.Option(help="TOML config; options below override it")] = None,
-    algo: Annotated[Optional[str], typer.Option(help="app | standard | awp | pgd")] = None,
-    radius: Annotated[Optional[str], typer.Option(
-        help="abs | const | tanh | quant (with --set radius.bits=N)")] = None,
-    eps: Annotated[Optional[float], typer.Option(help="L∞ input radius on the [0,1] scale")] = None,
-    lam: Annotated[Optional[float], typer.Option(help="parameter radius scale λ")] = None,
-    epochs: Annotated[Optional[int], typer.Option()] = None,
-    ramp_epochs: Annotated[Optional[int], typer.Option(help="epochs over which ε, λ ramp up")] = None,
-    lr: Annotated[Optional[float], typer.Option()] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config; options below override it")] = None,
+    algo: Annotated[str | None, typer.Option(help="app | standard | awp | pgd")] = None,
+    radius: Annotated[str | None, typer.Option(help="abs | const | tanh | quant (with --set radius.bits=N)")] = None,
+    eps: Annotated[float | None, typer.Option(help="L∞ input radius on the [0,1] scale")] = None,
+    lam: Annotated[float | None, typer.Option(help="parameter radius scale λ")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    ramp_epochs: Annotated[int | None, typer.Option(help="epochs over which ε, λ ramp up")] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    data_dir: Annotated[Path | None, typer.Option(envvar="APPROP_DATA")] = None,
     download: Annotated[bool, typer.Option(help="fetch CIFAR-10 with torchvision if missing")] = False,
-    subset: Annotated[Optional[int], typer.Option(help="first N training images")] = None,
-    val_split: Annotated[Optional[int], typer.Option(help="hold out the last N training images for validation")] = None,
-    test_subset: Annotated[Optional[int], typer.Option(help="first N test images")] = None,
-    margin_loss: Annotated[Optional[bool], typer.Option("--margin-loss/--no-margin-loss")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu | cuda")] = None,
-    engine: Annotated[Optional[str], typer.Option(help="torch | julia")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | auto (bf16 autocast in training where the device has native bf16; verification stays fp32) [default: the config's, else auto]")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    sets: Annotated[Optional[list[str]], typer.Option("--set", metavar=SET_VAR, help=SET_TRAIN)] = None,
+    subset: Annotated[int | None, typer.Option(help="first N training images")] = None,
+    val_split: Annotated[int | None, typer.Option(help="hold out the last N training images for validation")] = None,
+    test_subset: Annotated[int | None, typer.Option(help="first N test images")] = None,
+    margin_loss: Annotated[bool | None, typer.Option("--margin-loss/--no-margin-loss")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda")] = None,
+    engine: Annotated[str | None, typer.Option(help="torch | julia")] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="fp32 | bf16 | auto (bf16 autocast in training where the device has native bf16; "
+            "verification stays fp32) [default: the config's, else auto]"
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", metavar=SET_VAR, help=SET_TRAIN)] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Train a CNN4 (APP, standard, AWP or PGD-AT) and write a run directory."""
@@ -119,13 +130,26 @@ def train(
     cfg = base.replace(
         **_overrides(
             given,
-            data={"data_dir": str(data_dir) if data_dir else None, "subset": subset, "val_split": val_split,
-                  "test_subset": test_subset, "download": download or None},
+            data={
+                "data_dir": str(data_dir) if data_dir else None,
+                "subset": subset,
+                "val_split": val_split,
+                "test_subset": test_subset,
+                "download": download or None,
+            },
             radius={"kind": radius, "lam": lam},
             optim={"lr": lr},
-            train={"algo": algo, "eps": eps, "epochs": epochs, "seed": seed,
-                   "ramp_epochs": ramp_epochs, "device": device, "engine": engine,
-                   "margin_loss": margin_loss, "precision": precision},
+            train={
+                "algo": algo,
+                "eps": eps,
+                "epochs": epochs,
+                "seed": seed,
+                "ramp_epochs": ramp_epochs,
+                "device": device,
+                "engine": engine,
+                "margin_loss": margin_loss,
+                "precision": precision,
+            },
         )
     )
     result = fit(cfg, out, progress=not quiet)
@@ -137,27 +161,27 @@ def train(
 @user_errors
 def bounds(
     run_dir: Annotated[Path, typer.Argument(help="a trained run directory")],
-    eps: Annotated[Optional[float], typer.Option(help="default: the run's ε")] = None,
-    lam: Annotated[Optional[float], typer.Option(help="default: the run's λ")] = None,
+    eps: Annotated[float | None, typer.Option(help="default: the run's ε")] = None,
+    lam: Annotated[float | None, typer.Option(help="default: the run's λ")] = None,
     n: Annotated[int, typer.Option(help="test points")] = 1000,
-    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+    data_dir: Annotated[Path | None, typer.Option(envvar="APPROP_DATA")] = None,
     device: Annotated[str, typer.Option()] = "cpu",
     engine: Annotated[str, typer.Option(help="torch | julia")] = "torch",
-    method: Annotated[str, typer.Option(help="ibp (interval) | crown (linear) | best (per margin the better)")]
-    = "ibp",
+    method: Annotated[str, typer.Option(help="ibp (interval) | crown (linear) | best (per margin the better)")] = "ibp",
 ) -> None:
     """Print verified accuracy and mean logit-bound width of a trained model."""
     from .bound_summary import bound_summary
 
-    summary = bound_summary(run_dir, eps=eps, lam=lam, n=n, data_dir=data_dir, device=device, engine=engine,
-                            method=method)
+    summary = bound_summary(
+        run_dir, eps=eps, lam=lam, n=n, data_dir=data_dir, device=device, engine=engine, method=method
+    )
     typer.echo(json.dumps(summary))
 
 
 @app.command("julia-setup")
 @user_errors
 def julia_setup(
-    julia_exe: Annotated[Optional[str], typer.Option("--julia", help="julia executable to use")] = None,
+    julia_exe: Annotated[str | None, typer.Option("--julia", help="julia executable to use")] = None,
     precompile: Annotated[bool, typer.Option("--precompile/--no-precompile")] = True,
 ) -> None:
     """Instantiate the pinned Julia environment once (needs an installed Julia 1.10)."""
@@ -178,14 +202,16 @@ def main() -> None:  # pragma: no cover - console entry
 @user_errors
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="a trained run directory")],
-    eps: Annotated[Optional[float], typer.Option(help="L∞ input radius; default: the run's ε")] = None,
+    eps: Annotated[float | None, typer.Option(help="L∞ input radius; default: the run's ε")] = None,
     autoattack: Annotated[bool, typer.Option("--autoattack/--no-autoattack", help="AutoAttack (standard, L∞)")] = True,
-    autoattack_n: Annotated[Optional[int], typer.Option(help="AutoAttack on the first K of the N points only")] = None,
+    autoattack_n: Annotated[int | None, typer.Option(help="AutoAttack on the first K of the N points only")] = None,
     neighbourhood: Annotated[int, typer.Option(help="networks sampled per mode in the box (0: skip)")] = 0,
-    param_attack: Annotated[str, typer.Option(help="comma-separated λ of the parameter attack ('' skips)")]
-    = "0.02,0.04,0.06,0.08,0.1",
-    statistical: Annotated[int, typer.Option(help="most draws per point of the statistical certificates (0: skip)")]
-    = 0,
+    param_attack: Annotated[
+        str, typer.Option(help="comma-separated λ of the parameter attack ('' skips)")
+    ] = "0.02,0.04,0.06,0.08,0.1",
+    statistical: Annotated[
+        int, typer.Option(help="most draws per point of the statistical certificates (0: skip)")
+    ] = 0,
     delta: Annotated[float, typer.Option(help="statistical: confidence 1 - DELTA, jointly over the points")] = 1e-3,
     p0: Annotated[float, typer.Option(help="statistical: the misclassification probability certified")] = 0.01,
     certify: Annotated[str, typer.Option(help="comma-separated λ of the certified-λ curve ('' skips)")] = "",
@@ -193,17 +219,28 @@ def evaluate(
     faults: Annotated[str, typer.Option(help="bit error rates of the int8 weights, e.g. 1e-4,1e-3 ('' skips)")] = "",
     faults_bfa: Annotated[bool, typer.Option("--faults-bfa/--no-faults-bfa", help="the bit-flip attack")] = False,
     n: Annotated[int, typer.Option(help="first N test points")] = 1000,
-    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+    data_dir: Annotated[Path | None, typer.Option(envvar="APPROP_DATA")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Evaluate a trained run (clean, PGD, AutoAttack, verified, neighbourhood, parameter attack, statistical)."""
     from .evaluate import EvalConfig, Evaluator, parse_lams
 
-    cfg = EvalConfig(eps=eps, n=n, autoattack=autoattack, autoattack_n=autoattack_n, neighbourhood=neighbourhood,
-                     param_attack=parse_lams(param_attack), statistical=statistical, delta=delta, p0=p0,
-                     certify=parse_lams(certify), quant=tuple(q for q in quant.split(",") if q.strip()),
-                     faults=parse_lams(faults), faults_bfa=faults_bfa)
+    cfg = EvalConfig(
+        eps=eps,
+        n=n,
+        autoattack=autoattack,
+        autoattack_n=autoattack_n,
+        neighbourhood=neighbourhood,
+        param_attack=parse_lams(param_attack),
+        statistical=statistical,
+        delta=delta,
+        p0=p0,
+        certify=parse_lams(certify),
+        quant=tuple(q for q in quant.split(",") if q.strip()),
+        faults=parse_lams(faults),
+        faults_bfa=faults_bfa,
+    )
     results = Evaluator(run_dir, cfg, data_dir=data_dir, device=device, progress=not quiet).run()
     keys = ("clean_acc", "pgd_acc", "verified_acc")
     summary = {k: results.get(k) for k in keys}
@@ -217,41 +254,76 @@ def evaluate(
 @user_errors
 def certify_cmd(
     source: Annotated[Path, typer.Argument(help="a run directory, a torch.save'd nn.Sequential, or .safetensors")],
-    lam: Annotated[str, typer.Option(help="comma-separated λ of the box [θ − λ|θ|, θ + λ|θ|]")]
-    = "0.02,0.04,0.06,0.08,0.1",
-    quant: Annotated[str, typer.Option(help="weight quantisation: int8,int4 (deployment grid [−127, 127], per channel), "
-                                            "int8:tensor (one step per tensor), int8:torch (PyTorch's grid) ('' skips)")]
-    = "",
-    quant_margin: Annotated[bool, typer.Option("--quant-margin/--no-quant-margin",
-                                               help="per point the certified fraction of the half-step and the "
-                                                    "fewest bits certified")] = False,
-    onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="run each quantised network in ONNX Runtime "
-                                                                "(needs approp[deploy])")] = False,
+    lam: Annotated[
+        str, typer.Option(help="comma-separated λ of the box [θ − λ|θ|, θ + λ|θ|]")
+    ] = "0.02,0.04,0.06,0.08,0.1",
+    quant: Annotated[
+        str,
+        typer.Option(
+            help="weight quantisation: int8,int4 (deployment grid [−127, 127], per channel), "
+            "int8:tensor (one step per tensor), int8:torch (PyTorch's grid) ('' skips)"
+        ),
+    ] = "",
+    quant_margin: Annotated[
+        bool,
+        typer.Option(
+            "--quant-margin/--no-quant-margin",
+            help="per point the certified fraction of the half-step and the fewest bits certified",
+        ),
+    ] = False,
+    onnx: Annotated[
+        bool, typer.Option("--onnx/--no-onnx", help="run each quantised network in ONNX Runtime (needs approp[deploy])")
+    ] = False,
     radius: Annotated[bool, typer.Option("--radius/--no-radius", help="per-point largest certified λ*")] = True,
     n: Annotated[int, typer.Option(help="first N points")] = 1000,
-    data: Annotated[Optional[Path], typer.Option(help="torch.save'd (x, y) instead of CIFAR-10's test set")] = None,
+    data: Annotated[Path | None, typer.Option(help="torch.save'd (x, y) instead of CIFAR-10's test set")] = None,
     input_range: Annotated[str, typer.Option(help="LO,HI: the range of x in --data (what the model expects)")] = "0,1",
-    arch: Annotated[Optional[str], typer.Option(help="architecture of a .safetensors file: cnn4, cnn4_bn or cnn7 "
-                                                     "(optionally :WIDTH)")] = None,
+    arch: Annotated[
+        str | None, typer.Option(help="architecture of a .safetensors file: cnn4, cnn4_bn or cnn7 (optionally :WIDTH)")
+    ] = None,
     eps: Annotated[float, typer.Option(help="an input ball certified together with the box")] = 0.0,
     method: Annotated[str, typer.Option(help="best | crown | ibp")] = "best",
-    out: Annotated[Optional[Path], typer.Option(help="folder for certify.json/.md (default: the run, or FILE.certify)")]
-    = None,
-    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="folder for certify.json/.md (default: the run, or FILE.certify)")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(envvar="APPROP_DATA")] = None,
 ) -> None:
     """Certify a trained network: certified-λ curve, per-point λ*, quantisation certificates."""
     from .certify.run import CertifyConfig, certify_source
     from .certify.sources import parse_range
     from .evaluate import parse_lams
 
-    cfg = CertifyConfig(lams=parse_lams(lam), radius=radius, quant=tuple(q for q in quant.split(",") if q.strip()),
-                        quant_margin=quant_margin, onnx=onnx, eps=eps, method=method)
-    result = certify_source(source, cfg, n=n, data=data, data_dir=str(data_dir) if data_dir else None,
-                            input_range=parse_range(input_range), arch=arch, out=out,
-                            command="approp certify " + " ".join(sys.argv[2:]))
-    typer.echo(json.dumps({"model": result["model"], "n": result["n"], "correct": result["correct"],
-                           "certified": {f"{r['lam']:g}": r["certified"] for r in result["curve"]},
-                           "quant": {q["spec"]: q["certified_unchanged"] for q in result["quant"]}}))
+    cfg = CertifyConfig(
+        lams=parse_lams(lam),
+        radius=radius,
+        quant=tuple(q for q in quant.split(",") if q.strip()),
+        quant_margin=quant_margin,
+        onnx=onnx,
+        eps=eps,
+        method=method,
+    )
+    result = certify_source(
+        source,
+        cfg,
+        n=n,
+        data=data,
+        data_dir=str(data_dir) if data_dir else None,
+        input_range=parse_range(input_range),
+        arch=arch,
+        out=out,
+        command="approp certify " + " ".join(sys.argv[2:]),
+    )
+    typer.echo(
+        json.dumps(
+            {
+                "model": result["model"],
+                "n": result["n"],
+                "correct": result["correct"],
+                "certified": {f"{r['lam']:g}": r["certified"] for r in result["curve"]},
+                "quant": {q["spec"]: q["certified_unchanged"] for q in result["quant"]},
+            }
+        )
+    )
 
 
 @app.command()
@@ -260,8 +332,9 @@ def faults(
     source: Annotated[Path, typer.Argument(help="a run directory, a torch.save'd model, or .safetensors with --arch")],
     ber: Annotated[str, typer.Option(help="comma-separated bit error rates p ('' skips)")] = "1e-5,1e-4,1e-3",
     draws: Annotated[int, typer.Option(help="faulty networks per rate for the accuracy")] = 20,
-    statistical: Annotated[int, typer.Option(help="most networks per point of the certificate p(x) ≤ p0 (0 skips)")]
-    = 0,
+    statistical: Annotated[
+        int, typer.Option(help="most networks per point of the certificate p(x) ≤ p0 (0 skips)")
+    ] = 0,
     p0: Annotated[float, typer.Option(help="statistical: the misclassification probability certified")] = 0.05,
     delta: Annotated[float, typer.Option(help="statistical: confidence 1 - DELTA, jointly over the points")] = 1e-3,
     bfa: Annotated[bool, typer.Option("--bfa/--no-bfa", help="the progressive bit-flip attack")] = False,
@@ -269,12 +342,13 @@ def faults(
     bfa_points: Annotated[int, typer.Option(help="points attacked one by one (0 skips)")] = 100,
     bfa_point_cap: Annotated[int, typer.Option(help="most flips per point")] = 20,
     n: Annotated[int, typer.Option(help="first N points")] = 1000,
-    data: Annotated[Optional[Path], typer.Option(help="torch.save'd (x, y) instead of CIFAR-10's test set")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="architecture of a .safetensors file, e.g. cnn4, cnn7")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="folder for faults.json/.md/.csv/.png (default: SOURCE/faults)")]
-    = None,
+    data: Annotated[Path | None, typer.Option(help="torch.save'd (x, y) instead of CIFAR-10's test set")] = None,
+    arch: Annotated[str | None, typer.Option(help="architecture of a .safetensors file, e.g. cnn4, cnn7")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="folder for faults.json/.md/.csv/.png (default: SOURCE/faults)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the bit errors")] = 0,
-    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+    data_dir: Annotated[Path | None, typer.Option(envvar="APPROP_DATA")] = None,
 ) -> None:
     """Bit errors in the int8 weights: accuracy against the error rate, its certificate, the bit-flip attack."""
     from .certify.sources import load_points, load_source
@@ -285,31 +359,50 @@ def faults(
         rates = tuple(float(v) for v in ber.split(",") if v.strip())
     except ValueError:
         raise ConfigError(f"--ber must be comma-separated numbers; got {ber!r}") from None
-    cfg = FaultsConfig(ber=rates, draws=draws, statistical=statistical, p0=p0, delta=delta, bfa=bfa,
-                       bfa_cap=bfa_cap, bfa_points=bfa_points, bfa_point_cap=bfa_point_cap, seed=seed)
+    cfg = FaultsConfig(
+        ber=rates,
+        draws=draws,
+        statistical=statistical,
+        p0=p0,
+        delta=delta,
+        bfa=bfa,
+        bfa_cap=bfa_cap,
+        bfa_points=bfa_points,
+        bfa_point_cap=bfa_point_cap,
+        seed=seed,
+    )
     model, label = load_source(source, arch, check=False)  # forward passes and gradients only: any model
     points = load_points(data, n, str(data_dir) if data_dir else None)
     target = out or (source / "faults" if source.is_dir() else source.with_name(source.name + ".faults"))
     result = run_faults(model, points, cfg, target, label)
     files = write_faults_report({label: result}, target, "approp faults " + " ".join(sys.argv[2:]))
-    typer.echo(json.dumps({"out": str(target), "table": str(files["faults.md"]),
-                           "accuracy": {k[4:]: v["acc"] for k, v in result["stages"].items() if k.startswith("ber:")},
-                           "flips_to_chance": result["stages"].get("bfa", {}).get("flips_to_chance")}))
+    typer.echo(
+        json.dumps(
+            {
+                "out": str(target),
+                "table": str(files["faults.md"]),
+                "accuracy": {k[4:]: v["acc"] for k, v in result["stages"].items() if k.startswith("ber:")},
+                "flips_to_chance": result["stages"].get("bfa", {}).get("flips_to_chance"),
+            }
+        )
+    )
 
 
 @app.command()
 @user_errors
 def reproduce(
     preset: Annotated[str, typer.Option(help="quick | thesis, or a preset .toml file")],
-    out: Annotated[Optional[Path], typer.Option(help="output directory (default: runs/PRESET)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory (default: runs/PRESET)")] = None,
     jobs: Annotated[int, typer.Option(help="cells run at once (one per GPU where several exist)")] = 1,
-    only: Annotated[Optional[str], typer.Option(help="glob over cell names, e.g. 'eps0.001-*'")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
-    device: Annotated[Optional[str], typer.Option(help="override the preset's device (cpu | cuda)")] = None,
-    sets: Annotated[Optional[list[str]], typer.Option(
-        "--set", metavar=SET_VAR,
-        help=SET_HELP + " (not train.eps, the grid's axis)" + SET_GRID.format("cell")
-    )] = None,
+    only: Annotated[str | None, typer.Option(help="glob over cell names, e.g. 'eps0.001-*'")] = None,
+    data_dir: Annotated[Path | None, typer.Option(envvar="APPROP_DATA")] = None,
+    device: Annotated[str | None, typer.Option(help="override the preset's device (cpu | cuda)")] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", metavar=SET_VAR, help=SET_HELP + " (not train.eps, the grid's axis)" + SET_GRID.format("cell")
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
 ) -> None:
     """Run the thesis grid of a preset (train + evaluate per cell), then tables, plots and report."""
@@ -317,10 +410,25 @@ def reproduce(
 
     given = parse_set(sets or [])
     target = out or Path("runs") / Path(preset).stem
-    summary = run(preset, target, jobs=jobs, only=only, data_dir=str(data_dir) if data_dir else None,
-                  device=device, progress=not quiet, overrides=given)
-    typer.echo(json.dumps({"out": str(target), "report": str(summary.files["report.md"]),
-                           "cells": {o.name: o.status for o in summary.outcomes}}))
+    summary = run(
+        preset,
+        target,
+        jobs=jobs,
+        only=only,
+        data_dir=str(data_dir) if data_dir else None,
+        device=device,
+        progress=not quiet,
+        overrides=given,
+    )
+    typer.echo(
+        json.dumps(
+            {
+                "out": str(target),
+                "report": str(summary.files["report.md"]),
+                "cells": {o.name: o.status for o in summary.outcomes},
+            }
+        )
+    )
 
 
 @app.command()
@@ -345,10 +453,11 @@ def compare(
 def sweep(
     config: Annotated[Path, typer.Argument(help="sweep .toml file (e.g. configs/sweeps/app_recipe.toml)")],
     out: Annotated[Path, typer.Option(help="output directory: one run per variant, sweep.md/.csv")],
-    only: Annotated[Optional[str], typer.Option(help="comma-separated globs over variant keys")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
-    sets: Annotated[Optional[list[str]], typer.Option(
-        "--set", metavar=SET_VAR, help=SET_HELP + SET_GRID.format("variant"))] = None,
+    only: Annotated[str | None, typer.Option(help="comma-separated globs over variant keys")] = None,
+    data_dir: Annotated[Path | None, typer.Option(envvar="APPROP_DATA")] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", metavar=SET_VAR, help=SET_HELP + SET_GRID.format("variant"))
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Train every variant of a sweep and score it on the validation split (never on test data)."""
@@ -357,8 +466,9 @@ def sweep(
     given = parse_set(sets or [])
     spec = load_sweep(config, data_dir=str(data_dir) if data_dir else None, overrides=given)
     rows = run_sweep(spec, out, only=only, progress=not quiet)
-    typer.echo(json.dumps({"out": str(out), "table": str(out / "sweep.md"),
-                           "scored": [r["key"] for r in rows if r["scores"]]}))
+    typer.echo(
+        json.dumps({"out": str(out), "table": str(out / "sweep.md"), "scored": [r["key"] for r in rows if r["scores"]]})
+    )
 
 
 @app.command()
@@ -366,7 +476,7 @@ def sweep(
 def landscape(
     run_dirs: Annotated[list[Path], typer.Argument(help="trained run directories to compare")],
     out: Annotated[Path, typer.Option(help="PNG to write")] = Path("landscape.png"),
-    labels: Annotated[Optional[str], typer.Option(help="comma-separated labels (default: folder names)")] = None,
+    labels: Annotated[str | None, typer.Option(help="comma-separated labels (default: folder names)")] = None,
     n: Annotated[int, typer.Option(help="first N test points")] = 1000,
     points: Annotated[int, typer.Option(help="points on the 1-D line")] = 21,
     grid: Annotated[int, typer.Option(help="grid × grid points of the 2-D surface")] = 11,
@@ -374,7 +484,7 @@ def landscape(
     step: Annotated[float, typer.Option(help="relative step of the flatness number")] = 0.1,
     seed: Annotated[int, typer.Option(help="seed of the random directions (same for every model)")] = 0,
     directions: Annotated[int, typer.Option(help="random directions the flatness number averages over")] = 10,
-    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
+    data_dir: Annotated[Path | None, typer.Option(envvar="APPROP_DATA")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
@@ -384,25 +494,40 @@ def landscape(
     cfg = LandscapeConfig(n=n, points=points, grid=grid, span=span, step=step, seed=seed, directions=directions)
     names = labels.split(",") if labels else None
     curves = landscape_runs(run_dirs, cfg, out, names, data_dir, device, progress=not quiet)
-    typer.echo(json.dumps({"figure": str(out), "flatness": {k: ls.flatness for k, ls in curves.items()},
-                           "flatness_interval": {k: ls.flatness_interval for k, ls in curves.items()}}))
+    typer.echo(
+        json.dumps(
+            {
+                "figure": str(out),
+                "flatness": {k: ls.flatness for k, ls in curves.items()},
+                "flatness_interval": {k: ls.flatness_interval for k, ls in curves.items()},
+            }
+        )
+    )
 
 
 @app.command()
 @user_errors
 def fronts(
-    results: Annotated[Path, typer.Argument(help="a preset's results folder (e.g. runs/fronts or docs/results/fronts)")],
-    out: Annotated[Optional[Path], typer.Option(help="folder for the fronts_* files (default: RESULTS)")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="list this preset's cells (default: the folder's cells)")]
-    = None,
+    results: Annotated[
+        Path, typer.Argument(help="a preset's results folder (e.g. runs/fronts or docs/results/fronts)")
+    ],
+    out: Annotated[Path | None, typer.Option(help="folder for the fronts_* files (default: RESULTS)")] = None,
+    preset: Annotated[str | None, typer.Option(help="list this preset's cells (default: the folder's cells)")] = None,
 ) -> None:
     """Trade-off fronts (APP vs AWP) of a results folder: table, pairs, plots and verdicts, pending cells listed."""
     from .experiments.fronts import fronts as run
 
     view = run(results, out, preset=preset)
-    typer.echo(json.dumps({"files": {name: str(path) for name, path in view.files.items()},
-                           "verdicts": [{"claim": v.claim, "decided": v.decided} for v in view.verdicts],
-                           "pending": [p.name for p in view.pending]}, ensure_ascii=False))
+    typer.echo(
+        json.dumps(
+            {
+                "files": {name: str(path) for name, path in view.files.items()},
+                "verdicts": [{"claim": v.claim, "decided": v.decided} for v in view.verdicts],
+                "pending": [p.name for p in view.pending],
+            },
+            ensure_ascii=False,
+        )
+    )
 
 
 @app.command()
@@ -410,16 +535,18 @@ def fronts(
 def validate(
     run_dir: Annotated[Path, typer.Argument(help="a trained run directory (trained with data.val_split > 0)")],
     n: Annotated[int, typer.Option(help="first N validation images")] = 2000,
-    eps: Annotated[Optional[float], typer.Option(help="L∞ input radius; default: the run's ε")] = None,
+    eps: Annotated[float | None, typer.Option(help="L∞ input radius; default: the run's ε")] = None,
     pgd_steps: Annotated[int, typer.Option(help="PGD steps")] = 20,
-    lam: Annotated[Optional[float], typer.Option(help="also verify over the run's radius kind at this λ")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(envvar="APPROP_DATA")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu | cuda (default: the run's)")] = None,
+    lam: Annotated[float | None, typer.Option(help="also verify over the run's radius kind at this λ")] = None,
+    data_dir: Annotated[Path | None, typer.Option(envvar="APPROP_DATA")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda (default: the run's)")] = None,
 ) -> None:
     """Score a trained run on its validation split (clean, PGD, verified with Wilson intervals) into RUN/val.json."""
     from .experiments.validate import summary_line, validate_run
 
-    result = validate_run(run_dir, n=n, eps=eps, pgd_steps=pgd_steps, lam=lam,
-                          data_dir=str(data_dir) if data_dir else None, device=device)
-    typer.echo(json.dumps({"val": str(run_dir / "val.json"), "n": result["n"], **summary_line(result)},
-                          ensure_ascii=False))
+    result = validate_run(
+        run_dir, n=n, eps=eps, pgd_steps=pgd_steps, lam=lam, data_dir=str(data_dir) if data_dir else None, device=device
+    )
+    typer.echo(
+        json.dumps({"val": str(run_dir / "val.json"), "n": result["n"], **summary_line(result)}, ensure_ascii=False)
+    )

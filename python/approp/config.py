@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import tomli_w
+import tomllib
 
 from .rundir import atomic_write
 
@@ -166,8 +166,9 @@ class RadiusConfig:
             if self.restricted not in (None, True, False):
                 raise ConfigError(f"radius.restricted must be true, false or unset; got {self.restricted!r}")
         elif self.bits is not None or self.per_channel is not None or self.restricted is not None:
-            raise ConfigError(f"radius.bits, radius.per_channel and radius.restricted belong to kind 'quant', "
-                              f"not {self.kind!r}")
+            raise ConfigError(
+                f"radius.bits, radius.per_channel and radius.restricted belong to kind 'quant', not {self.kind!r}"
+            )
         _check_nonneg("radius.lam", self.lam)
         _check_nonneg("radius.s", self.s)
         if not (isinstance(self.m, (int, float)) and math.isfinite(self.m) and self.m > 0):
@@ -199,8 +200,10 @@ class OptimConfig:
         _check_nonneg("optim.momentum", self.momentum)
         _check_nonneg("optim.weight_decay", self.weight_decay)
         if self.grad_clip is not None and not (
-            isinstance(self.grad_clip, (int, float)) and not isinstance(self.grad_clip, bool)
-            and math.isfinite(self.grad_clip) and self.grad_clip > 0
+            isinstance(self.grad_clip, (int, float))
+            and not isinstance(self.grad_clip, bool)
+            and math.isfinite(self.grad_clip)
+            and self.grad_clip > 0
         ):
             raise ConfigError(f"optim.grad_clip must be a finite number > 0 or unset; got {self.grad_clip!r}")
 
@@ -325,7 +328,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def replace(self, **sections: Any) -> "RunConfig":
+    def replace(self, **sections: Any) -> RunConfig:
         """Returns a copy with fields overridden, e.g. replace(train={"eps": 0.01})."""
         updates = {}
         for name, values in sections.items():
@@ -347,7 +350,7 @@ class RunConfig:
         atomic_write(path, self.to_toml())
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         """Returns a RunConfig from {section: {key: value}}; unknown keys are an error."""
         unknown = set(raw) - set(_SECTIONS)
         if unknown:
@@ -355,7 +358,7 @@ class RunConfig:
         return cls(**{name: _build(t, raw.get(name, {}), name) for name, t in _SECTIONS.items()})
 
     @classmethod
-    def load(cls, path: Path | str) -> "RunConfig":
+    def load(cls, path: Path | str) -> RunConfig:
         """Returns the RunConfig read from a TOML file."""
         return cls.from_dict(read_toml(path, "config file"))
 
@@ -396,16 +399,13 @@ def parse_set(items: Iterable[str]) -> dict[str, dict[str, Any]]:
         name, sep, text = item.partition("=")
         section, _, key = name.strip().partition(".")
         if not (sep and section and key):
-            raise ConfigError(f"--set expects SECTION.KEY=VALUE, e.g. train.epochs=5; "
-                              f"got {item!r}")
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, e.g. train.epochs=5; got {item!r}")
         if section not in _SECTIONS:
-            raise ConfigError(f"--set {item!r}: unknown config section {section!r}; "
-                              f"known: {', '.join(_SECTIONS)}")
+            raise ConfigError(f"--set {item!r}: unknown config section {section!r}; known: {', '.join(_SECTIONS)}")
         hints = get_type_hints(_SECTIONS[section])
         declared = {f.name: hints[f.name] for f in fields(_SECTIONS[section])}
         if key not in declared:
-            raise ConfigError(f"--set {item!r}: unknown key {key!r} in [{section}]; "
-                              f"known: {', '.join(declared)}")
+            raise ConfigError(f"--set {item!r}: unknown key {key!r} in [{section}]; known: {', '.join(declared)}")
         value = _parse_value(f"{section}.{key}", declared[key], text.strip())
         out.setdefault(section, {})[key] = value
     return out
@@ -417,8 +417,7 @@ def _fraction(text: str) -> float:
     return float(num) / float(den) if sep else float(num)
 
 
-_BOOLS = {"true": True, "yes": True, "on": True, "1": True,
-          "false": False, "no": False, "off": False, "0": False}
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 _PARSERS: dict[type, tuple[Any, str]] = {
     int: (int, "an integer"),
     float: (_fraction, "a number (or a fraction such as 2/255)"),
@@ -463,8 +462,7 @@ def _build(cls: type, values: dict[str, Any], section: str) -> Any:
     unknown = set(values) - known
     if unknown:
         raise ConfigError(
-            f"unknown key(s) in [{section}]: {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(known))}"
+            f"unknown key(s) in [{section}]: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
         )
     try:
         return cls(**values)

@@ -132,10 +132,10 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(self.x.to(device), self.y.to(device))
 
-    def take(self, n: int | None) -> "Split":
+    def take(self, n: int | None) -> Split:
         """Returns the first n examples (all if n is None)."""
         return self if n is None else Split(self.x[:n], self.y[:n])
 
@@ -158,8 +158,10 @@ def load_splits(cfg: DataConfig, device: torch.device | str = "cpu") -> tuple[Sp
 def split_validation(full: Split, n_val: int) -> tuple[Split, Split]:
     """Returns (train, val): the split without its last n_val examples, and those examples."""
     if not 0 < n_val < len(full):
-        raise DataError(f"data.val_split must be between 1 and {len(full) - 1} for a training split "
-                        f"of {len(full)} images; got {n_val}")
+        raise DataError(
+            f"data.val_split must be between 1 and {len(full) - 1} for a training split "
+            f"of {len(full)} images; got {n_val}"
+        )
     cut = len(full) - n_val
     return Split(full.x[:cut], full.y[:cut]), Split(full.x[cut:], full.y[cut:])
 

@@ -36,21 +36,20 @@ from .certify.statistical_plot import plot_statistical
 from .certify.statistical_views import run_statistical, statistical_markdown
 from .config import ConfigError, RunConfig, check_eps, check_positive_int
 from .data import Split, load_cifar10, to_float
+from .faults.report import faults_summary, write_faults_report
+from .faults.run import FaultsConfig, run_faults
 from .formatting import pct, table_lines
 from .metrics import clean_accuracy, verified_accuracy
 from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
 from .precision import full_precision
 from .progress import Progress
-from .faults.report import faults_summary, write_faults_report
-from .faults.run import FaultsConfig, run_faults
 from .rundir import CONFIG, REPORT, STATISTICAL_PLOT, atomic_json, atomic_write, results_key
 from .rundir import EVAL_PARAM_STATE as PARAM_STATE
 from .rundir import EVAL_RESULTS as RESULTS
 from .rundir import EVAL_STATE as STATE
 
 SECTION = "## Evaluation"
-STAGES = ("clean", "pgd", "autoattack", "verified", "neighbourhood", "param_attack", "statistical", "certify",
-          "faults")
+STAGES = ("clean", "pgd", "autoattack", "verified", "neighbourhood", "param_attack", "statistical", "certify", "faults")
 STATISTICAL_KEYS = ("statistical", "delta", "p0")  # left out of the resume key while the stage is off
 CERTIFY_KEYS = ("certify", "quant")  # the same for the certificates
 FAULTS_KEYS = ("faults", "faults_bfa")  # and for the bit errors
@@ -123,9 +122,15 @@ class EvalConfig:
 
     def stages(self) -> tuple[str, ...]:
         """Returns the names of the stages these options run, in order."""
-        off = {"autoattack": not self.autoattack, "verified": not self.verified,
-               "neighbourhood": self.neighbourhood == 0, "param_attack": not self.param_attack, "statistical": self.statistical == 0,
-               "certify": not (self.certify or self.quant), "faults": not (self.faults or self.faults_bfa)}
+        off = {
+            "autoattack": not self.autoattack,
+            "verified": not self.verified,
+            "neighbourhood": self.neighbourhood == 0,
+            "param_attack": not self.param_attack,
+            "statistical": self.statistical == 0,
+            "certify": not (self.certify or self.quant),
+            "faults": not (self.faults or self.faults_bfa),
+        }
         return tuple(s for s in STAGES if not off.get(s, False))
 
 
@@ -147,8 +152,12 @@ class Evaluator:
     """Runs the evaluation stages of one run directory, resumably; see the module docstring."""
 
     def __init__(
-        self, run_dir: Path | str, cfg: EvalConfig | None = None, data_dir: str | os.PathLike | None = None,
-        device: str = "cpu", progress: bool = True,
+        self,
+        run_dir: Path | str,
+        cfg: EvalConfig | None = None,
+        data_dir: str | os.PathLike | None = None,
+        device: str = "cpu",
+        progress: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg or EvalConfig()
@@ -164,11 +173,18 @@ class Evaluator:
         self.test = Split(*load_cifar10(data_dir, train=False)).take(self.cfg.n).to(device)
         self.device = device
         self.progress = progress
-        settings = {**asdict(self.cfg), "param_attack": list(self.cfg.param_attack),
-                    "certify": list(self.cfg.certify), "quant": list(self.cfg.quant), "faults": list(self.cfg.faults)}
-        off = (STATISTICAL_KEYS if not self.cfg.statistical else ()) + (
-            CERTIFY_KEYS if not (self.cfg.certify or self.cfg.quant) else ()) + (
-            FAULTS_KEYS if not (self.cfg.faults or self.cfg.faults_bfa) else ())  # states saved before a stage existed stay valid
+        settings = {
+            **asdict(self.cfg),
+            "param_attack": list(self.cfg.param_attack),
+            "certify": list(self.cfg.certify),
+            "quant": list(self.cfg.quant),
+            "faults": list(self.cfg.faults),
+        }
+        off = (
+            (STATISTICAL_KEYS if not self.cfg.statistical else ())
+            + (CERTIFY_KEYS if not (self.cfg.certify or self.cfg.quant) else ())
+            + (FAULTS_KEYS if not (self.cfg.faults or self.cfg.faults_bfa) else ())
+        )  # states saved before a stage existed stay valid
         self.key = results_key(self.meta, settings, off, eps=self.eps, n=len(self.test))
 
     # -- state ---------------------------------------------------------------------------
@@ -218,9 +234,15 @@ class Evaluator:
 
     def _results(self, state: dict[str, Any], stages: tuple[str, ...]) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "run_dir": str(self.run_dir), "algo": self.meta.get("algo"), "epoch": self.meta.get("epoch"),
-            "radius": self.meta.get("radius"), "eps": self.eps, "lam": self.radius.lam,
-            "n": len(self.test), "config": self.key["config"], "seconds": {},
+            "run_dir": str(self.run_dir),
+            "algo": self.meta.get("algo"),
+            "epoch": self.meta.get("epoch"),
+            "radius": self.meta.get("radius"),
+            "eps": self.eps,
+            "lam": self.radius.lam,
+            "n": len(self.test),
+            "config": self.key["config"],
+            "seconds": {},
         }
         for name in stages:
             stage = dict(state["stages"][name])
@@ -235,10 +257,19 @@ class Evaluator:
 
     def _stage_pgd(self, state, bar) -> dict[str, Any]:
         c = self.cfg
-        mask = pgd_correct(self.model, self.test, self.eps, steps=c.pgd_steps, restarts=c.pgd_restarts,
-                           batch_size=c.batch_size, seed=c.seed)
-        return {"pgd_acc": mask.float().mean().item(),
-                "pgd": {"steps": c.pgd_steps, "restarts": c.pgd_restarts, "step_size": 2.5 * self.eps / c.pgd_steps}}
+        mask = pgd_correct(
+            self.model,
+            self.test,
+            self.eps,
+            steps=c.pgd_steps,
+            restarts=c.pgd_restarts,
+            batch_size=c.batch_size,
+            seed=c.seed,
+        )
+        return {
+            "pgd_acc": mask.float().mean().item(),
+            "pgd": {"steps": c.pgd_steps, "restarts": c.pgd_restarts, "step_size": 2.5 * self.eps / c.pgd_steps},
+        }
 
     def _stage_autoattack(self, state, bar) -> dict[str, Any]:
         saved = state["partial"].get("autoattack")
@@ -252,18 +283,37 @@ class Evaluator:
 
         points = self.test.take(self.cfg.autoattack_n)
         x = points.x.float().div(255.0)  # (k, 3, 32, 32) in [0, 1]
-        res = autoattack(self.model, x, points.y, self.eps, batch_size=min(self.cfg.batch_size, 250),
-                         seed=self.cfg.seed, state=cascade, on_attack_done=save)
-        return {"autoattack": {"robust_acc": res.robust_acc, "cascade": res.cascade, "n": len(points),
-                               "version": "standard", "norm": "Linf"}}
+        res = autoattack(
+            self.model,
+            x,
+            points.y,
+            self.eps,
+            batch_size=min(self.cfg.batch_size, 250),
+            seed=self.cfg.seed,
+            state=cascade,
+            on_attack_done=save,
+        )
+        return {
+            "autoattack": {
+                "robust_acc": res.robust_acc,
+                "cascade": res.cascade,
+                "n": len(points),
+                "version": "standard",
+                "norm": "Linf",
+            }
+        }
 
     def _stage_verified(self, state, bar) -> dict[str, Any]:
         """verified_acc: interval bounds as always; _crown: linear bounds; _best: per margin the better of both."""
-        out = {"verified_acc": verified_accuracy(self.model, self.test, self.eps, self.radius,
-                                                 batch_size=self.cfg.batch_size)}
+        out = {
+            "verified_acc": verified_accuracy(
+                self.model, self.test, self.eps, self.radius, batch_size=self.cfg.batch_size
+            )
+        }
         for method in ("crown", "best"):
-            out[f"verified_acc_{method}"] = verified_accuracy(self.model, self.test, self.eps, self.radius,
-                                                              batch_size=self.cfg.batch_size, method=method)
+            out[f"verified_acc_{method}"] = verified_accuracy(
+                self.model, self.test, self.eps, self.radius, batch_size=self.cfg.batch_size, method=method
+            )
         return out
 
     def _stage_neighbourhood(self, state, bar) -> dict[str, Any]:
@@ -276,11 +326,27 @@ class Evaluator:
             self.save_state(state)
             bar.advance(task)
 
-        samples = neighbourhood(self.model, self.test, self.radius, self.eps, c.neighbourhood,
-                                pgd_steps=c.pgd_steps, seed=c.seed, batch_size=c.batch_size,
-                                done=done, on_sample=save)
-        return {"neighbourhood": {"k": c.neighbourhood, "lam": self.radius.lam, "kind": self.radius.kind,
-                                  "summary": summarise(samples), "samples": samples_to_json(samples)}}
+        samples = neighbourhood(
+            self.model,
+            self.test,
+            self.radius,
+            self.eps,
+            c.neighbourhood,
+            pgd_steps=c.pgd_steps,
+            seed=c.seed,
+            batch_size=c.batch_size,
+            done=done,
+            on_sample=save,
+        )
+        return {
+            "neighbourhood": {
+                "k": c.neighbourhood,
+                "lam": self.radius.lam,
+                "kind": self.radius.kind,
+                "summary": summarise(samples),
+                "samples": samples_to_json(samples),
+            }
+        }
 
     def _stage_param_attack(self, state, bar) -> dict[str, Any]:
         rows = [ParamAttackRow(**r) for r in state["partial"].get("param_attack", [])]
@@ -300,15 +366,24 @@ class Evaluator:
             self.save_state(state)
             bar.advance(task)
 
-        rows += parameter_attack(self.model, self.test, self.cfg.param_attack, self.cfg.param_attack_steps,
-                                 self.cfg.batch_size, on_row=save, start=start)
+        rows += parameter_attack(
+            self.model,
+            self.test,
+            self.cfg.param_attack,
+            self.cfg.param_attack_steps,
+            self.cfg.batch_size,
+            on_row=save,
+            start=start,
+        )
         params_path.unlink(missing_ok=True)
         return {"param_attack": [r.to_json() for r in rows]}
 
     def _stage_certify(self, state, bar) -> dict[str, Any]:
         """certify: the certified-λ curve with λ* per point, and the quantisation certificates."""
         points = Points(to_float(self.test.x), self.test.y, "CIFAR-10 test set")
-        return {"certify": certify_model(self.model, points, CertifyConfig(lams=self.cfg.certify, quant=self.cfg.quant))}
+        return {
+            "certify": certify_model(self.model, points, CertifyConfig(lams=self.cfg.certify, quant=self.cfg.quant))
+        }
 
     def _stage_faults(self, state, bar) -> dict[str, Any]:
         """faults: accuracy under random bit errors of the int8 weights and the bit-flip attack (resumable itself)."""
@@ -320,14 +395,21 @@ class Evaluator:
 
     def _stage_statistical(self, state, bar) -> dict[str, Any]:
         c = self.cfg
-        scfg = StatisticalConfig(samples=c.statistical, delta=c.delta, p0=c.p0, attack_steps=c.pgd_steps,
-                                 seed=c.seed)
+        scfg = StatisticalConfig(samples=c.statistical, delta=c.delta, p0=c.p0, attack_steps=c.pgd_steps, seed=c.seed)
         rounds = max_rounds(scfg)
         partial = state["partial"].setdefault("statistical", {})
         done = max((p["rounds"] for p in partial.get("points", [])), default=0)
         task = bar.add("statistical", total=rounds, completed=done)
-        result = run_statistical(self.model, self.test, self.radius, self.eps, scfg, partial,
-                                 lambda: self.save_state(state), lambda: bar.advance(task))
+        result = run_statistical(
+            self.model,
+            self.test,
+            self.radius,
+            self.eps,
+            scfg,
+            partial,
+            lambda: self.save_state(state),
+            lambda: bar.advance(task),
+        )
         plot_statistical(result, self.run_dir / STATISTICAL_PLOT, f"{self.meta.get('algo')}:")
         return {"statistical": result}
 
@@ -343,25 +425,49 @@ class _StageBar(Progress):
 def evaluation_markdown(results: dict[str, Any]) -> str:
     """Returns the report's Evaluation section for a results dict (as written to eval.json)."""
     r = results
-    lines = [SECTION, "", f"On the first {r['n']} test images at eps = {r['eps']:.6g} "
-             f"(checkpoint after epoch {(r.get('epoch') or 0) + 1}; accuracies in %).", "",
-             *table_lines(["clean", "PGD", "AutoAttack", "verified", "verified (linear)", "verified (best)"],
-                          [[pct(v) for v in (r.get("clean_acc"), r.get("pgd_acc"),
-                                             r.get("autoattack", {}).get("robust_acc"), r.get("verified_acc"),
-                                             r.get("verified_acc_crown"), r.get("verified_acc_best"))]]), "",
-             "Verified: interval bounds; linear: CROWN-style bounds over the same box and ball; best: per "
-             "margin the better of both (linear and best count a margin only above its float rounding "
-             "allowance).", ""]
+    lines = [
+        SECTION,
+        "",
+        f"On the first {r['n']} test images at eps = {r['eps']:.6g} "
+        f"(checkpoint after epoch {(r.get('epoch') or 0) + 1}; accuracies in %).",
+        "",
+        *table_lines(
+            ["clean", "PGD", "AutoAttack", "verified", "verified (linear)", "verified (best)"],
+            [
+                [
+                    pct(v)
+                    for v in (
+                        r.get("clean_acc"),
+                        r.get("pgd_acc"),
+                        r.get("autoattack", {}).get("robust_acc"),
+                        r.get("verified_acc"),
+                        r.get("verified_acc_crown"),
+                        r.get("verified_acc_best"),
+                    )
+                ]
+            ],
+        ),
+        "",
+        "Verified: interval bounds; linear: CROWN-style bounds over the same box and ball; best: per "
+        "margin the better of both (linear and best count a margin only above its float rounding "
+        "allowance).",
+        "",
+    ]
     if "autoattack" in r:
         cascade = r["autoattack"]["cascade"]
-        lines += ["AutoAttack cascade (robust accuracy after each attack): "
-                  + ", ".join(f"{k} {pct(v)}" for k, v in cascade.items()), ""]
+        lines += [
+            "AutoAttack cascade (robust accuracy after each attack): "
+            + ", ".join(f"{k} {pct(v)}" for k, v in cascade.items()),
+            "",
+        ]
     if "neighbourhood" in r:
         nb = r["neighbourhood"]
         stats = [(m, k) for m in ("clean_acc", "pgd_acc") for k in ("mean", "min", "spread")]
         lines += [f"Neighbourhood: {nb['k']} networks per mode in the {nb['kind']} box (lam {nb['lam']:g}).", ""]
-        lines += table_lines(["mode", "clean mean", "clean min", "clean spread", "PGD mean", "PGD min", "PGD spread"],
-                             [[mode, *(pct(s[m][k]) for m, k in stats)] for mode, s in nb["summary"].items()])
+        lines += table_lines(
+            ["mode", "clean mean", "clean min", "clean spread", "PGD mean", "PGD min", "PGD spread"],
+            [[mode, *(pct(s[m][k]) for m, k in stats)] for mode, s in nb["summary"].items()],
+        )
         lines.append("")
     if "statistical" in r:
         lines += statistical_markdown(r["statistical"])
@@ -371,9 +477,13 @@ def evaluation_markdown(results: dict[str, Any]) -> str:
         lines += [faults_summary(r["faults"]), ""]
     if "param_attack" in r:
         lines += ["Parameter attack in [θ − λ|θ|, θ + λ|θ|]:", ""]
-        lines += table_lines(["λ", "acc before", "acc after", "flipped"],
-                             [[f"{row['lam']:g}", *(pct(row[k]) for k in ("acc_before", "acc_after", "flipped"))]
-                              for row in r["param_attack"]])
+        lines += table_lines(
+            ["λ", "acc before", "acc after", "flipped"],
+            [
+                [f"{row['lam']:g}", *(pct(row[k]) for k in ("acc_before", "acc_after", "flipped"))]
+                for row in r["param_attack"]
+            ],
+        )
         lines.append("")
     return "\n".join(lines)
 

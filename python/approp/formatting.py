@@ -25,7 +25,12 @@ def pct(v: float | None, digits: int = 2) -> str:
 
 
 def format_interval(
-    value: float, lower: float, upper: float, scale: float = 100.0, digits: int = 1, signed: bool = False,
+    value: float,
+    lower: float,
+    upper: float,
+    scale: float = 100.0,
+    digits: int = 1,
+    signed: bool = False,
 ) -> str:
     """Returns 'v [lo, hi]' of the three numbers times `scale` with `digits` decimals (signed: '+v [−lo, +hi]')."""
     spec = f"{'+' if signed else ''}.{digits}f"

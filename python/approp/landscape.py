@@ -44,6 +44,7 @@ from .precision import full_precision
 from .rundir import LANDSCAPE as RESULT
 from .rundir import atomic_json, results_key
 from .stats.intervals import crossed_bootstrap
+
 Params = dict[str, torch.Tensor]
 
 
@@ -107,8 +108,10 @@ def random_directions(model: nn.Module, seed: int, count: int = 2) -> list[Param
 @torch.no_grad()
 def point_losses(model: nn.Module, params: Params, split: Split, batch_size: int = 500) -> torch.Tensor:
     """Returns the cross-entropy of every point (n,) of the split, with `params` substituted, in float64."""
-    parts = [F.cross_entropy(functional_call(model, params, (x,)), y, reduction="none").double()
-             for x, y in batches(split, batch_size)]
+    parts = [
+        F.cross_entropy(functional_call(model, params, (x,)), y, reduction="none").double()
+        for x, y in batches(split, batch_size)
+    ]
     return torch.cat(parts).cpu() if parts else torch.zeros(0, dtype=torch.float64)
 
 
@@ -158,8 +161,13 @@ def compute_landscape(model: nn.Module, split: Split, cfg: LandscapeConfig, on_p
     return Landscape(t, line, axis, surface, loss_0, terms.mean().item(), [lower, upper], rounded)
 
 
-def run_landscape(run_dir: Path | str, cfg: LandscapeConfig, data_dir: str | os.PathLike | None = None,
-                  device: str = "cpu", on_point=None) -> Landscape:
+def run_landscape(
+    run_dir: Path | str,
+    cfg: LandscapeConfig,
+    data_dir: str | os.PathLike | None = None,
+    device: str = "cpu",
+    on_point=None,
+) -> Landscape:
     """Returns the landscape of a run's checkpoint; cached in RUN_DIR/landscape.json per checkpoint and settings."""
     run_dir = Path(run_dir)
     meta = ckpt.read_meta(run_dir)
@@ -214,8 +222,16 @@ def plot_landscapes(curves: dict[str, Landscape], path: Path | str, title: str =
     return Path(path)
 
 
-def landscape_runs(run_dirs: list[Path], cfg: LandscapeConfig, out: Path, labels: list[str] | None = None,
-                   data_dir=None, device: str = "cpu", progress: bool = True, title: str = "") -> dict[str, Landscape]:
+def landscape_runs(
+    run_dirs: list[Path],
+    cfg: LandscapeConfig,
+    out: Path,
+    labels: list[str] | None = None,
+    data_dir=None,
+    device: str = "cpu",
+    progress: bool = True,
+    title: str = "",
+) -> dict[str, Landscape]:
     """Returns {label: landscape} after computing every run's landscape and plotting them together to `out`."""
     from .progress import Progress
 
@@ -224,6 +240,6 @@ def landscape_runs(run_dirs: list[Path], cfg: LandscapeConfig, out: Path, labels
     with Progress(enabled=progress) as bar:
         for i, (label, run) in enumerate(zip(labels, run_dirs)):
             task = bar.start_batches(i, points_per_model(cfg), label=f"landscape {label}:")
-            curves[label] = run_landscape(run, cfg, data_dir, device, on_point=lambda: bar.advance(task))
+            curves[label] = run_landscape(run, cfg, data_dir, device, on_point=lambda: bar.advance(task))  # noqa: B023  (used within this iteration)
     plot_landscapes(curves, out, title)
     return curves

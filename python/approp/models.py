@@ -77,12 +77,16 @@ class CNN4BN(nn.Module):
         self.width = width
         self.layers = nn.Sequential(
             Normalize(CIFAR10_MEAN, CIFAR10_STD),
-            *_conv_bn_relu(3, c1), *_conv_bn_relu(c1, c1),  # (B, c1, 32, 32)
+            *_conv_bn_relu(3, c1),
+            *_conv_bn_relu(c1, c1),  # (B, c1, 32, 32)
             nn.MaxPool2d(2),  # (B, c1, 16, 16)
-            *_conv_bn_relu(c1, c2), *_conv_bn_relu(c2, c2),
+            *_conv_bn_relu(c1, c2),
+            *_conv_bn_relu(c2, c2),
             nn.MaxPool2d(2),  # (B, c2, 8, 8)
             nn.Flatten(),
-            nn.Linear(c2 * 8 * 8, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Linear(c2 * 8 * 8, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(),
             nn.Linear(hidden, num_classes),
         )
 
@@ -103,11 +107,15 @@ class CNN7(nn.Module):
         self.width = width
         self.layers = nn.Sequential(
             Normalize(CIFAR10_MEAN, CIFAR10_STD),
-            *_conv_bn_relu(3, c), *_conv_bn_relu(c, c),  # (B, c, 32, 32)
+            *_conv_bn_relu(3, c),
+            *_conv_bn_relu(c, c),  # (B, c, 32, 32)
             *_conv_bn_relu(c, 2 * c, stride=2),  # (B, 2c, 16, 16)
-            *_conv_bn_relu(2 * c, 2 * c), *_conv_bn_relu(2 * c, 2 * c),
+            *_conv_bn_relu(2 * c, 2 * c),
+            *_conv_bn_relu(2 * c, 2 * c),
             nn.Flatten(),  # (B, 2c·16·16)
-            nn.Linear(2 * c * 16 * 16, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Linear(2 * c * 16 * 16, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(),
             nn.Linear(hidden, num_classes),
         )
 
@@ -226,7 +234,11 @@ class PreActResNet18(nn.Module):
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
-    "cnn4": CNN4, "cnn4_bn": CNN4BN, "cnn7": CNN7, "resnet20": ResNet20, "preact_resnet18": PreActResNet18,
+    "cnn4": CNN4,
+    "cnn4_bn": CNN4BN,
+    "cnn7": CNN7,
+    "resnet20": ResNet20,
+    "preact_resnet18": PreActResNet18,
 }
 
 

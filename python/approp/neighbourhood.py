@@ -81,8 +81,9 @@ def neighbourhood(
                 continue
             net = sample_network(model, box, mode, i, seed)
             robust = pgd_correct(net, split, eps, steps=pgd_steps, batch_size=batch_size, seed=seed)
-            s = NeighbourSample(mode, i, clean_accuracy(net, split, batch_size),
-                                robust.float().mean().item() if len(robust) else 0.0)
+            s = NeighbourSample(
+                mode, i, clean_accuracy(net, split, batch_size), robust.float().mean().item() if len(robust) else 0.0
+            )
             samples.append(s)
             if on_sample is not None:
                 on_sample(s)
@@ -100,8 +101,11 @@ def summarise(samples: list[NeighbourSample]) -> dict[str, dict[str, dict[str, f
         for metric in ("clean_acc", "pgd_acc"):
             vals = [getattr(s, metric) for s in rows]
             out[mode][metric] = {
-                "mean": statistics.fmean(vals), "min": min(vals), "max": max(vals),
-                "spread": max(vals) - min(vals), "std": statistics.pstdev(vals),
+                "mean": statistics.fmean(vals),
+                "min": min(vals),
+                "max": max(vals),
+                "spread": max(vals) - min(vals),
+                "std": statistics.pstdev(vals),
             }
     return out
 

@@ -69,13 +69,18 @@ def native_bf16(device: torch.device | str, cpuinfo: Path = Path("/proc/cpuinfo"
         text = cpuinfo.read_text()
     except OSError:
         return False
-    flags = {word for line in text.splitlines() if line.startswith(("flags", "Features"))
-             for word in line.split(":", 1)[-1].split()}
+    flags = {
+        word
+        for line in text.splitlines()
+        if line.startswith(("flags", "Features"))
+        for word in line.split(":", 1)[-1].split()
+    }
     return bool(flags & NATIVE_BF16_FLAGS)
 
 
-def resolve_precision(precision: str, device: torch.device | str, engine: str = "torch",
-                      resumed: str | None = None) -> str:
+def resolve_precision(
+    precision: str, device: torch.device | str, engine: str = "torch", resumed: str | None = None
+) -> str:
     """Returns "fp32" or "bf16" for a run's train.precision.
 
     "auto" becomes the resumed run's own precision (`resumed`, from its config.toml) if there

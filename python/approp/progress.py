@@ -30,7 +30,7 @@ class Progress:
         )
         self._batch_task = None
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         if self._bar is not None:
             self._bar.__enter__()
         return self
@@ -58,7 +58,5 @@ class Progress:
         """Prints one line of epoch metrics above the bars."""
         if self._bar is None:
             return
-        shown = ", ".join(
-            f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "lr"
-        )
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "lr")
         self._bar.console.print(f"epoch {row['epoch'] + 1}: {shown}")

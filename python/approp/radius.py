@@ -36,7 +36,7 @@ def radius_of(theta: torch.Tensor, cfg: RadiusConfig, lam: float | None = None) 
 # Outward slack of the quantisation box: PyTorch quantises as round(θ·(1/s))·s in float32,
 # whose rounding moves a weight by at most about 3·2^(bits−1)·2⁻²⁴·s past the exact s/2
 # (≤ 2.3e-5·s at 8 bits); 1 + 2⁻¹² covers that with room to spare.
-QUANT_SLACK = 1.0 + 2.0 ** -12
+QUANT_SLACK = 1.0 + 2.0**-12
 
 
 def quant_levels(bits: int, restricted: bool = False) -> tuple[int, int]:
@@ -66,9 +66,7 @@ def is_perturbed(param: torch.Tensor, cfg: RadiusConfig) -> bool:
     return cfg.perturb_weights if param.dim() >= 2 else cfg.perturb_biases
 
 
-def parameter_radii(
-    model: nn.Module, cfg: RadiusConfig, lam: float | None = None
-) -> dict[str, torch.Tensor]:
+def parameter_radii(model: nn.Module, cfg: RadiusConfig, lam: float | None = None) -> dict[str, torch.Tensor]:
     """Returns {name: r(θ)} for every parameter (zeros for those not perturbed)."""
     return {
         name: radius_of(p, cfg, lam) if is_perturbed(p, cfg) else torch.zeros_like(p)

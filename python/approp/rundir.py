@@ -81,15 +81,18 @@ def without_neutral(values: Mapping[str, Any], neutral: Mapping[str, Any]) -> di
 
 def comparable_config(config: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Returns a copy of RunConfig.to_dict() without the NEUTRAL_FIELDS that hold their neutral value."""
-    return {section: without_neutral(values, {k: v for (s, k), v in NEUTRAL_FIELDS.items() if s == section})
-            for section, values in config.items()}
+    return {
+        section: without_neutral(values, {k: v for (s, k), v in NEUTRAL_FIELDS.items() if s == section})
+        for section, values in config.items()
+    }
 
 
 def fingerprint(config: dict[str, dict[str, Any]], settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
     """Returns the 16-hex-digit hash of a training config (RunConfig.to_dict()) and the evaluation
     settings that differ from their defaults: what defines a result of an experiment's cell."""
-    blob = json.dumps({"config": comparable_config(config), "eval": without_neutral(settings, defaults)},
-                      sort_keys=True, default=list)
+    blob = json.dumps(
+        {"config": comparable_config(config), "eval": without_neutral(settings, defaults)}, sort_keys=True, default=list
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -98,5 +101,4 @@ def results_key(meta: Mapping[str, Any], settings: dict[str, Any], off: Iterable
     settings without the names in `off` (the settings of stages that are off, so that results
     saved before those stages existed stay valid)."""
     dropped = set(off)
-    return {"sha256": meta.get("sha256"), **extra,
-            "config": {k: v for k, v in settings.items() if k not in dropped}}
+    return {"sha256": meta.get("sha256"), **extra, "config": {k: v for k, v in settings.items() if k not in dropped}}

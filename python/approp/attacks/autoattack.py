@@ -37,7 +37,7 @@ class CascadeState:
         return {"robust": self.robust.to(torch.uint8).tolist(), "done": dict(self.done)}
 
     @classmethod
-    def from_json(cls, raw: dict, device: torch.device | str) -> "CascadeState":
+    def from_json(cls, raw: dict, device: torch.device | str) -> CascadeState:
         """Returns the state saved by `to_json`, with the mask on `device`."""
         return cls(torch.tensor(raw["robust"], dtype=torch.bool, device=device), dict(raw["done"]))
 
@@ -81,8 +81,9 @@ def autoattack(
     n = len(y)
     if state is None:
         with torch.no_grad():
-            robust = torch.cat([model(xb).argmax(1) == yb for xb, yb in
-                                zip(x.split(batch_size), y.split(batch_size))])  # (N,)
+            robust = torch.cat(
+                [model(xb).argmax(1) == yb for xb, yb in zip(x.split(batch_size), y.split(batch_size))]
+            )  # (N,)
         state = CascadeState(robust, {"clean": robust.float().mean().item() if n else 0.0})
         if on_attack_done is not None:
             on_attack_done("clean", state)

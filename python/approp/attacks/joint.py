@@ -31,7 +31,12 @@ def _step(model: nn.Module, params: dict, xs: torch.Tensor, y: torch.Tensor):
 
 @full_precision()
 def joint_attack_margins(
-    model: nn.Module, box: Box, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 20,
+    model: nn.Module,
+    box: Box,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int = 20,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Returns the lowest margin (B,) found per point over networks in the box and inputs in the ball.

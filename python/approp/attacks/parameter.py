@@ -44,8 +44,7 @@ class ParamAttackRow:
     flipped: float
 
     def to_json(self) -> dict[str, float]:
-        return {"lam": self.lam, "acc_before": self.acc_before, "acc_after": self.acc_after,
-                "flipped": self.flipped}
+        return {"lam": self.lam, "acc_before": self.acc_before, "acc_after": self.acc_after, "flipped": self.flipped}
 
 
 def relative_box(theta: Params, lam: float) -> Box:
@@ -73,8 +72,13 @@ def _loss_grad(model: nn.Module, params: Params, split: Split, batch_size: int) 
 
 
 def attack_box(
-    model: nn.Module, theta: Params, start: Params, lam: float, split: Split,
-    steps: int = 20, batch_size: int = 500,
+    model: nn.Module,
+    theta: Params,
+    start: Params,
+    lam: float,
+    split: Split,
+    steps: int = 20,
+    batch_size: int = 500,
 ) -> tuple[Params, torch.Tensor]:
     """Returns (parameters in the λ-box with the fewest correct points found, their correct mask (N,))."""
     box = relative_box(theta, lam)
@@ -83,8 +87,7 @@ def attack_box(
     alpha = 2.5 / max(steps, 1)
     for _ in range(steps if lam > 0 else 0):
         grads = _loss_grad(model, params, split, batch_size)
-        params = project({n: p + alpha * lam * theta[n].abs() * grads[n].sign()
-                          for n, p in params.items()}, box)
+        params = project({n: p + alpha * lam * theta[n].abs() * grads[n].sign() for n, p in params.items()}, box)
         mask = correct_mask(model, params, split, batch_size)
         if mask.sum() < best_mask.sum():
             best, best_mask = params, mask

@@ -94,8 +94,12 @@ def _getattr(x: Any, name: str) -> Any:
 
 
 # Shape queries, evaluated on the interval's shape (Interval.shape) or on another static value.
-STATIC = {torch.Tensor.size: _size, torch.Tensor.dim: lambda x: len(x.shape), getattr: _getattr,
-          operator.getitem: operator.getitem}
+STATIC = {
+    torch.Tensor.size: _size,
+    torch.Tensor.dim: lambda x: len(x.shape),
+    getattr: _getattr,
+    operator.getitem: operator.getitem,
+}
 DISPLAY.update({getattr: "getattr (x.shape)", operator.getitem: "operator.getitem (of a shape)"})
 
 
@@ -147,7 +151,8 @@ def _build(model: nn.Module) -> Graph:
     except (fx.proxy.TraceError, TypeError, RuntimeError, NotImplementedError, ValueError, AttributeError) as err:
         raise UnsupportedLayerError(
             f"{type(model).__name__} cannot be traced by torch.fx ({type(err).__name__}: {err}); the bounds need a "
-            "forward without data-dependent control flow") from None
+            "forward without data-dependent control flow"
+        ) from None
     fx_nodes = list(fx_graph.nodes)
     out = next(n for n in fx_nodes if n.op == "output")
     if not isinstance(out.args[0], fx.Node):
@@ -206,8 +211,9 @@ def _convert(model: nn.Module, n: fx.Node, index: dict[fx.Node, int], first: boo
         target = f"Tensor.{n.target}"
     else:
         key, target = n.target, kind_name(n.target)
-    return Node(n.name, key, target, module, args, kwargs, tuple(dict.fromkeys(slots)), tuple(slots),
-                static=key in STATIC)
+    return Node(
+        n.name, key, target, module, args, kwargs, tuple(dict.fromkeys(slots)), tuple(slots), static=key in STATIC
+    )
 
 
 def _check_in_place(graph: Graph) -> None:
@@ -221,7 +227,8 @@ def _check_in_place(graph: Graph) -> None:
         in_place = getattr(node.module, "inplace", False) or node.kwargs.get("inplace", False) is True
         if in_place and node.inputs and any(c > i for c in graph.nodes[node.inputs[0]].consumers if c != i):
             raise UnsupportedLayerError(
-                f"{node.describe()} works in place on a value that a later node reads: make it out of place")
+                f"{node.describe()} works in place on a value that a later node reads: make it out of place"
+            )
 
 
 def mark_bounded(graph: Graph) -> Graph:
@@ -251,5 +258,6 @@ def require(graph: Graph, linear: bool = False) -> Graph:
             supported = sorted(kind_name(k) for k, v in KINDS.items() if all(getattr(v, c) for c in columns))
             raise UnsupportedLayerError(
                 f"no {' and no '.join(m + ' rule' for m in missing)} for {node.describe()}; supported kinds: "
-                f"{', '.join(supported + sorted(kind_name(k) for k in STATIC))}")
+                f"{', '.join(supported + sorted(kind_name(k) for k in STATIC))}"
+            )
     return graph

@@ -33,9 +33,16 @@ RELU = (F.relu, torch.relu, torch.Tensor.relu)
 AVG_POOL = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, F.avg_pool2d, F.adaptive_avg_pool2d)
 RESHAPE = (torch.flatten, torch.Tensor.flatten, torch.Tensor.view, torch.Tensor.reshape, torch.reshape)
 PASS = (nn.Identity, nn.Dropout, nn.Dropout2d)
-DISPLAY.update({operator.add: "operator.add (+)", torch.add: "torch.add", torch.relu: "torch.relu",
-                F.avg_pool2d: "torch.nn.functional.avg_pool2d", torch.flatten: "torch.flatten",
-                torch.reshape: "torch.reshape"})
+DISPLAY.update(
+    {
+        operator.add: "operator.add (+)",
+        torch.add: "torch.add",
+        torch.relu: "torch.relu",
+        F.avg_pool2d: "torch.nn.functional.avg_pool2d",
+        torch.flatten: "torch.flatten",
+        torch.reshape: "torch.reshape",
+    }
+)
 Params = dict[str, ParamInterval]
 
 
@@ -125,16 +132,22 @@ def avg_pool_backward(layer: Any, coef: torch.Tensor, ctx: Context) -> Step:
     """coef (B, S, C, h, w) → Pᵀcoef (B, S, C, H, W), exactly; rounding: window × Σ|coef_in|·max|x|."""
     in_shape = ctx.inp.shape[1:]
     coef_in = transpose(_op(layer), coef, in_shape)
-    window = math.prod(in_shape[1:]) if isinstance(layer, nn.AdaptiveAvgPool2d) or (
-        isinstance(layer, Call) and layer.fn is F.adaptive_avg_pool2d) else _kernel_area(layer)
+    window = (
+        math.prod(in_shape[1:])
+        if isinstance(layer, nn.AdaptiveAvgPool2d) or (isinstance(layer, Call) and layer.fn is F.adaptive_avg_pool2d)
+        else _kernel_area(layer)
+    )
     rounding = window * _sum_tail(coef_in.abs() * _size(ctx.inp).unsqueeze(1))
     return Step(coef_in, coef.new_zeros(coef.shape[:2]), rounding)
 
 
 def _kernel_area(layer: Any) -> int:
     """Returns the number of terms an average-pooling window sums."""
-    k = layer.kernel_size if isinstance(layer, nn.Module) else (layer.args[1] if len(layer.args) > 1
-                                                                   else layer.kwargs["kernel_size"])
+    k = (
+        layer.kernel_size
+        if isinstance(layer, nn.Module)
+        else (layer.args[1] if len(layer.args) > 1 else layer.kwargs["kernel_size"])
+    )
     return math.prod(k) if isinstance(k, (tuple, list)) else k * k
 
 
@@ -151,7 +164,8 @@ def reshape_rule(call: Call, x: Interval, params: Params) -> Interval:
     if out.shape[0] != x.shape[0]:
         raise UnsupportedLayerError(
             f"{call.fn.__name__} from {tuple(x.shape)} to {tuple(out.shape)} mixes the points of a batch: "
-            "the bounds need the batch axis kept (e.g. x.view(x.size(0), -1))")
+            "the bounds need the batch axis kept (e.g. x.view(x.size(0), -1))"
+        )
     return out
 
 

@@ -41,7 +41,7 @@ class Interval:
         self._lower = self._upper = None
 
     @classmethod
-    def from_bounds(cls, lower: torch.Tensor, upper: torch.Tensor) -> "Interval":
+    def from_bounds(cls, lower: torch.Tensor, upper: torch.Tensor) -> Interval:
         """Returns the interval [lower, upper] (lower <= upper elementwise)."""
         iv = cls.__new__(cls)
         iv._center = iv._radius = None
@@ -92,11 +92,11 @@ class Interval:
             return self._center.float(), self._radius.float()
         return self._center, self._radius
 
-    def map_monotone(self, fn) -> "Interval":
+    def map_monotone(self, fn) -> Interval:
         """Returns fn applied to both ends; sound for any elementwise nondecreasing fn."""
         return Interval.from_bounds(fn(self.lower), fn(self.upper))
 
-    def map_linear(self, fn) -> "Interval":
+    def map_linear(self, fn) -> Interval:
         """Returns the image under a linear map that keeps each coordinate (reshape, permute)."""
         if self.has_bounds:
             return Interval.from_bounds(fn(self._lower), fn(self._upper))

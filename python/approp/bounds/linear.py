@@ -63,8 +63,10 @@ class Prepared:
 
     def select(self, rows: torch.Tensor) -> Prepared:
         """Returns the same for the points `rows` (a bool mask or indices over the batch)."""
-        inputs = [Interval.from_bounds(iv.lower[rows], iv.upper[rows]) if isinstance(iv, Interval) else iv
-                  for iv in self.inputs]
+        inputs = [
+            Interval.from_bounds(iv.lower[rows], iv.upper[rows]) if isinstance(iv, Interval) else iv
+            for iv in self.inputs
+        ]
         return Prepared(self.graph, inputs, self.boxes)
 
 
@@ -75,8 +77,12 @@ def check_intermediate(intermediate: str) -> None:
 
 
 def prepare(
-    model: nn.Module, x: torch.Tensor, eps: float, radius: RadiusConfig | None,
-    lam: float | None = None, intermediate: Intermediate = "ibp",
+    model: nn.Module,
+    x: torch.Tensor,
+    eps: float,
+    radius: RadiusConfig | None,
+    lam: float | None = None,
+    intermediate: Intermediate = "ibp",
 ) -> Prepared:
     """Returns the interval of every node for images x (B, C, H, W) over the ball and box."""
     if eps < 0:
@@ -99,8 +105,7 @@ def prepare(
 def _node_step(prep: Prepared, i: int, coef: torch.Tensor, cache: dict) -> Step:
     """Returns node i's backward step for coef (B, S, *out) on its output."""
     node = prep.graph.nodes[i]
-    ctx = Context(prep.inputs[node.bounded[0]], prep.boxes[i], cache,
-                  tuple(prep.inputs[j] for j in node.bounded[1:]))
+    ctx = Context(prep.inputs[node.bounded[0]], prep.boxes[i], cache, tuple(prep.inputs[j] for j in node.bounded[1:]))
     if node.module is not None:
         layer = node.module
     else:
@@ -109,7 +114,10 @@ def _node_step(prep: Prepared, i: int, coef: torch.Tensor, cache: dict) -> Step:
 
 
 def backward(
-    prep: Prepared, coef: torch.Tensor, caches: dict | None = None, start: int | None = None,
+    prep: Prepared,
+    coef: torch.Tensor,
+    caches: dict | None = None,
+    start: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (lower, rounding), each (B, S): lower bounds of coef · (the value of node `start`).
 
@@ -161,8 +169,10 @@ def _refine(prep: Prepared, node: int) -> Interval:
     specs = torch.cat([eye, -eye])  # lower of h_i, and of −h_i (= −upper)
     caches: dict = {}
     step = max(1, CHUNK // bsz)
-    found = [backward(prep, specs[i: i + step].expand(bsz, -1, -1), caches, start=node)[0]
-             for i in range(0, len(specs), step)]
+    found = [
+        backward(prep, specs[i : i + step].expand(bsz, -1, -1), caches, start=node)[0]
+        for i in range(0, len(specs), step)
+    ]
     bound = torch.cat(found, dim=1)  # (B, 2 n_u)
     k = len(units)
     new_lower, new_upper = lower.clone(), upper.clone()

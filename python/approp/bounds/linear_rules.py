@@ -182,8 +182,9 @@ def conv2d_backward(layer: nn.Conv2d, coef: torch.Tensor, ctx: Context) -> Step:
         pad = (kh - 1 - layer.padding[0], kw - 1 - layer.padding[1])
         coef_in = F.conv2d(flat, w.center.transpose(0, 1).flip(2, 3), None, 1, pad)
     else:
-        coef_in = F.conv_transpose2d(flat, w.center, None, layer.stride, layer.padding, tuple(out_pad),
-                                     1, layer.dilation)
+        coef_in = F.conv_transpose2d(
+            flat, w.center, None, layer.stride, layer.padding, tuple(out_pad), 1, layer.dilation
+        )
     return _affine_step(coef, coef_in.view(bsz, s, *in_shape), ctx, cache, fan)
 
 
@@ -247,8 +248,13 @@ def maxpool_backward(layer: nn.MaxPool2d, coef: torch.Tensor, ctx: Context) -> S
     coef ≥ 0 goes to the lower pick; coef < 0 to the dominating input, or into the constant u_i*.
     """
     ks, st = layer.kernel_size, layer.stride
-    if ks not in (2, (2, 2)) or st not in (2, (2, 2)) or layer.padding not in (0, (0, 0)) \
-            or layer.dilation not in (1, (1, 1)) or layer.ceil_mode:
+    if (
+        ks not in (2, (2, 2))
+        or st not in (2, (2, 2))
+        or layer.padding not in (0, (0, 0))
+        or layer.dilation not in (1, (1, 1))
+        or layer.ceil_mode
+    ):
         raise UnsupportedLayerError(
             "MaxPool2d has a linear-bound rule only for kernel 2, stride 2, no padding, "
             f"dilation 1, floor mode; got kernel {ks}, stride {st}, padding {layer.padding}"

@@ -64,14 +64,15 @@ class BoundsRecord:
         """Files x, the interval entering graph node `node`, where the record wants it."""
         if node.is_relu:
             self.pre_relu.append(x)
-        elif self.first is None and node.module is not None \
-                and next(node.module.parameters(recurse=False), None) is not None:
+        elif (
+            self.first is None
+            and node.module is not None
+            and next(node.module.parameters(recurse=False), None) is not None
+        ):
             self.first = x
 
 
-def layer_params(
-    layer: nn.Module, radius: RadiusConfig | None, lam: float | None = None
-) -> dict[str, ParamInterval]:
+def layer_params(layer: nn.Module, radius: RadiusConfig | None, lam: float | None = None) -> dict[str, ParamInterval]:
     """Returns the boxes of a layer's own parameters, {local name: ParamInterval}."""
     lam = (radius.lam if lam is None else lam) if radius is not None else 0.0
     boxes = {}
@@ -91,8 +92,13 @@ def resolve(args: Any, values: list) -> Any:
 
 
 def evaluate(
-    graph: Graph, x: Interval, radius: RadiusConfig | None, lam: float | None = None,
-    record: BoundsRecord | None = None, keep: bool = False, stop: int | None = None,
+    graph: Graph,
+    x: Interval,
+    radius: RadiusConfig | None,
+    lam: float | None = None,
+    record: BoundsRecord | None = None,
+    keep: bool = False,
+    stop: int | None = None,
     on_node: Any = None,
 ) -> tuple[list, list[dict[str, ParamInterval]]]:
     """Returns (values, boxes): every node's interval (or shape value) and parameter boxes, node by node.

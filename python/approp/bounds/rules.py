@@ -135,9 +135,7 @@ def find_rule(table: Mapping, layer: nn.Module, index: int | str, what: str) -> 
     rule = table.get(type(layer))
     if rule is None:
         supported = ", ".join(sorted(kind_name(k) for k in table))
-        raise UnsupportedLayerError(
-            f"no {what} for layer {index} ({type(layer).__name__}); supported: {supported}"
-        )
+        raise UnsupportedLayerError(f"no {what} for layer {index} ({type(layer).__name__}); supported: {supported}")
     return rule
 
 
@@ -149,9 +147,7 @@ def rule_for(layer: nn.Module, index: int | str = "?") -> Rule:
     return find_rule(RULES, layer, index, "interval rule")
 
 
-def affine(
-    x: Interval, w: ParamInterval, b: ParamInterval | None, op: Callable[..., torch.Tensor]
-) -> Interval:
+def affine(x: Interval, w: ParamInterval, b: ParamInterval | None, op: Callable[..., torch.Tensor]) -> Interval:
     """Returns the midpoint-radius image of x under y = op(x, W, b) with W, b in boxes.
 
     y_c = op(x_c, W_c) + b_c

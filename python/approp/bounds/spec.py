@@ -56,9 +56,7 @@ def last_linear(graph: Graph) -> Graph:
     return graph
 
 
-def margin_from_features(
-    h: Interval, w: ParamInterval, b: ParamInterval | None, y: torch.Tensor
-) -> torch.Tensor:
+def margin_from_features(h: Interval, w: ParamInterval, b: ParamInterval | None, y: torch.Tensor) -> torch.Tensor:
     """Returns lower bounds of z_y - z_j (B, K), 0 at j = y, for z = W·h + b with h (B, d) in its interval.
 
     Always fp32 (or the parameters' dtype): a bf16 h is upcast and autocast is off here.

@@ -132,8 +132,7 @@ def margin_bounds(prep: Prepared, y: torch.Tensor, method: Method = "best") -> M
 def _linear_in_passes(prep: Prepared, y: torch.Tensor, rows: torch.Tensor) -> MarginBounds:
     """Returns the linear margin bounds of the points `rows`, FUNCTIONALS_PER_PASS at a time."""
     step = max(1, FUNCTIONALS_PER_PASS // (prep.inputs[-1].lower.shape[1] - 1))
-    parts = [linear_margins(prep.select(rows[i: i + step]), y[rows[i: i + step]])
-             for i in range(0, len(rows), step)]
+    parts = [linear_margins(prep.select(rows[i : i + step]), y[rows[i : i + step]]) for i in range(0, len(rows), step)]
     return MarginBounds(torch.cat([p.lower for p in parts]), torch.cat([p.rounding for p in parts]))
 
 
@@ -172,7 +171,12 @@ def verified_by(
 
 
 def _clear_weakest(
-    prep: Prepared, y: torch.Tensor, ok: torch.Tensor, key: torch.Tensor, rows: torch.Tensor, limit: int | None,
+    prep: Prepared,
+    y: torch.Tensor,
+    ok: torch.Tensor,
+    key: torch.Tensor,
+    rows: torch.Tensor,
+    limit: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (ok, failed): ok (B, K) with the linear decision of up to `limit` open margins of each point in
     `rows` added (all of them for None), weakest first by `key` (the interval bounds); failed (B,): the points
@@ -184,7 +188,7 @@ def _clear_weakest(
     width = int((~ok[rows]).sum(1).max()) if limit is None else limit
     step = max(1, FUNCTIONALS_PER_PASS // width)
     for start in range(0, len(rows), step):
-        idx = rows[start: start + step]
+        idx = rows[start : start + step]
         passed, tried = _clears_open(prep.select(idx), y[idx], ok[idx], key[idx], width)
         ok[idx] |= passed
         failed[idx] = (tried & ~passed).any(1)
@@ -192,7 +196,11 @@ def _clear_weakest(
 
 
 def _clears_open(
-    prep: Prepared, y: torch.Tensor, ok: torch.Tensor, key: torch.Tensor, width: int,
+    prep: Prepared,
+    y: torch.Tensor,
+    ok: torch.Tensor,
+    key: torch.Tensor,
+    width: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (passed, tried), each (B, K) bool: each point's `width` weakest open margins (by key), and
     which of them the linear bound clears.

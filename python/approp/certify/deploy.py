@@ -52,8 +52,9 @@ def _round(v: torch.Tensor, rounding: Rounding) -> torch.Tensor:
     raise ConfigError(f"rounding must be one of {', '.join(ROUNDINGS)}; got {rounding!r}")
 
 
-def integer_weights(w: torch.Tensor, spec: QuantSpec, rounding: Rounding = "half_even"
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def integer_weights(
+    w: torch.Tensor, spec: QuantSpec, rounding: Rounding = "half_even"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (q, s): integers q (same shape as w (C_out, …), int8) and steps s (C_out,) or (), float32.
 
     s = max|w| / half-range, half-range 2^(bits−1) − 1 on the deployment grid (127 at int8) or
@@ -129,8 +130,15 @@ def _conv(g: GraphBuilder, m: nn.Conv2d, x: str) -> str:
         raise ConfigError(f"ONNX export: Conv2d needs numeric zero padding; got {m.padding!r}, {m.padding_mode!r}")
     ph, pw = _pair(m.padding)
     args = [x, g.weight(m.weight)] + ([g.const(m.bias.float())] if m.bias is not None else [])
-    return g.node("Conv", args, kernel_shape=_pair(m.kernel_size), strides=_pair(m.stride),
-                  pads=[ph, pw, ph, pw], dilations=_pair(m.dilation), group=m.groups)
+    return g.node(
+        "Conv",
+        args,
+        kernel_shape=_pair(m.kernel_size),
+        strides=_pair(m.stride),
+        pads=[ph, pw, ph, pw],
+        dilations=_pair(m.dilation),
+        group=m.groups,
+    )
 
 
 def _linear(g: GraphBuilder, m: nn.Linear, x: str) -> str:
@@ -150,8 +158,15 @@ def _batchnorm(g: GraphBuilder, m: nn.modules.batchnorm._BatchNorm, x: str) -> s
 
 def _maxpool(g: GraphBuilder, m: nn.MaxPool2d, x: str) -> str:
     ph, pw = _pair(m.padding)
-    return g.node("MaxPool", [x], kernel_shape=_pair(m.kernel_size), strides=_pair(m.stride or m.kernel_size),
-                  pads=[ph, pw, ph, pw], dilations=_pair(m.dilation), ceil_mode=int(m.ceil_mode))
+    return g.node(
+        "MaxPool",
+        [x],
+        kernel_shape=_pair(m.kernel_size),
+        strides=_pair(m.stride or m.kernel_size),
+        pads=[ph, pw, ph, pw],
+        dilations=_pair(m.dilation),
+        ceil_mode=int(m.ceil_mode),
+    )
 
 
 def _flatten(g: GraphBuilder, m: nn.Flatten, x: str) -> str:
@@ -165,9 +180,15 @@ def _normalize(g: GraphBuilder, m: Normalize, x: str) -> str:
 
 
 EMITTERS: dict[type, Callable[[GraphBuilder, Any, str], str]] = {
-    nn.Conv2d: _conv, nn.Linear: _linear, nn.BatchNorm1d: _batchnorm, nn.BatchNorm2d: _batchnorm,
-    nn.MaxPool2d: _maxpool, nn.Flatten: _flatten, Normalize: _normalize,
-    nn.ReLU: lambda g, m, x: g.node("Relu", [x]), nn.Identity: lambda g, m, x: x,
+    nn.Conv2d: _conv,
+    nn.Linear: _linear,
+    nn.BatchNorm1d: _batchnorm,
+    nn.BatchNorm2d: _batchnorm,
+    nn.MaxPool2d: _maxpool,
+    nn.Flatten: _flatten,
+    Normalize: _normalize,
+    nn.ReLU: lambda g, m, x: g.node("Relu", [x]),
+    nn.Identity: lambda g, m, x: x,
     nn.Dropout: lambda g, m, x: x,  # eval mode: the identity
 }
 
@@ -193,16 +214,22 @@ def to_onnx(model: nn.Module, spec: QuantSpec, input_shape: tuple[int, ...], rou
     layers = _flat_layers(model)
     for layer in layers:
         if type(layer) not in EMITTERS:
-            raise ConfigError(f"ONNX export: no emitter for {type(layer).__name__}; supported: "
-                              f"{', '.join(sorted(k.__name__ for k in EMITTERS))}")
+            raise ConfigError(
+                f"ONNX export: no emitter for {type(layer).__name__}; supported: "
+                f"{', '.join(sorted(k.__name__ for k in EMITTERS))}"
+            )
     g = GraphBuilder(spec, rounding)
     x = "input"
     for layer in layers:
         x = EMITTERS[type(layer)](g, layer, x)
     g.nodes.append(helper.make_node("Identity", [x], ["logits"]))
-    graph = helper.make_graph(g.nodes, f"approp_{spec.name}",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *input_shape])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", None])], g.inits)
+    graph = helper.make_graph(
+        g.nodes,
+        f"approp_{spec.name}",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *input_shape])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", None])],
+        g.inits,
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="approp")
     proto.ir_version = IR_VERSION
     checker.check_model(proto)
@@ -217,24 +244,30 @@ def onnx_logits(proto: Any, x: torch.Tensor, batch_size: int = 500, threads: int
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    out = [torch.from_numpy(session.run(None, {"input": x[i: i + batch_size].float().cpu().numpy()})[0])
-           for i in range(0, len(x), batch_size)]
+    out = [
+        torch.from_numpy(session.run(None, {"input": x[i : i + batch_size].float().cpu().numpy()})[0])
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def deployed_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: QuantSpec,
-                   certified: torch.Tensor) -> dict[str, int]:
+def deployed_check(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: QuantSpec, certified: torch.Tensor
+) -> dict[str, int]:
     """Returns counts of what the deployed quantised networks do on x (N, …), y (N,): ONNX Runtime's and each
     tie rule's independent quantiser's correct points, kept float predictions, and certified points changed
     (`certified` (N,) bool: the quantisation certificate's mask; every violation count must be 0)."""
     with torch.no_grad():
-        pred = torch.cat([model(x[i: i + 500]).argmax(1) for i in range(0, len(x), 500)])
+        pred = torch.cat([model(x[i : i + 500]).argmax(1) for i in range(0, len(x), 500)])
         runs = {"onnx": onnx_logits(to_onnx(model, spec, tuple(x.shape[1:])), x).argmax(1)}
         for rounding in ROUNDINGS:
             q = quantised_copy(model, spec, rounding)
-            runs[rounding] = torch.cat([q(x[i: i + 500]).argmax(1) for i in range(0, len(x), 500)])
+            runs[rounding] = torch.cat([q(x[i : i + 500]).argmax(1) for i in range(0, len(x), 500)])
     out = {}
     for name, p in runs.items():
-        out |= {f"{name}_correct": int((p == y).sum()), f"{name}_kept": int((p == pred).sum()),
-                f"{name}_violations": int((certified & (p != pred)).sum())}
+        out |= {
+            f"{name}_correct": int((p == y).sum()),
+            f"{name}_kept": int((p == pred).sum()),
+            f"{name}_violations": int((certified & (p != pred)).sum()),
+        }
     return out

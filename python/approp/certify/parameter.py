@@ -65,18 +65,26 @@ class RadiusGrid:
         return math.ceil(math.log2(self.points + 1))
 
 
-def _verified(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lam: float, eps: float, method: Method,
-              batch_size: int) -> torch.Tensor:
+def _verified(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, lam: float, eps: float, method: Method, batch_size: int
+) -> torch.Tensor:
     """Returns the bool mask (N,) of points of x (N, C, H, W) certified at λ, batch_size at a time."""
     radius = relative_radius(lam)
-    out = [verified_by(model, x[i: i + batch_size], y[i: i + batch_size], eps, radius, method=method)
-           for i in range(0, len(x), batch_size)]
+    out = [
+        verified_by(model, x[i : i + batch_size], y[i : i + batch_size], eps, radius, method=method)
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
 
 
 def certified_curve(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, lams: tuple[float, ...], eps: float = 0.0,
-    method: Method = "best", batch_size: int = 250,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lams: tuple[float, ...],
+    eps: float = 0.0,
+    method: Method = "best",
+    batch_size: int = 250,
 ) -> dict[float, torch.Tensor]:
     """Returns {λ: bool mask (N,)} of the points certified at each λ (their label y kept by every network).
 
@@ -108,8 +116,13 @@ def bisect_largest(n: int, count: int, check: Callable[[torch.Tensor, int], torc
 
 
 def certified_radius(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, grid: RadiusGrid = RadiusGrid(), eps: float = 0.0,
-    method: Method = "best", batch_size: int = 250,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    grid: RadiusGrid = RadiusGrid(),
+    eps: float = 0.0,
+    method: Method = "best",
+    batch_size: int = 250,
 ) -> torch.Tensor:
     """Returns λ* (N,) float64: per point the largest grid λ found certified by bisection, 0 below the grid.
 

@@ -51,16 +51,22 @@ class QuantSpec:
     restricted: bool = True
 
     @classmethod
-    def parse(cls, text: str) -> "QuantSpec":
+    def parse(cls, text: str) -> QuantSpec:
         """Returns the spec of 'int8', 'int4', … with optional ':channel' (default) or ':tensor' and ':deploy'
         (default) or ':torch', in any order."""
         m = _SPEC.match(text.strip())
         opts = m.group(2).split(":")[1:] if m else []
-        if m is None or len(set(opts)) < len(opts) or {"channel", "tensor"} <= set(opts) \
-                or {"torch", "deploy"} <= set(opts):
-            raise ConfigError("quantisation must be int2 … int8, optionally ':tensor' (one step per tensor; "
-                              f"default per channel) and ':torch' (PyTorch's grid; default the deployment grid); "
-                              f"got {text!r}")
+        if (
+            m is None
+            or len(set(opts)) < len(opts)
+            or {"channel", "tensor"} <= set(opts)
+            or {"torch", "deploy"} <= set(opts)
+        ):
+            raise ConfigError(
+                "quantisation must be int2 … int8, optionally ':tensor' (one step per tensor; "
+                f"default per channel) and ':torch' (PyTorch's grid; default the deployment grid); "
+                f"got {text!r}"
+            )
         return cls(int(m.group(1)), "tensor" not in opts, "torch" not in opts)
 
     @property
@@ -75,8 +81,14 @@ class QuantSpec:
 
     def radius(self, lam: float = 1.0) -> RadiusConfig:
         """Returns the box of every rounding to this grid (lam = 1: half a step per weight)."""
-        return RadiusConfig(kind="quant", lam=lam, bits=self.bits, per_channel=self.per_channel,
-                            restricted=True if self.restricted else None, perturb_biases=False)
+        return RadiusConfig(
+            kind="quant",
+            lam=lam,
+            bits=self.bits,
+            per_channel=self.per_channel,
+            restricted=True if self.restricted else None,
+            perturb_biases=False,
+        )
 
 
 def result_label(entry: dict[str, object]) -> str:
@@ -92,8 +104,9 @@ def quantise_weight(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """Returns w (C_out, …) fake-quantised by PyTorch: observer step s, round to nearest, clamp, times s."""
     q_min, q_max = spec.levels
     if spec.per_channel:
-        obs = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
-                                       quant_min=q_min, quant_max=q_max)
+        obs = PerChannelMinMaxObserver(
+            ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=q_min, quant_max=q_max
+        )
     else:
         obs = MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, quant_min=q_min, quant_max=q_max)
     obs = obs.to(w.device)
@@ -101,8 +114,9 @@ def quantise_weight(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     scale, zero = obs.calculate_qparams()
     if spec.per_channel:
         return torch.fake_quantize_per_channel_affine(w.detach().float(), scale.float(), zero.int(), 0, q_min, q_max)
-    return torch.fake_quantize_per_tensor_affine(w.detach().float(), scale.float().item(), int(zero.item()),
-                                                 q_min, q_max)
+    return torch.fake_quantize_per_tensor_affine(
+        w.detach().float(), scale.float().item(), int(zero.item()), q_min, q_max
+    )
 
 
 def quantised_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
@@ -118,21 +132,31 @@ def quantised_model(model: nn.Module, spec: QuantSpec) -> nn.Module:
 @torch.no_grad()
 def predictions(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Returns argmax predictions (N,) of the model on x (N, C, H, W)."""
-    return torch.cat([model(x[i: i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
-def certified_under(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, spec: QuantSpec, eps: float = 0.0,
-                    method: Method = "best", batch_size: int = 250) -> torch.Tensor:
+def certified_under(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    spec: QuantSpec,
+    eps: float = 0.0,
+    method: Method = "best",
+    batch_size: int = 250,
+) -> torch.Tensor:
     """Returns the bool mask (N,) of points whose `labels` no rounding of the weights to the grid can change."""
     model.eval()
     radius = spec.radius()
-    out = [verified_by(model, x[i: i + batch_size], labels[i: i + batch_size], eps, radius, method=method)
-           for i in range(0, len(x), batch_size)]
+    out = [
+        verified_by(model, x[i : i + batch_size], labels[i : i + batch_size], eps, radius, method=method)
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(out)
 
 
-def quant_certificate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: QuantSpec,
-                      method: Method = "best", batch_size: int = 250) -> dict[str, object]:
+def quant_certificate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: QuantSpec, method: Method = "best", batch_size: int = 250
+) -> dict[str, object]:
     """Returns per point (lists of bools) and in counts: certified unchanged / correct, and what the real
     quantised network does (correct, prediction kept)."""
     pred = predictions(model, x)
@@ -140,10 +164,15 @@ def quant_certificate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: 
     unchanged = certified_under(model, x, pred, spec, method=method, batch_size=batch_size)
     correct = unchanged & (pred == y)  # certified correct = certified unchanged on a correct point
     return {
-        "spec": spec.name, "bits": spec.bits, "per_channel": spec.per_channel, "grid": list(spec.levels),
+        "spec": spec.name,
+        "bits": spec.bits,
+        "per_channel": spec.per_channel,
+        "grid": list(spec.levels),
         "n": len(x),
-        "certified_unchanged": int(unchanged.sum()), "certified_correct": int(correct.sum()),
-        "float_correct": int((pred == y).sum()), "quantised_correct": int((real == y).sum()),
+        "certified_unchanged": int(unchanged.sum()),
+        "certified_correct": int(correct.sum()),
+        "float_correct": int((pred == y).sum()),
+        "quantised_correct": int((real == y).sum()),
         "kept": int((real == pred).sum()),
         "violations": int((unchanged & (real != pred)).sum()),  # must be 0: a certified point that changed
         "certified": unchanged.tolist(),  # per point: certified unchanged

@@ -26,8 +26,8 @@ from ..rundir import CERTIFY_REPORT as REPORT
 from ..rundir import CERTIFY_RESULTS as RESULTS
 from ..rundir import atomic_write
 from ..stats.intervals import wilson
-from .parameter import RadiusGrid, certified_curve, certified_radius
 from .deploy import deployed_check
+from .parameter import RadiusGrid, certified_curve, certified_radius
 from .quant_margin import margin_markdown, quant_margins
 from .quantise import QuantSpec, predictions, quant_certificate, result_label
 from .sources import Points
@@ -83,24 +83,39 @@ def certify_model(model: nn.Module, points: Points, cfg: CertifyConfig) -> dict[
     model.eval()
     x, y = points.x, points.y
     correct = predictions(model, x) == y  # (N,)
-    out: dict[str, Any] = {"data": points.source, "n": len(y), "correct": int(correct.sum()), "eps": cfg.eps,
-                           "method": cfg.method, "seconds": {}}
+    out: dict[str, Any] = {
+        "data": points.source,
+        "n": len(y),
+        "correct": int(correct.sum()),
+        "eps": cfg.eps,
+        "method": cfg.method,
+        "seconds": {},
+    }
     forward = _forward_seconds(model, x)
     out["seconds"]["forward"] = forward
     t0 = time.perf_counter()
     curve = certified_curve(model, x, y, cfg.lams, cfg.eps, cfg.method, cfg.batch_size)
     out["seconds"]["curve"] = time.perf_counter() - t0
-    out["curve"] = [{"lam": lam, "certified": int((mask & correct).sum()), "of": int(correct.sum()),
-                     "flips_at_most": int((correct & ~mask).sum())} for lam, mask in curve.items()]
+    out["curve"] = [
+        {
+            "lam": lam,
+            "certified": int((mask & correct).sum()),
+            "of": int(correct.sum()),
+            "flips_at_most": int((correct & ~mask).sum()),
+        }
+        for lam, mask in curve.items()
+    ]
     if cfg.radius:
         t0 = time.perf_counter()
         lam_star = certified_radius(model, x, y, cfg.grid, cfg.eps, cfg.method, cfg.batch_size)
         spent = time.perf_counter() - t0
         out["seconds"]["radius"] = spent
-        out["radius"] = {"grid": [cfg.grid.lam_min, cfg.grid.lam_max, cfg.grid.points],
-                         "checks_per_point": cfg.grid.checks(),
-                         "forward_passes_per_point": spent / forward if forward > 0 else None,
-                         "lam_star": lam_star.tolist()}
+        out["radius"] = {
+            "grid": [cfg.grid.lam_min, cfg.grid.lam_max, cfg.grid.points],
+            "checks_per_point": cfg.grid.checks(),
+            "forward_passes_per_point": spent / forward if forward > 0 else None,
+            "lam_star": lam_star.tolist(),
+        }
     out["quant"] = []
     for text in cfg.quant:
         t0 = time.perf_counter()
@@ -113,8 +128,9 @@ def certify_model(model: nn.Module, points: Points, cfg: CertifyConfig) -> dict[
         out["quant_margin"] = []
         for text in cfg.quant:
             t0 = time.perf_counter()
-            out["quant_margin"].append(quant_margins(model, x, y, QuantSpec.parse(text), method=cfg.method,
-                                                     batch_size=cfg.batch_size))
+            out["quant_margin"].append(
+                quant_margins(model, x, y, QuantSpec.parse(text), method=cfg.method, batch_size=cfg.batch_size)
+            )
             out["seconds"][f"quant margin {text}"] = time.perf_counter() - t0
     return out
 
@@ -137,37 +153,68 @@ def lam_star_quantiles(result: dict[str, Any]) -> dict[str, float] | None:
 
 def certify_markdown(result: dict[str, Any], title: str = "Certified parameter robustness") -> list[str]:
     """Returns Markdown lines: the certified-λ table, λ* quantiles and the quantisation table."""
-    lines = [f"## {title}", "", f"{result['n']} points of {result['data']}; {result['correct']} classified correctly. "
-             f"Bounds: {result['method']}, input ball ε = {result['eps']:g}; shares in % with 95 % Wilson intervals.",
-             ""]
-    lines += table_lines(["λ", "certified (of correct)", "flips at most (of correct)"],
-                         [[f"{r['lam']:g}", _pct(r["certified"], r["of"]), _pct(r["flips_at_most"], r["of"])]
-                          for r in result["curve"]])
+    lines = [
+        f"## {title}",
+        "",
+        f"{result['n']} points of {result['data']}; {result['correct']} classified correctly. "
+        f"Bounds: {result['method']}, input ball ε = {result['eps']:g}; shares in % with 95 % Wilson intervals.",
+        "",
+    ]
+    lines += table_lines(
+        ["λ", "certified (of correct)", "flips at most (of correct)"],
+        [[f"{r['lam']:g}", _pct(r["certified"], r["of"]), _pct(r["flips_at_most"], r["of"])] for r in result["curve"]],
+    )
     q = lam_star_quantiles(result)
     if q is not None:
         rad = result["radius"]
-        lines += ["", f"Certified radius λ* (bisection over {rad['grid'][2]} λ from {rad['grid'][0]:g} to "
-                      f"{rad['grid'][1]:g}, {rad['checks_per_point']} checks per point, about "
-                      f"{rad['forward_passes_per_point']:.0f} forward passes per point) over the points with λ* > 0: "
-                      f"quartiles {q['q25']:.3g}, {q['median']:.3g}, {q['q75']:.3g}."]
+        lines += [
+            "",
+            f"Certified radius λ* (bisection over {rad['grid'][2]} λ from {rad['grid'][0]:g} to "
+            f"{rad['grid'][1]:g}, {rad['checks_per_point']} checks per point, about "
+            f"{rad['forward_passes_per_point']:.0f} forward passes per point) over the points with λ* > 0: "
+            f"quartiles {q['q25']:.3g}, {q['median']:.3g}, {q['q75']:.3g}.",
+        ]
     if result.get("quant"):
         keys = ("certified_unchanged", "certified_correct", "float_correct", "quantised_correct", "kept")
         lines += [""] + table_lines(
-            ["quantisation", "certified unchanged", "certified correct", "float accuracy", "quantised accuracy",
-             "prediction kept"],
-            [[result_label(r), *(_pct(r[k], r["n"]) for k in keys)] for r in result["quant"]])
+            [
+                "quantisation",
+                "certified unchanged",
+                "certified correct",
+                "float accuracy",
+                "quantised accuracy",
+                "prediction kept",
+            ],
+            [[result_label(r), *(_pct(r[k], r["n"]) for k in keys)] for r in result["quant"]],
+        )
         deployed = [r for r in result["quant"] if "onnx_correct" in r]
         if deployed:
             kept = ("quantised_correct", "onnx_correct", "onnx_kept", "half_even_kept", "half_away_kept")
             lines += [""] + table_lines(
-                ["quantisation", "PyTorch accuracy", "ONNX Runtime accuracy", "ONNX Runtime kept", "half-even kept",
-                 "half-away kept", "certified but changed (ORT, even, away)"],
-                [[r["spec"], *(_pct(r[k], r["n"]) for k in kept),
-                  f"{r['onnx_violations']}, {r['half_even_violations']}, {r['half_away_violations']}"]
-                 for r in deployed])
-        lines += ["", "int8 is the deployment grid (integers in [−127, 127], s = max|w|/127 per output channel: "
-                      "TensorRT, ONNX Runtime, TFLite); ':torch' PyTorch's observer grid ([−128, 127], s = max|w|/127.5); "
-                      "':tensor' one step per tensor. The box is closed: every tie rule is inside it."]
+                [
+                    "quantisation",
+                    "PyTorch accuracy",
+                    "ONNX Runtime accuracy",
+                    "ONNX Runtime kept",
+                    "half-even kept",
+                    "half-away kept",
+                    "certified but changed (ORT, even, away)",
+                ],
+                [
+                    [
+                        r["spec"],
+                        *(_pct(r[k], r["n"]) for k in kept),
+                        f"{r['onnx_violations']}, {r['half_even_violations']}, {r['half_away_violations']}",
+                    ]
+                    for r in deployed
+                ],
+            )
+        lines += [
+            "",
+            "int8 is the deployment grid (integers in [−127, 127], s = max|w|/127 per output channel: "
+            "TensorRT, ONNX Runtime, TFLite); ':torch' PyTorch's observer grid ([−128, 127], s = max|w|/127.5); "
+            "':tensor' one step per tensor. The box is closed: every tie rule is inside it.",
+        ]
     for margin in result.get("quant_margin", []):
         lines += [""] + margin_markdown(margin)
     return lines + [""]
@@ -178,15 +225,25 @@ def write_results(out_dir: Path, result: dict[str, Any], command: str | None = N
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, text in ((RESULTS, json.dumps(result, indent=2)),
-                       (REPORT, "\n".join(certify_markdown(result)) + (f"\nCommand: `{command}`\n" if command else ""))):
+    for name, text in (
+        (RESULTS, json.dumps(result, indent=2)),
+        (REPORT, "\n".join(certify_markdown(result)) + (f"\nCommand: `{command}`\n" if command else "")),
+    ):
         paths.append(atomic_write(out_dir / name, text))
     return paths[0], paths[1]
 
 
-def certify_source(source: Path, cfg: CertifyConfig, n: int = 1000, data: Path | None = None,
-                   data_dir: str | None = None, input_range: tuple[float, float] = (0.0, 1.0),
-                   arch: str | None = None, out: Path | None = None, command: str | None = None) -> dict[str, Any]:
+def certify_source(
+    source: Path,
+    cfg: CertifyConfig,
+    n: int = 1000,
+    data: Path | None = None,
+    data_dir: str | None = None,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    arch: str | None = None,
+    out: Path | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
     """Returns the certificates of a run directory or model file after writing certify.json/.md.
 
     The model (and every layer's support) is checked before any data is read; out defaults to

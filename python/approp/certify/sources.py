@@ -35,8 +35,18 @@ from ..data import DataError, Split, load_cifar10, to_float
 from ..models import ARCHITECTURES, Normalize, build_model
 
 # What torch.load raises on a file that is not what it should be (truncated, another format, foreign classes).
-LOAD_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, TypeError, OSError, AttributeError,
-               ImportError, IndexError, KeyError)
+LOAD_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    TypeError,
+    OSError,
+    AttributeError,
+    ImportError,
+    IndexError,
+    KeyError,
+)
 
 
 def _first_line(err: BaseException, limit: int = 200) -> str:
@@ -61,13 +71,15 @@ def check_supported(model: nn.Module) -> nn.Sequential:
     except TypeError as err:
         raise UnsupportedLayerError(str(err)) from None
     for index, layer in enumerate(layers):
-        missing = [what for what, table in (("interval", RULES), ("linear-bound", BACKWARD_RULES))
-                   if type(layer) not in table]
+        missing = [
+            what for what, table in (("interval", RULES), ("linear-bound", BACKWARD_RULES)) if type(layer) not in table
+        ]
         if missing:
             supported = ", ".join(sorted(k.__name__ for k in RULES if k in BACKWARD_RULES))
             raise UnsupportedLayerError(
                 f"layer {index} ({type(layer).__name__}) is not supported: no {' and no '.join(missing)} rule; "
-                f"supported layers: {supported}")
+                f"supported layers: {supported}"
+            )
     if not layers or not isinstance(layers[-1], nn.Linear):
         raise UnsupportedLayerError("the last layer must be an nn.Linear (the margins are formed there)")
     return layers
@@ -79,8 +91,9 @@ def parse_arch(text: str) -> ModelConfig:
     try:
         return ModelConfig(arch=arch, width=int(width) if width else 1)
     except ValueError as err:
-        raise ConfigError(f"--arch must be ARCH or ARCH:WIDTH with ARCH one of {', '.join(ARCHITECTURES)}; "
-                          f"{err}") from None
+        raise ConfigError(
+            f"--arch must be ARCH or ARCH:WIDTH with ARCH one of {', '.join(ARCHITECTURES)}; {err}"
+        ) from None
 
 
 def load_source(source: Path, arch: str | None = None, check: bool = True) -> tuple[nn.Module, str]:
@@ -130,8 +143,9 @@ def parse_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def load_points(data: Path | None, n: int, data_dir: str | None = None,
-                input_range: tuple[float, float] = (0.0, 1.0)) -> Points:
+def load_points(
+    data: Path | None, n: int, data_dir: str | None = None, input_range: tuple[float, float] = (0.0, 1.0)
+) -> Points:
     """Returns the first n points: of the (x, y) file `data` (values within input_range), else of CIFAR-10's test set.
 
     Points of a file come back mapped to [0, 1] (see the module docstring and `wrap_range`).
@@ -153,8 +167,9 @@ def load_points(data: Path | None, n: int, data_dir: str | None = None,
     lo, hi = input_range
     x = x.float()
     if x.numel() and (x.min().item() < lo or x.max().item() > hi):
-        raise DataError(f"{data}: x spans [{x.min().item():g}, {x.max().item():g}], outside the stated input range "
-                        f"[{lo:g}, {hi:g}]")
+        raise DataError(
+            f"{data}: x spans [{x.min().item():g}, {x.max().item():g}], outside the stated input range [{lo:g}, {hi:g}]"
+        )
     return Points((x - lo) / (hi - lo), y, str(data))
 
 

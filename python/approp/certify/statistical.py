@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from ..boxes import Box, sampled_margins
-from ..stats.binomial import clopper_pearson_lower, clopper_pearson_upper, round_delta
 from ..config import ConfigError, check_positive_int
+from ..stats.binomial import clopper_pearson_lower, clopper_pearson_upper, round_delta
 from ..stats.extreme_value import block_maxima
 
 CERTIFIED, REFUTED, UNDECIDED = "certified", "refuted", "undecided"
@@ -70,8 +70,9 @@ class StatisticalConfig:
             if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value < 1:
                 raise ConfigError(f"statistical.{name} must be in (0, 1); got {value!r}")
         if self.first_round % self.block:
-            raise ConfigError(f"statistical.block ({self.block}) must divide statistical.first_round "
-                              f"({self.first_round})")
+            raise ConfigError(
+                f"statistical.block ({self.block}) must divide statistical.first_round ({self.first_round})"
+            )
 
 
 @dataclass
@@ -141,8 +142,16 @@ def _round_generator(device, seed: int, k: int) -> torch.Generator:
 
 
 def run_round(
-    model: nn.Module, box: Box, x: torch.Tensor, y: torch.Tensor, eps: float, cfg: StatisticalConfig,
-    points: list[PointState], k: int, delta_point: float, point_chunk: int = 64,
+    model: nn.Module,
+    box: Box,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    cfg: StatisticalConfig,
+    points: list[PointState],
+    k: int,
+    delta_point: float,
+    point_chunk: int = 64,
 ) -> None:
     """Draws round k for every open point of x (N, C, H, W), y (N,) and updates `points` in place.
 
@@ -154,7 +163,7 @@ def run_round(
         return
     gen = _round_generator(x.device, cfg.seed, k)
     for start in range(0, len(idx), point_chunk):
-        chunk = idx[start:start + point_chunk]
+        chunk = idx[start : start + point_chunk]
         draws = min(round_size(cfg, k), cfg.samples - points[chunk[0]].samples)
         margins = sampled_margins(model, box, x[chunk], y[chunk], eps, draws, gen, cfg.chunk_images)  # (s, P)
         for j, i in enumerate(chunk):
@@ -168,8 +177,14 @@ def run_round(
 
 
 def certify(
-    model: nn.Module, box: Box, x: torch.Tensor, y: torch.Tensor, eps: float, cfg: StatisticalConfig,
-    points: list[PointState] | None = None, on_round: Callable[[int, list[PointState]], None] | None = None,
+    model: nn.Module,
+    box: Box,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    cfg: StatisticalConfig,
+    points: list[PointState] | None = None,
+    on_round: Callable[[int, list[PointState]], None] | None = None,
 ) -> list[PointState]:
     """Returns the per-point sequential tests for x (N, …), y (N,) with δ_pt = δ/N (see module docstring).
 
@@ -195,15 +210,24 @@ def dataset_statement(points: list[PointState], cfg: StatisticalConfig) -> dict[
     count = {d: sum(pt.decision == d for pt in points) for d in (CERTIFIED, REFUTED, UNDECIDED)}
     drawn = [pt.samples for pt in points]
     return {
-        "points": len(points), "delta": cfg.delta, "p0": cfg.p0, "delta_point": cfg.delta / n,
-        "certified": count[CERTIFIED] / n, "refuted": count[REFUTED] / n, "undecided": count[UNDECIDED] / n,
-        "samples_total": sum(drawn), "samples_mean": sum(drawn) / n, "samples_max": max(drawn, default=0),
+        "points": len(points),
+        "delta": cfg.delta,
+        "p0": cfg.p0,
+        "delta_point": cfg.delta / n,
+        "certified": count[CERTIFIED] / n,
+        "refuted": count[REFUTED] / n,
+        "undecided": count[UNDECIDED] / n,
+        "samples_total": sum(drawn),
+        "samples_mean": sum(drawn) / n,
+        "samples_max": max(drawn, default=0),
         "draws_to_certify": draws_to_certify(cfg, len(points)),
-        "statement": (f"with confidence >= 1 - {cfg.delta:g} (Bonferroni: {cfg.delta / n:.3g} per point, "
-                      f"spent over rounds as 6/(pi^2 k^2)), every certified point has p <= {cfg.p0:g} and every "
-                      f"refuted point has p > {cfg.p0:g}, where p is the probability that a network uniform in "
-                      "the box on an input uniform in the ball misclassifies it; so at least the certified "
-                      "share of these test points has p <= p0"),
+        "statement": (
+            f"with confidence >= 1 - {cfg.delta:g} (Bonferroni: {cfg.delta / n:.3g} per point, "
+            f"spent over rounds as 6/(pi^2 k^2)), every certified point has p <= {cfg.p0:g} and every "
+            f"refuted point has p > {cfg.p0:g}, where p is the probability that a network uniform in "
+            "the box on an input uniform in the ball misclassifies it; so at least the certified "
+            "share of these test points has p <= p0"
+        ),
     }
 
 

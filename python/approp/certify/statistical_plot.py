@@ -19,8 +19,12 @@ def plot_statistical(stat: dict, path: Path, title: str = "") -> Path:
     pts = stat["points"]
     idx = [i for i, b in enumerate(pts["bound"]) if b is not None]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    views = (("attack", "joint attack", "tab:red", "v"), ("estimate", "extreme-value estimate", "tab:blue", "o"),
-             ("sampled_min", "lowest sampled", "tab:green", "."), ("clean", "clean", "tab:gray", "x"))
+    views = (
+        ("attack", "joint attack", "tab:red", "v"),
+        ("estimate", "extreme-value estimate", "tab:blue", "o"),
+        ("sampled_min", "lowest sampled", "tab:green", "."),
+        ("clean", "clean", "tab:gray", "x"),
+    )
     for key, label, colour, marker in views:
         xy = [(pts["bound"][i], pts[key][i]) for i in idx if pts[key][i] is not None]
         if xy:
@@ -45,8 +49,11 @@ def plot_statistical(stat: dict, path: Path, title: str = "") -> Path:
     right.legend(fontsize=7)
     right.grid(alpha=0.3)
     s = stat["summary"]
-    fig.suptitle(f"{title} p ≤ {s['p0']:g} certified at 1 − {s['delta']:g} for {100 * s['certified']:.1f} % "
-                 "of points; bound ≤ worst case ≤ attack, the estimate is not a bound", fontsize=9)
+    fig.suptitle(
+        f"{title} p ≤ {s['p0']:g} certified at 1 − {s['delta']:g} for {100 * s['certified']:.1f} % "
+        "of points; bound ≤ worst case ≤ attack, the estimate is not a bound",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -24,21 +24,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks.joint import joint_attack_margins
-from ..boxes import class_margin
 from ..bounds import margin_lower_bounds
 from ..bounds.linear import linear_margin_bounds
+from ..boxes import class_margin
 from ..config import RadiusConfig
-from ..formatting import DASH, pct, table_lines
 from ..data import Split, batches, to_float
-from ..stats.extreme_value import MIN_BLOCKS, fit_reverse_weibull
+from ..formatting import DASH, pct, table_lines
 from ..precision import full_precision
 from ..radius import parameter_box
+from ..stats.extreme_value import MIN_BLOCKS, fit_reverse_weibull
 from .statistical import PointState, StatisticalConfig, certify, dataset_statement, points_from_json, points_to_json
 
 
 def margin_views(
-    model: nn.Module, split: Split, radius: RadiusConfig, eps: float, attack_steps: int = 20,
-    seed: int = 0, batch_size: int = 16,
+    model: nn.Module,
+    split: Split,
+    radius: RadiusConfig,
+    eps: float,
+    attack_steps: int = 20,
+    seed: int = 0,
+    batch_size: int = 16,
 ) -> dict[str, list[float]]:
     """Returns {"clean", "bound", "bound_interval", "bound_linear", "attack"} per point (see the module docstring).
 
@@ -54,8 +59,11 @@ def margin_views(
             interval = margin_lower_bounds(model, x, y, eps, radius)  # (B, K), 0 at y
             linear = linear_margin_bounds(model, x, y, eps, radius)  # (B, K), 0 at y
             own = F.one_hot(y, interval.shape[1]).bool()
-            for key, lower in (("bound_interval", interval), ("bound_linear", linear),
-                               ("bound", torch.maximum(interval, linear))):
+            for key, lower in (
+                ("bound_interval", interval),
+                ("bound_linear", linear),
+                ("bound", torch.maximum(interval, linear)),
+            ):
                 out[key] += lower.masked_fill(own, math.inf).amin(1).tolist()
         out["attack"] += joint_attack_margins(model, box, x, y, eps, attack_steps, gen).tolist()
     return out
@@ -79,11 +87,16 @@ def estimates(points: list[PointState]) -> list[dict[str, float] | None]:
     return out
 
 
-def compare(views: dict[str, list[float]], points: list[PointState],
-            fits: list[dict[str, float] | None]) -> dict[str, float | int]:
-    """Returns counts of the orderings: bound ≤ attack (must always hold), where the estimate and the sampled minimum fall."""
-    rows = [(b, a, f["estimate"], pt.min_margin)
-            for b, a, f, pt in zip(views["bound"], views["attack"], fits, points) if f is not None]
+def compare(
+    views: dict[str, list[float]], points: list[PointState], fits: list[dict[str, float] | None]
+) -> dict[str, float | int]:
+    """Returns counts of the orderings: bound ≤ attack (must always hold), and where the estimate and the
+    sampled minimum fall."""
+    rows = [
+        (b, a, f["estimate"], pt.min_margin)
+        for b, a, f, pt in zip(views["bound"], views["attack"], fits, points)
+        if f is not None
+    ]
     n = max(len(rows), 1)
     return {
         "points_with_estimate": len(rows),
@@ -95,17 +108,24 @@ def compare(views: dict[str, list[float]], points: list[PointState],
     }
 
 
-def per_point(views: dict[str, list[float]], points: list[PointState],
-              fits: list[dict[str, float] | None]) -> dict[str, list]:
+def per_point(
+    views: dict[str, list[float]], points: list[PointState], fits: list[dict[str, float] | None]
+) -> dict[str, list]:
     """Returns column lists per test point: decision, draws, failures, bounds on p and the three margin views."""
+
     def col(f):
         return [f(i) for i in range(len(points))]
 
     return {
-        "decision": col(lambda i: points[i].decision), "samples": col(lambda i: points[i].samples),
-        "failures": col(lambda i: points[i].failures), "p_upper": col(lambda i: points[i].upper),
-        "p_lower": col(lambda i: points[i].lower), "clean": views["clean"], "bound": views["bound"],
-        "bound_interval": views.get("bound_interval"), "bound_linear": views.get("bound_linear"),
+        "decision": col(lambda i: points[i].decision),
+        "samples": col(lambda i: points[i].samples),
+        "failures": col(lambda i: points[i].failures),
+        "p_upper": col(lambda i: points[i].upper),
+        "p_lower": col(lambda i: points[i].lower),
+        "clean": views["clean"],
+        "bound": views["bound"],
+        "bound_interval": views.get("bound_interval"),
+        "bound_linear": views.get("bound_linear"),
         "attack": views["attack"],
         "sampled_min": col(lambda i: None if math.isinf(points[i].min_margin) else points[i].min_margin),
         "estimate": col(lambda i: None if fits[i] is None else fits[i]["estimate"]),
@@ -133,33 +153,58 @@ def statistical_markdown(stat: dict) -> list[str]:
     """Returns the report lines of the statistical stage's results (as written to eval.json)."""
     s, c = stat["summary"], stat["compare"]
     m = {name: DASH if v is None else f"{v:.3g}" for name, v in view_medians(stat).items()}
-    lines = [f"Statistical certificates ({s['points']} points, at most {stat['config']['samples']} draws each, "
-             f"network uniform in the box and input uniform in the ball): with confidence ≥ 1 − {s['delta']:g} "
-             f"jointly over the points, p ≤ {s['p0']:g} for {pct(s['certified'])} % of them, p > {s['p0']:g} "
-             f"for {pct(s['refuted'])} %, undecided {pct(s['undecided'])} % "
-             f"({s['samples_mean']:.0f} draws per point on average)."
-             + ("" if s["draws_to_certify"] <= stat["config"]["samples"] else
-                f" No point can be certified with {stat['config']['samples']} draws: zero failures certify only "
-                f"after {s['draws_to_certify']}."), "",
-             *table_lines(["margin view", "median over points", "meaning"], [
-                 ["bound (best of interval and linear)", m["bound"], "≤ every network in the box on every input in the ball"],
-                 ["interval bound", m["bound_interval"], "the same, intervals only"],
-                 ["linear bound", m["bound_linear"], "the same, linear (CROWN-style) only"],
-                 ["joint attack", m["attack"], "reached by one network and input: worst case ≤ this"],
-                 ["extreme-value estimate", m["estimate"],
-                  "estimate of the sampler's lowest margin (median over the points with a fit), not a bound"],
-                 ["lowest sampled", m["sampled_min"], "seen among the draws"],
-                 ["clean", m["clean"], "the midpoint network on x"]]), "",
-             f"Where the estimate falls ({c['points_with_estimate']} points with a fit): between bound and attack "
-             f"{pct(c['estimate_between'])} %, above the attack {pct(c['estimate_above_attack'])} %, below the "
-             f"bound {pct(c['estimate_below_bound'])} %.", ""]
+    lines = [
+        f"Statistical certificates ({s['points']} points, at most {stat['config']['samples']} draws each, "
+        f"network uniform in the box and input uniform in the ball): with confidence ≥ 1 − {s['delta']:g} "
+        f"jointly over the points, p ≤ {s['p0']:g} for {pct(s['certified'])} % of them, p > {s['p0']:g} "
+        f"for {pct(s['refuted'])} %, undecided {pct(s['undecided'])} % "
+        f"({s['samples_mean']:.0f} draws per point on average)."
+        + (
+            ""
+            if s["draws_to_certify"] <= stat["config"]["samples"]
+            else f" No point can be certified with {stat['config']['samples']} draws: zero failures certify only "
+            f"after {s['draws_to_certify']}."
+        ),
+        "",
+        *table_lines(
+            ["margin view", "median over points", "meaning"],
+            [
+                [
+                    "bound (best of interval and linear)",
+                    m["bound"],
+                    "≤ every network in the box on every input in the ball",
+                ],
+                ["interval bound", m["bound_interval"], "the same, intervals only"],
+                ["linear bound", m["bound_linear"], "the same, linear (CROWN-style) only"],
+                ["joint attack", m["attack"], "reached by one network and input: worst case ≤ this"],
+                [
+                    "extreme-value estimate",
+                    m["estimate"],
+                    "estimate of the sampler's lowest margin (median over the points with a fit), not a bound",
+                ],
+                ["lowest sampled", m["sampled_min"], "seen among the draws"],
+                ["clean", m["clean"], "the midpoint network on x"],
+            ],
+        ),
+        "",
+        f"Where the estimate falls ({c['points_with_estimate']} points with a fit): between bound and attack "
+        f"{pct(c['estimate_between'])} %, above the attack {pct(c['estimate_above_attack'])} %, below the "
+        f"bound {pct(c['estimate_below_bound'])} %.",
+        "",
+    ]
     return lines
 
 
 @full_precision()
 def run_statistical(
-    model: nn.Module, split: Split, radius: RadiusConfig, eps: float, cfg: StatisticalConfig,
-    partial: dict, save: Callable[[], None], on_round: Callable[[], None] | None = None,
+    model: nn.Module,
+    split: Split,
+    radius: RadiusConfig,
+    eps: float,
+    cfg: StatisticalConfig,
+    partial: dict,
+    save: Callable[[], None],
+    on_round: Callable[[], None] | None = None,
 ) -> dict:
     """Returns the statistical results (config, summary, compare, per-point columns) for the split.
 
@@ -181,5 +226,9 @@ def run_statistical(
     pts = certify(model, parameter_box(model, radius), x, split.y, eps, cfg, points, done_round)
     fits = estimates(pts)
     views = partial["views"]
-    return {"config": asdict(cfg), "summary": dataset_statement(pts, cfg), "compare": compare(views, pts, fits),
-            "points": per_point(views, pts, fits)}
+    return {
+        "config": asdict(cfg),
+        "summary": dataset_statement(pts, cfg),
+        "compare": compare(views, pts, fits),
+        "points": per_point(views, pts, fits),
+    }

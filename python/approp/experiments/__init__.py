@@ -5,5 +5,14 @@ from .reproduce import ReproduceSummary, reproduce
 from .runner import read_ledger, run_grid
 from .tables import load_reference, write_tables
 
-__all__ = ["Cell", "Preset", "ReproduceSummary", "load_preset", "read_ledger", "reproduce", "run_grid",
-           "load_reference", "write_tables"]
+__all__ = [
+    "Cell",
+    "Preset",
+    "ReproduceSummary",
+    "load_preset",
+    "read_ledger",
+    "reproduce",
+    "run_grid",
+    "load_reference",
+    "write_tables",
+]

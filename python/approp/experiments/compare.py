@@ -40,9 +40,11 @@ def collect_presets(results: dict[str, Path | str]) -> list[CellResult]:
     first = presets[0][0].eval
     for preset, _ in presets[1:]:
         if (preset.eval.n, preset.eval.autoattack_n) != (first.n, first.autoattack_n):
-            raise ConfigError(f"preset {preset.name!r} was evaluated on other test points (n = {preset.eval.n}, "
-                              f"AutoAttack on {preset.eval.autoattack_n}) than {presets[0][0].name!r} "
-                              f"(n = {first.n}, {first.autoattack_n}): the comparison would not be paired")
+            raise ConfigError(
+                f"preset {preset.name!r} was evaluated on other test points (n = {preset.eval.n}, "
+                f"AutoAttack on {preset.eval.autoattack_n}) than {presets[0][0].name!r} "
+                f"(n = {first.n}, {first.autoattack_n}): the comparison would not be paired"
+            )
     seen: set[str] = set()
     out: list[CellResult] = []
     for preset, folder in presets:
@@ -65,8 +67,13 @@ def model_rows(results: list[CellResult], lams: tuple[float, ...]) -> list[dict[
     rows = []
     for r in results:
         row: dict[str, Value] = {
-            "ε": r.eps_label, "model": r.label, "clean": r.share("clean"), "AutoAttack": r.share("autoattack"),
-            "verified": r.share("verified"), "verified (best)": r.share("verified_best"), "PGD": r.share("pgd"),
+            "ε": r.eps_label,
+            "model": r.label,
+            "clean": r.share("clean"),
+            "AutoAttack": r.share("autoattack"),
+            "verified": r.share("verified"),
+            "verified (best)": r.share("verified_best"),
+            "PGD": r.share("pgd"),
         }
         row.update({f"param. attack λ={lam:g}": r.share("flipped", lam) for lam in lams})
         rows.append(row)
@@ -86,10 +93,15 @@ def plot_tradeoff(results: list[CellResult], path: Path) -> Path:
             y = r.share(name) or (r.share("verified") if name == "verified_best" else None)
             if x is None or y is None:
                 continue
-            ax.errorbar([100 * x.value], [100 * y.value],
-                        xerr=[[100 * (x.value - x.lower)], [100 * (x.upper - x.value)]],
-                        yerr=[[100 * (y.value - y.lower)], [100 * (y.upper - y.value)]],
-                        marker="o", capsize=3, label=r.label)
+            ax.errorbar(
+                [100 * x.value],
+                [100 * y.value],
+                xerr=[[100 * (x.value - x.lower)], [100 * (x.upper - x.value)]],
+                yerr=[[100 * (y.value - y.lower)], [100 * (y.upper - y.value)]],
+                marker="o",
+                capsize=3,
+                label=r.label,
+            )
         ax.set_xlabel("clean accuracy (%)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -107,14 +119,19 @@ def compare(results: dict[str, Path | str], out: Path | str, lams: tuple[float, 
     out.mkdir(parents=True, exist_ok=True)
     lams = lams if lams is not None else tuple(sorted({lam for c in cells for lam in c.flipped}))
     files: dict[str, Path] = {}
-    caption = ("Every model of the presets, on the same test points: accuracy in % with 95 % Wilson "
-               "intervals (AutoAttack on its subset of the points; verified at the model's training box "
-               "and ball), and the share of correct points the parameter attack flips at each λ (lower "
-               "is better). A cell two presets share appears once, named by the first.")
+    caption = (
+        "Every model of the presets, on the same test points: accuracy in % with 95 % Wilson "
+        "intervals (AutoAttack on its subset of the points; verified at the model's training box "
+        "and ball), and the share of correct points the parameter attack flips at each λ (lower "
+        "is better). A cell two presets share appears once, named by the first."
+    )
     files["models.md"], files["models.csv"] = write_table(model_rows(cells, tuple(lams)), out / "models", caption)
-    caption = ("A − B in percentage points with Newcombe's 95 % interval; decided where the interval "
-               "excludes 0 (the parameter attack: lower flipped share is better).")
-    files["comparisons.md"], files["comparisons.csv"] = write_table(comparisons(cells, tuple(lams)), out / "comparisons",
-                                                                    caption)
+    caption = (
+        "A − B in percentage points with Newcombe's 95 % interval; decided where the interval "
+        "excludes 0 (the parameter attack: lower flipped share is better)."
+    )
+    files["comparisons.md"], files["comparisons.csv"] = write_table(
+        comparisons(cells, tuple(lams)), out / "comparisons", caption
+    )
     files[TRADEOFF] = plot_tradeoff(cells, out / TRADEOFF)
     return files

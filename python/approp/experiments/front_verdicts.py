@@ -86,8 +86,13 @@ class Pair:
         return "matches"
 
     def numbers(self) -> dict[str, Any]:
-        return {"APP": self.app.algo_label, "AWP": self.awp.algo_label, "status": self.status,
-                "clean": self.clean.as_dict(), "autoattack": self.autoattack.as_dict()}
+        return {
+            "APP": self.app.algo_label,
+            "AWP": self.awp.algo_label,
+            "status": self.status,
+            "clean": self.clean.as_dict(),
+            "autoattack": self.autoattack.as_dict(),
+        }
 
 
 def pairs(app: list[CellResult], awp: list[CellResult]) -> list[Pair]:
@@ -103,8 +108,16 @@ def pairs(app: list[CellResult], awp: list[CellResult]) -> list[Pair]:
 
 def pair_rows(found: list[Pair]) -> list[dict[str, Value]]:
     """Returns one table row per APP × AWP pair: both differences and the pair's status."""
-    return [{"APP": p.app.algo_label, "AWP": p.awp.algo_label, "clean APP − AWP": str(p.clean),
-             "AutoAttack APP − AWP": str(p.autoattack), "APP against AWP": p.status} for p in found]
+    return [
+        {
+            "APP": p.app.algo_label,
+            "AWP": p.awp.algo_label,
+            "clean APP − AWP": str(p.clean),
+            "AutoAttack APP − AWP": str(p.autoattack),
+            "APP against AWP": p.status,
+        }
+        for p in found
+    ]
 
 
 CLAIM_MATCH = "some APP point matches or beats an AWP point in both clean and AutoAttack accuracy"
@@ -113,28 +126,42 @@ CLAIM_MATCH = "some APP point matches or beats an AWP point in both clean and Au
 def match_or_beat(found: list[Pair]) -> Verdict:
     """Returns the match-or-beat verdict, stated with the pair that comes closest to beating."""
     if not found:
-        return Verdict(CLAIM_MATCH, False, "undecided: no APP and AWP point both have clean and AutoAttack accuracy yet")
+        return Verdict(
+            CLAIM_MATCH, False, "undecided: no APP and AWP point both have clean and AutoAttack accuracy yet"
+        )
     rank = {"beats": 2, "matches": 1, "worse": 0}
     best = max(found, key=lambda p: (rank[p.status], min(p.clean.lower, p.autoattack.lower)))
-    nums = (f"{best.app.algo_label} − {best.awp.algo_label}: clean {best.clean}, AutoAttack {best.autoattack}")
+    nums = f"{best.app.algo_label} − {best.awp.algo_label}: clean {best.clean}, AutoAttack {best.autoattack}"
     counts = {s: sum(p.status == s for p in found) for s in rank}
     tally = f" ({counts['beats']} of {len(found)} pairs beat, {counts['matches']} match, {counts['worse']} worse)"
     if best.status == "beats":
         text = f"decided, yes: {best.app.algo_label} beats {best.awp.algo_label} in both ({nums})" + tally
     elif best.status == "matches":
-        text = (f"undecided: {best.app.algo_label} matches {best.awp.algo_label} — neither difference is decided "
-                f"against APP, but not both for it ({nums})" + tally)
+        text = (
+            f"undecided: {best.app.algo_label} matches {best.awp.algo_label} — neither difference is decided "
+            f"against APP, but not both for it ({nums})" + tally
+        )
     else:
-        text = ("decided, no: every APP point is below every AWP point in clean or AutoAttack accuracy; closest "
-                f"pair {nums}" + tally)
-    return Verdict(CLAIM_MATCH, best.status != "matches", text,
-                   {"best": best.numbers(), "pairs": [p.numbers() for p in found], "counts": counts})
+        text = (
+            "decided, no: every APP point is below every AWP point in clean or AutoAttack accuracy; closest "
+            f"pair {nums}" + tally
+        )
+    return Verdict(
+        CLAIM_MATCH,
+        best.status != "matches",
+        text,
+        {"best": best.numbers(), "pairs": [p.numbers() for p in found], "counts": counts},
+    )
 
 
 def nearest_clean(app: list[CellResult], awp: list[CellResult]) -> tuple[CellResult, CellResult, Diff] | None:
     """Returns (APP point, AWP point, clean APP − AWP) of the pair nearest in clean accuracy (None without one)."""
-    found = [(a, b, Diff.of(a.share("clean"), b.share("clean")))
-             for a in app for b in awp if a.share("clean") is not None and b.share("clean") is not None]
+    found = [
+        (a, b, Diff.of(a.share("clean"), b.share("clean")))
+        for a in app
+        for b in awp
+        if a.share("clean") is not None and b.share("clean") is not None
+    ]
     return min(found, key=lambda t: abs(t[2].value), default=None)
 
 
@@ -146,22 +173,27 @@ def equal_clean(app: list[CellResult], awp: list[CellResult], lams: tuple[float,
     """Returns one verdict per measure (AutoAttack, verified, parameter attack at each λ) for the
     APP–AWP pair nearest in clean accuracy (among all pairs with clean accuracy measured)."""
     pair = nearest_clean(app, awp)
-    measures = [("AutoAttack accuracy", lambda r: r.share("autoattack"), True),
-                ("verified accuracy", _verified, True)]
-    measures += [(f"parameter attack λ={lam:g} (flipped share)", lambda r, lam=lam: r.share("flipped", lam), False)
-                 for lam in lams]
+    measures = [("AutoAttack accuracy", lambda r: r.share("autoattack"), True), ("verified accuracy", _verified, True)]
+    measures += [
+        (f"parameter attack λ={lam:g} (flipped share)", lambda r, lam=lam: r.share("flipped", lam), False)
+        for lam in lams
+    ]
     if pair is None:
-        return [Verdict(f"at equal clean accuracy: {m}", False, "undecided: no APP and AWP point evaluated yet")
-                for m, _, _ in measures]
+        return [
+            Verdict(f"at equal clean accuracy: {m}", False, "undecided: no APP and AWP point evaluated yet")
+            for m, _, _ in measures
+        ]
     a, b, clean = pair
-    head = (f"nearest pair in clean accuracy {a.algo_label} vs {b.algo_label}, clean APP − AWP {clean}"
-            + (" — itself decided, so not equal" if clean.above or clean.below else ""))
+    head = f"nearest pair in clean accuracy {a.algo_label} vs {b.algo_label}, clean APP − AWP {clean}" + (
+        " — itself decided, so not equal" if clean.above or clean.below else ""
+    )
     base = {"APP": a.algo_label, "AWP": b.algo_label, "clean": clean.as_dict()}
     return [_measure_verdict(name, get(a), get(b), higher, base, head) for name, get, higher in measures]
 
 
-def _measure_verdict(name: str, a: Proportion | None, b: Proportion | None, higher_better: bool,
-                     base: dict[str, Any], head: str) -> Verdict:
+def _measure_verdict(
+    name: str, a: Proportion | None, b: Proportion | None, higher_better: bool, base: dict[str, Any], head: str
+) -> Verdict:
     """Returns which method is more robust on one measure of the nearest pair, decided or not."""
     claim = f"at equal clean accuracy: {name}"
     if a is None or b is None:
@@ -171,5 +203,6 @@ def _measure_verdict(name: str, a: Proportion | None, b: Proportion | None, high
     winner = ("APP" if d.above == higher_better else "AWP") if decided else None
     nums = f"APP {a} vs AWP {b}, APP − AWP {d}; {head}"
     text = f"decided: {winner} more robust ({nums})" if decided else f"undecided: the interval contains 0 ({nums})"
-    return Verdict(claim, decided, text,
-                   {**base, "app": a.value, "awp": b.value, "difference": d.as_dict(), "more_robust": winner})
+    return Verdict(
+        claim, decided, text, {**base, "app": a.value, "awp": b.value, "difference": d.as_dict(), "more_robust": winner}
+    )

@@ -36,8 +36,10 @@ from .runner import cell_dir, is_trained
 from .tables import CellResult, Value, read_eval, result_from_eval, write_table
 
 FRONTS = {"app": "APP", "awp": "AWP"}  # train.algo → the front it belongs to; any other algo is a reference point
-PLOTS = {"fronts_clean_vs_autoattack.png": ("autoattack", "AutoAttack accuracy (%)"),
-         "fronts_clean_vs_verified.png": ("verified", "verified accuracy (%), best of interval and linear bounds")}
+PLOTS = {
+    "fronts_clean_vs_autoattack.png": ("autoattack", "AutoAttack accuracy (%)"),
+    "fronts_clean_vs_verified.png": ("verified", "verified accuracy (%), best of interval and linear bounds"),
+}
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,9 @@ def _folder_cells(folder: Path) -> list[Cell]:
             continue
         cfg = load_run_config(path)
         eps_slug, _, key = sub.name.partition("-")
-        label = eps_slug.removeprefix("eps").replace("over", "/") if eps_slug.startswith("eps") else f"{cfg.train.eps:g}"
+        label = (
+            eps_slug.removeprefix("eps").replace("over", "/") if eps_slug.startswith("eps") else f"{cfg.train.eps:g}"
+        )
         try:
             eps = parse_eps(label)
         except ConfigError:
@@ -114,8 +118,11 @@ def collect_points(folder: Path | str, preset: str | Path | None = None) -> list
     for cell in cells:
         run = cell_dir(folder, cell) / "run"
         result = result_from_eval(cell, read_eval(run)) if (run / "eval.json").is_file() else None
-        why = "" if result else ("evaluating" if is_trained(folder, cell) else
-                                 "training" if run.is_dir() else "not started")
+        why = (
+            ""
+            if result
+            else ("evaluating" if is_trained(folder, cell) else "training" if run.is_dir() else "not started")
+        )
         points.append(FrontPoint(cell.name, cell.algo.label, cell.config.train.algo, knob(cell.config), result, why))
     return points
 
@@ -135,9 +142,15 @@ def table_rows(points: list[FrontPoint], lams: tuple[float, ...]) -> list[dict[s
             continue
         q, rad = _quant8(r), lam_star_quantiles(r.certify) if r.certify else None
         row: dict[str, Value] = {
-            "front": FRONTS.get(p.algo, "reference"), "point": p.label, "knob": p.knob or "–",
-            "clean": r.share("clean"), "AutoAttack": r.share("autoattack"), "PGD-20": r.share("pgd"),
-            "verified (interval)": r.share("verified"), "verified (best)": r.share("verified_best")}
+            "front": FRONTS.get(p.algo, "reference"),
+            "point": p.label,
+            "knob": p.knob or "–",
+            "clean": r.share("clean"),
+            "AutoAttack": r.share("autoattack"),
+            "PGD-20": r.share("pgd"),
+            "verified (interval)": r.share("verified"),
+            "verified (best)": r.share("verified_best"),
+        }
         row.update({f"param. attack flipped λ={lam:g}": r.share("flipped", lam) for lam in lams})
         lam_star = r.certify.get("radius", {}).get("lam_star") if r.certify else None
         row["certified λ* > 0"] = stats.wilson(sum(v > 0 for v in lam_star), len(lam_star)) if lam_star else None
@@ -186,8 +199,13 @@ def plot_front(points: list[FrontPoint], measure: str, ylabel: str, path: Path) 
         _bars(ax, [(x, y) for x, y, _ in shares], "-o" if name in FRONTS.values() else "*", name)
         for i, (x, y, text) in enumerate(shares):  # above and below in turn: neighbours on a front sit close
             if text:
-                ax.annotate(text, (100 * x.value, 100 * y.value), textcoords="offset points",
-                            xytext=(4, 4 if i % 2 == 0 else -11), fontsize=7)
+                ax.annotate(
+                    text,
+                    (100 * x.value, 100 * y.value),
+                    textcoords="offset points",
+                    xytext=(4, 4 if i % 2 == 0 else -11),
+                    fontsize=7,
+                )
     if not ax.has_data():  # every cell pending: an empty figure that says so
         ax.plot([], [], " ", label="no finished point yet")
     ax.set_xlabel("clean accuracy (%)")
@@ -198,9 +216,11 @@ def plot_front(points: list[FrontPoint], measure: str, ylabel: str, path: Path) 
 
 def verdicts_markdown(view_points: list[FrontPoint], verdicts: list[Verdict]) -> str:
     """Returns the verdicts page: each claim with 'decided' or 'undecided' and its numbers, then the pending cells."""
-    intro = ("APP − AWP in percentage points with Newcombe's 95 % interval (from the two Wilson intervals; "
-             "conservative for models scored on the same test points); decided where it excludes 0. "
-             "Table: [fronts_table.md](fronts_table.md); every pair: [fronts_pairs.md](fronts_pairs.md).")
+    intro = (
+        "APP − AWP in percentage points with Newcombe's 95 % interval (from the two Wilson intervals; "
+        "conservative for models scored on the same test points); decided where it excludes 0. "
+        "Table: [fronts_table.md](fronts_table.md); every pair: [fronts_pairs.md](fronts_pairs.md)."
+    )
     lines = ["# Verdicts on the fronts", "", intro, ""]
     lines += [f"- **{v.claim}** — {v.text}" for v in verdicts]
     pending = [p for p in view_points if p.result is None]
@@ -210,8 +230,12 @@ def verdicts_markdown(view_points: list[FrontPoint], verdicts: list[Verdict]) ->
     return "\n".join(lines) + "\n"
 
 
-def fronts(folder: Path | str, out: Path | str | None = None, preset: str | Path | None = None,
-           lams: tuple[float, ...] | None = None) -> FrontView:
+def fronts(
+    folder: Path | str,
+    out: Path | str | None = None,
+    preset: str | Path | None = None,
+    lams: tuple[float, ...] | None = None,
+) -> FrontView:
     """Returns the fronts view of a results folder after writing its table, pairs, plots and verdicts
     into `out` (default: the folder itself).
 
@@ -228,22 +252,36 @@ def fronts(folder: Path | str, out: Path | str | None = None, preset: str | Path
     found = pairs(app, awp)
     verdicts = [match_or_beat(found), *equal_clean(app, awp, lams)]
     files: dict[str, Path] = {}
-    cap = ("Trade-off fronts: per point, accuracy in % with 95 % Wilson intervals on the test points (AutoAttack on "
-           "its subset), verified at the point's training box and ball (interval bounds; best: per margin the better "
-           "of interval and linear bounds), the share of correct points the parameter attack flips at each λ (lower "
-           "is better), the share of points with a certified λ* > 0 and the median λ* over them, and the int8 "
-           "weight-quantisation certificates (of all points). Pending cells are listed in fronts_verdicts.md.")
-    files["fronts_table.md"], files["fronts_table.csv"] = write_table(table_rows(points, lams), out / "fronts_table", cap)
-    cap = ("Every APP point against every AWP point: APP − AWP with Newcombe's 95 % interval; 'beats' where both "
-           "intervals lie above 0, 'worse' where either lies below 0, else 'matches'.")
+    cap = (
+        "Trade-off fronts: per point, accuracy in % with 95 % Wilson intervals on the test points (AutoAttack on "
+        "its subset), verified at the point's training box and ball (interval bounds; best: per margin the better "
+        "of interval and linear bounds), the share of correct points the parameter attack flips at each λ (lower "
+        "is better), the share of points with a certified λ* > 0 and the median λ* over them, and the int8 "
+        "weight-quantisation certificates (of all points). Pending cells are listed in fronts_verdicts.md."
+    )
+    files["fronts_table.md"], files["fronts_table.csv"] = write_table(
+        table_rows(points, lams), out / "fronts_table", cap
+    )
+    cap = (
+        "Every APP point against every AWP point: APP − AWP with Newcombe's 95 % interval; 'beats' where both "
+        "intervals lie above 0, 'worse' where either lies below 0, else 'matches'."
+    )
     files["fronts_pairs.md"], files["fronts_pairs.csv"] = write_table(pair_rows(found), out / "fronts_pairs", cap)
     for name, (measure, ylabel) in PLOTS.items():
         files[name] = plot_front(points, measure, ylabel, out / name)
     files["fronts_verdicts.md"] = out / "fronts_verdicts.md"
     files["fronts_verdicts.md"].write_text(verdicts_markdown(points, verdicts))
     files["fronts_verdicts.json"] = out / "fronts_verdicts.json"
-    files["fronts_verdicts.json"].write_text(json.dumps(
-        {"verdicts": [v.as_dict() for v in verdicts],
-         "pending": [{"cell": p.name, "label": p.label, "status": p.pending} for p in points if p.result is None]},
-        indent=2, ensure_ascii=False))
+    files["fronts_verdicts.json"].write_text(
+        json.dumps(
+            {
+                "verdicts": [v.as_dict() for v in verdicts],
+                "pending": [
+                    {"cell": p.name, "label": p.label, "status": p.pending} for p in points if p.result is None
+                ],
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
     return FrontView(points, verdicts, files)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .preset import parse_eps
 from ..formatting import pyplot
 from ..stats.intervals import Proportion
+from .preset import parse_eps
 from .tables import CellResult
 
 ACCURACY = "accuracy_vs_eps.png"
@@ -76,8 +76,11 @@ def plot_certified(results: list[CellResult], path: Path) -> Path | None:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(cells), figsize=(3.4 * len(cells), 3.2), sharey=True, squeeze=False)
     for ax, r in zip(axes[0], cells):
-        lams = [lam for lam in sorted(r.flipped)
-                if r.share("flipped", lam) is not None and r.share("certified_flips", lam) is not None]
+        lams = [
+            lam
+            for lam in sorted(r.flipped)
+            if r.share("flipped", lam) is not None and r.share("certified_flips", lam) is not None
+        ]
         low = [r.share("flipped", lam) for lam in lams]
         high = [r.share("certified_flips", lam) for lam in lams]
         _errorbar(ax, lams, high, "at most (certified)")

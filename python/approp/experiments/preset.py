@@ -106,16 +106,23 @@ class Preset:
     landscape: LandscapeConfig | None = field(default_factory=LandscapeConfig)  # None: skipped
     reference: Path | None = None
 
-    def cells(self, data_dir: str | None = None, device: str | None = None, only: str | None = None,
-              overrides: dict[str, dict[str, Any]] | None = None) -> list[Cell]:
+    def cells(
+        self,
+        data_dir: str | None = None,
+        device: str | None = None,
+        only: str | None = None,
+        overrides: dict[str, dict[str, Any]] | None = None,
+    ) -> list[Cell]:
         """Returns the grid's cells in order (ε-major), those matching the glob `only` if given.
 
         overrides: {section: {key: value}} applied last to every cell's config (`--set`); not
         train.eps, the grid's axis, which names the cells (ConfigError).
         """
         if "eps" in (overrides or {}).get("train", {}):
-            raise ConfigError("train.eps is the preset's grid axis (its cells are named by it): "
-                              "choose cells with --only, or give a preset file with other eps")
+            raise ConfigError(
+                "train.eps is the preset's grid axis (its cells are named by it): "
+                "choose cells with --only, or give a preset file with other eps"
+            )
         out = []
         for label in self.eps_labels:
             eps = parse_eps(label)
@@ -168,8 +175,12 @@ def load_preset(name_or_path: str | Path) -> Preset:
     if not isinstance(draw, bool):
         raise ConfigError(f"{path}: [preset] landscape must be true or false; got {draw!r}")
     preset = Preset(
-        name=head.get("name", path.stem), description=head.get("description", ""), eps_labels=labels,
-        algos=algos, base=base, eval=_section(EvalSpec, raw.get("eval", {}), path, "eval"),
+        name=head.get("name", path.stem),
+        description=head.get("description", ""),
+        eps_labels=labels,
+        algos=algos,
+        base=base,
+        eval=_section(EvalSpec, raw.get("eval", {}), path, "eval"),
         landscape=_section(LandscapeConfig, raw.get("landscape", {}), path, "landscape") if draw else None,
         reference=(path.parent / ref) if ref else None,
     )

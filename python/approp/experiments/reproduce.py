@@ -30,7 +30,9 @@ class ReproduceSummary:
     files: dict[str, Path]
 
 
-def _landscapes(preset: Preset, cells: list[Cell], out: Path, progress: bool) -> tuple[dict[str, Landscape], dict[str, Path]]:
+def _landscapes(
+    preset: Preset, cells: list[Cell], out: Path, progress: bool
+) -> tuple[dict[str, Landscape], dict[str, Path]]:
     """Returns ({cell name: landscape}, {figure name: path}) over the trained cells of every ε.
 
     A landscape needs only the final checkpoint, so a cell whose evaluation still runs is in it.
@@ -44,10 +46,16 @@ def _landscapes(preset: Preset, cells: list[Cell], out: Path, progress: bool) ->
         if not group:
             continue
         name = f"landscape_eps{label.replace('/', 'over')}.png"
-        curves = landscape_runs([cell_dir(out, c) / "run" for c in group], preset.landscape, out / name,
-                                labels=[c.algo.label for c in group], data_dir=group[0].config.data.data_dir,
-                                device=group[0].config.train.device, progress=progress,
-                                title=f"weight-loss landscape, ε = {label}")
+        curves = landscape_runs(
+            [cell_dir(out, c) / "run" for c in group],
+            preset.landscape,
+            out / name,
+            labels=[c.algo.label for c in group],
+            data_dir=group[0].config.data.data_dir,
+            device=group[0].config.train.device,
+            progress=progress,
+            title=f"weight-loss landscape, ε = {label}",
+        )
         found.update({c.name: curves[c.algo.label] for c in group})
         figures[name] = out / name
     return found, figures
@@ -66,10 +74,28 @@ def write_report(preset: Preset, out: Path, results: list[CellResult], files: di
     t1 = (out / "table1.md").read_text()
     t2 = (out / "table2.md").read_text()
     t3 = (out / "comparisons.md").read_text()
-    lines = [f"# Reproduction: preset `{preset.name}`", "", preset.description, "", f"Data: {data}.", "",
-             "Tables as CSV: [table1.csv](table1.csv), [table2.csv](table2.csv), "
-             "[comparisons.csv](comparisons.csv).", "", t1, "", t2, "", "## Which differences are decided", "", t3, ""]
-    for name, title in (("certified_radius.md", "Certified radius per point"), ("quantisation.md", "Quantisation certificates")):
+    lines = [
+        f"# Reproduction: preset `{preset.name}`",
+        "",
+        preset.description,
+        "",
+        f"Data: {data}.",
+        "",
+        "Tables as CSV: [table1.csv](table1.csv), [table2.csv](table2.csv), [comparisons.csv](comparisons.csv).",
+        "",
+        t1,
+        "",
+        t2,
+        "",
+        "## Which differences are decided",
+        "",
+        t3,
+        "",
+    ]
+    for name, title in (
+        ("certified_radius.md", "Certified radius per point"),
+        ("quantisation.md", "Quantisation certificates"),
+    ):
         if name in files:
             lines += [f"## {title}", "", files[name].read_text(), ""]
     if "views.md" in files:
@@ -79,16 +105,25 @@ def write_report(preset: Preset, out: Path, results: list[CellResult], files: di
         lines += [f"![attacked and certified flips vs λ]({CERTIFIED})", ""]
     lines += [f"![{name}]({name})\n" for name in files if name.startswith("landscape")]
     lines += ["## Cells", ""]
-    lines += [f"- [{r.eps_label} {r.algo_label}](cells/eps{r.eps_label.replace('/', 'over')}-{r.algo_key}/run/report.md)"
-              for r in results]
+    lines += [
+        f"- [{r.eps_label} {r.algo_label}](cells/eps{r.eps_label.replace('/', 'over')}-{r.algo_key}/run/report.md)"
+        for r in results
+    ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def reproduce(preset_name: str | Path, out: Path | str, jobs: int = 1, only: str | None = None,
-              data_dir: str | None = None, device: str | None = None, progress: bool = True,
-              overrides: dict[str, dict[str, Any]] | None = None) -> ReproduceSummary:
+def reproduce(
+    preset_name: str | Path,
+    out: Path | str,
+    jobs: int = 1,
+    only: str | None = None,
+    data_dir: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> ReproduceSummary:
     """Returns the summary after running (or resuming) the preset's grid and writing tables, plots and report.
 
     overrides: {section: {key: value}} over every cell's config (Preset.cells); it changes the

@@ -89,17 +89,31 @@ def _commands(cell: Cell, folder: Path, ev: EvalSpec) -> dict[str, list[str]]:
     data = ["--data-dir", cfg.data.data_dir] if cfg.data.data_dir else []
     lams = ",".join(f"{lam:g}" for lam in ev.param_attack)
     return {
-        "train": CLI + ["train", "--config", str(folder / "config.toml"), "--out", str(folder / "run"),
-                        "--quiet", *data],
-        "evaluate": CLI + ["evaluate", str(folder / "run"), "--n", str(ev.n), "--param-attack", lams,
-                           "--autoattack" if ev.autoattack else "--no-autoattack",
-                           *(["--autoattack-n", str(ev.autoattack_n)] if ev.autoattack_n else []),
-                           *(["--neighbourhood", str(ev.neighbourhood)] if ev.neighbourhood else []),
-                           *(["--statistical", str(ev.statistical), "--delta", f"{ev.delta:g}", "--p0", f"{ev.p0:g}"]
-                             if ev.statistical else []),
-                           *(["--certify", ",".join(f"{lam:g}" for lam in ev.certify)] if ev.certify else []),
-                           *(["--quant", ",".join(ev.quant)] if ev.quant else []),
-                           "--device", cfg.train.device, "--quiet", *data],
+        "train": CLI
+        + ["train", "--config", str(folder / "config.toml"), "--out", str(folder / "run"), "--quiet", *data],
+        "evaluate": CLI
+        + [
+            "evaluate",
+            str(folder / "run"),
+            "--n",
+            str(ev.n),
+            "--param-attack",
+            lams,
+            "--autoattack" if ev.autoattack else "--no-autoattack",
+            *(["--autoattack-n", str(ev.autoattack_n)] if ev.autoattack_n else []),
+            *(["--neighbourhood", str(ev.neighbourhood)] if ev.neighbourhood else []),
+            *(
+                ["--statistical", str(ev.statistical), "--delta", f"{ev.delta:g}", "--p0", f"{ev.p0:g}"]
+                if ev.statistical
+                else []
+            ),
+            *(["--certify", ",".join(f"{lam:g}" for lam in ev.certify)] if ev.certify else []),
+            *(["--quant", ",".join(ev.quant)] if ev.quant else []),
+            "--device",
+            cfg.train.device,
+            "--quiet",
+            *data,
+        ],
     }
 
 

@@ -71,8 +71,9 @@ class Sweep:
         return parse_eps(self.eval_eps_label)
 
 
-def load_sweep(path: Path | str, data_dir: str | None = None,
-               overrides: dict[str, dict[str, Any]] | None = None) -> Sweep:
+def load_sweep(
+    path: Path | str, data_dir: str | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> Sweep:
     """Returns the Sweep in a TOML file; ConfigError on anything invalid (checked before any training).
 
     overrides: {section: {key: value}} applied last to every variant's config (`--set`).
@@ -96,17 +97,23 @@ def load_sweep(path: Path | str, data_dir: str | None = None,
         raise ConfigError(f"{path}: a sweep needs at least one [variants.KEY]")
     unscored = [v.key for v in variants if v.config.data.val_split <= 0]
     if unscored:
-        raise ConfigError(f"{path}: a sweep is scored on held-out data; "
-                          f"data.val_split is 0 in {', '.join(unscored)}")
+        raise ConfigError(f"{path}: a sweep is scored on held-out data; data.val_split is 0 in {', '.join(unscored)}")
     for name in ("val_n", "pgd_steps"):
         check_positive_int(f"{path}: [sweep] {name}", head.get(name, 1))
     eval_lam = head.get("eval_lam")
     if eval_lam is not None and not (isinstance(eval_lam, (int, float)) and eval_lam >= 0):
         raise ConfigError(f"{path}: [sweep] eval_lam must be a number >= 0; got {eval_lam!r}")
-    sweep = Sweep(head.get("name", path.stem), head.get("description", ""), str(head.get("eval_eps", "2/255")),
-                  head.get("val_n", 2000), head.get("pgd_steps", 20), tuple(variants),
-                  None if eval_lam is None else float(eval_lam), _pairs(head.get("pairs", []), variants, path))
-    sweep.eval_eps  # validates the label
+    sweep = Sweep(
+        head.get("name", path.stem),
+        head.get("description", ""),
+        str(head.get("eval_eps", "2/255")),
+        head.get("val_n", 2000),
+        head.get("pgd_steps", 20),
+        tuple(variants),
+        None if eval_lam is None else float(eval_lam),
+        _pairs(head.get("pairs", []), variants, path),
+    )
+    sweep.eval_eps  # noqa: B018  (the property validates the label)
     return sweep
 
 
@@ -114,8 +121,9 @@ def _pairs(raw: Any, variants: list[Variant], path: Path) -> tuple[tuple[str, st
     """Returns the [sweep] pairs as (A, B) keys; ConfigError unless each names two variants of the file."""
     keys = {v.key for v in variants}
     if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 and set(p) <= keys for p in raw):
-        raise ConfigError(f"{path}: [sweep] pairs must be a list of [A, B] variant keys out of {sorted(keys)}; "
-                          f"got {raw!r}")
+        raise ConfigError(
+            f"{path}: [sweep] pairs must be a list of [A, B] variant keys out of {sorted(keys)}; got {raw!r}"
+        )
     return tuple((a, b) for a, b in raw)
 
 
@@ -125,8 +133,9 @@ def score_variant(model: torch.nn.Module, cfg: RunConfig, sweep: Sweep) -> dict[
 
 
 @full_precision()
-def score_validation(model: torch.nn.Module, cfg: RunConfig, n: int, eps: float, pgd_steps: int,
-                     eval_lam: float | None = None) -> dict[str, Any]:
+def score_validation(
+    model: torch.nn.Module, cfg: RunConfig, n: int, eps: float, pgd_steps: int, eval_lam: float | None = None
+) -> dict[str, Any]:
     """Returns {n, eps, clean_acc, pgd_acc, verified_acc[, verified_target_acc]} of a trained model
     on the first n images of cfg's validation split (held-out training images, never test data):
     PGD-`pgd_steps` and verified accuracy (over cfg's parameter box) at ε = eps, and where eval_lam
@@ -156,13 +165,17 @@ def target_verified(model: torch.nn.Module, cfg: RunConfig, sweep: Sweep, val: S
     return _target_verified(model, cfg, sweep.eval_eps, sweep.eval_lam, val)
 
 
-def _target_verified(model: torch.nn.Module, cfg: RunConfig, eps: float, lam: float | None,
-                     val: Split) -> dict[str, float]:
+def _target_verified(
+    model: torch.nn.Module, cfg: RunConfig, eps: float, lam: float | None, val: Split
+) -> dict[str, float]:
     """Returns {"verified_target_acc": …} at ε over cfg's radius kind at λ = lam ({} where lam is None)."""
     if lam is None:
         return {}
-    return {"verified_target_acc": verified_accuracy(model, val, eps, cfg.radius, lam=lam,
-                                                     batch_size=cfg.data.eval_batch_size)}
+    return {
+        "verified_target_acc": verified_accuracy(
+            model, val, eps, cfg.radius, lam=lam, batch_size=cfg.data.eval_batch_size
+        )
+    }
 
 
 def run_sweep(sweep: Sweep, out: Path, only: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
@@ -211,7 +224,9 @@ def _row(v: Variant, folder: Path) -> dict[str, Any]:
     path = folder / VAL
     scores = json.loads(path.read_text()) if path.is_file() else {}
     history = folder / METRICS
-    epochs = [json.loads(line) for line in history.read_text().splitlines() if line.strip()] if history.is_file() else []
+    epochs = (
+        [json.loads(line) for line in history.read_text().splitlines() if line.strip()] if history.is_file() else []
+    )
     return {"key": v.key, "label": v.label, "note": v.note, "scores": scores, "epochs": epochs}
 
 
@@ -221,22 +236,30 @@ def write_sweep_table(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> tu
     for r in rows:
         s, ep = r["scores"], r["epochs"]
         n = s.get("n", 0)
-        cell = lambda key: stats.from_share(s[key], n) if key in s else None  # noqa: E731
-        table.append({
-            "variant": r["key"], "what changed": r["label"] + (f" ({r['note']})" if r["note"] else ""),
-            "val clean": cell("clean_acc"), "val PGD": cell("pgd_acc"), "val verified (own box)": cell("verified_acc"),
-            "val verified (target box)": cell("verified_target_acc"),
-            "clean by epoch": " ".join(pct(e["clean_acc"], 0) for e in ep) or DASH,
-            "train s": f"{sum(e['train_seconds'] for e in ep):.0f}" if ep else DASH,
-        })
+        cell = lambda key: stats.from_share(s[key], n) if key in s else None  # noqa: B023  (called within this iteration)
+        table.append(
+            {
+                "variant": r["key"],
+                "what changed": r["label"] + (f" ({r['note']})" if r["note"] else ""),
+                "val clean": cell("clean_acc"),
+                "val PGD": cell("pgd_acc"),
+                "val verified (own box)": cell("verified_acc"),
+                "val verified (target box)": cell("verified_target_acc"),
+                "clean by epoch": " ".join(pct(e["clean_acc"], 0) for e in ep) or DASH,
+                "train s": f"{sum(e['train_seconds'] for e in ep):.0f}" if ep else DASH,
+            }
+        )
     n = next((r["scores"]["n"] for r in rows if r["scores"]), sweep.val_n)
     data_dir = sweep.variants[0].config.data.data_dir
-    caption = (f"{sweep.description}\n\nData: {describe_copy(data_dir)}.\n\nAccuracy in % with 95 % Wilson intervals on the first {n} validation "
-               f"images (held-out training images, never test data), at ε = {sweep.eval_eps_label} on the pixel "
-               "scale whatever ε the variant trained with; PGD-"
-               f"{sweep.pgd_steps}; verified: interval bounds over the variant's own parameter box and ball, and over "
-               f"the target box (the variant's radius kind at λ = {sweep.eval_lam}, ball at ε = {sweep.eval_eps_label}). "
-               "'clean by epoch': clean accuracy (%) on all validation images after each epoch.")
+    caption = (
+        f"{sweep.description}\n\nData: {describe_copy(data_dir)}.\n\n"
+        f"Accuracy in % with 95 % Wilson intervals on the first {n} validation "
+        f"images (held-out training images, never test data), at ε = {sweep.eval_eps_label} on the pixel "
+        "scale whatever ε the variant trained with; PGD-"
+        f"{sweep.pgd_steps}; verified: interval bounds over the variant's own parameter box and ball, and over "
+        f"the target box (the variant's radius kind at λ = {sweep.eval_lam}, ball at ε = {sweep.eval_eps_label}). "
+        "'clean by epoch': clean accuracy (%) on all validation images after each epoch."
+    )
     return write_table(table, Path(out) / "sweep", caption)
 
 
@@ -247,8 +270,12 @@ class PointsDifference(stats.Estimate):
         return format_interval(self.value, self.lower, self.upper, scale=1.0, signed=True)
 
 
-PAIRED = (("clean_acc", "val clean"), ("pgd_acc", "val PGD"), ("verified_acc", "val verified (own box)"),
-          ("verified_target_acc", "val verified (target box)"))
+PAIRED = (
+    ("clean_acc", "val clean"),
+    ("pgd_acc", "val PGD"),
+    ("verified_acc", "val verified (own box)"),
+    ("verified_target_acc", "val verified (target box)"),
+)
 
 
 def write_pairs_table(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
@@ -261,9 +288,18 @@ def write_pairs_table(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> tu
             if key in sa and key in sb:
                 d, lo, hi = stats.difference(stats.from_share(sa[key], sa["n"]), stats.from_share(sb[key], sb["n"]))
                 verdict = "undecided" if lo <= 0 <= hi else f"{a if d > 0 else b} higher"
-                table.append({"A": a, "B": b, "measure": measure,
-                              "A − B (pp)": PointsDifference(100 * d, 100 * lo, 100 * hi), "verdict": verdict})
-    caption = (f"{sweep.description}\n\nPaired variants on the same first {sweep.val_n} validation images: A − B in "
-               "percentage points with Newcombe's hybrid score 95 % interval (conservative for paired points); "
-               "'undecided' where the interval contains 0.")
+                table.append(
+                    {
+                        "A": a,
+                        "B": b,
+                        "measure": measure,
+                        "A − B (pp)": PointsDifference(100 * d, 100 * lo, 100 * hi),
+                        "verdict": verdict,
+                    }
+                )
+    caption = (
+        f"{sweep.description}\n\nPaired variants on the same first {sweep.val_n} validation images: A − B in "
+        "percentage points with Newcombe's hybrid score 95 % interval (conservative for paired points); "
+        "'undecided' where the interval contains 0."
+    )
     return write_table(table, Path(out) / "pairs", caption)

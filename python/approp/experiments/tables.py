@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import csv
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import torch
 
 from ..certify.quantise import result_label
@@ -73,7 +73,9 @@ class CellResult:
     statistical: float | None = None  # share certified p ≤ p0 at 1 − δ, jointly (approp.certify.statistical)
     verified_best: float | None = None  # verified by the better of interval and linear bounds per margin
     refuted: float | None = None  # share shown p > p0 at 1 − δ, jointly (approp.certify.statistical)
-    views: dict[str, float | None] = field(default_factory=dict)  # median margin per view (certify.statistical_views.VIEWS)
+    views: dict[str, float | None] = field(
+        default_factory=dict
+    )  # median margin per view (certify.statistical_views.VIEWS)
     in_progress: bool = False  # its evaluation has not finished: only some measures are filled
     flatness_interval: tuple[float, float] | None = None  # 95 % over directions and points
     flatness_terms: list[list[float]] | None = None  # Δ (directions, points): approp.landscape
@@ -122,13 +124,23 @@ def result_from_eval(cell: Cell, results: dict[str, Any] | None, landscape: Land
     stat = r.get("statistical")
     summary = stat["summary"] if stat else {}
     return CellResult(
-        cell.eps_label, cell.algo.key, cell.algo.label, r.get("clean_acc"), r.get("pgd_acc"),
-        aa.get("robust_acc"), r.get("verified_acc"),
-        {round(row["lam"], 6): row["flipped"] for row in r.get("param_attack", [])}, flatness, r.get("n"),
-        aa.get("cascade", {}).get("clean"), aa.get("n"),
+        cell.eps_label,
+        cell.algo.key,
+        cell.algo.label,
+        r.get("clean_acc"),
+        r.get("pgd_acc"),
+        aa.get("robust_acc"),
+        r.get("verified_acc"),
+        {round(row["lam"], 6): row["flipped"] for row in r.get("param_attack", [])},
+        flatness,
+        r.get("n"),
+        aa.get("cascade", {}).get("clean"),
+        aa.get("n"),
         {round(row["lam"], 6): row["acc_before"] for row in r.get("param_attack", [])},
-        statistical=summary.get("certified"), verified_best=r.get("verified_acc_best"),
-        refuted=summary.get("refuted"), views=view_medians(stat) if stat else {},
+        statistical=summary.get("certified"),
+        verified_best=r.get("verified_acc_best"),
+        refuted=summary.get("refuted"),
+        views=view_medians(stat) if stat else {},
         in_progress=bool(r.get("in_progress")),
         flatness_interval=None if landscape is None else tuple(landscape.flatness_interval),
         flatness_terms=None if landscape is None else landscape.flatness_terms,
@@ -177,16 +189,23 @@ def table1_rows(results: list[CellResult], ref: Reference) -> list[dict[str, Val
     rows = []
     for r in results:
         theirs = ref.table1.get((r.eps_label, r.algo_key), {})
-        rows.append({
-            "ε": r.eps_label, "algorithm": r.label,
-            "clean": r.share("clean"), "clean (thesis)": _ref(theirs.get("clean")),
-            "AutoAttack": r.share("autoattack"), "AutoAttack (thesis)": _ref(theirs.get("autoattack")),
-            "verified": r.share("verified"), "verified (best)": r.share("verified_best"),
-            "p ≤ p₀ at 1 − δ": r.share("statistical"), "PGD": r.share("pgd"),
-            "flatness": r.flatness_estimate(),
-            # AutoAttack may run on fewer points than the rest: their clean accuracy, to compare with.
-            "clean on AA points": r.share("autoattack_clean"),
-        })
+        rows.append(
+            {
+                "ε": r.eps_label,
+                "algorithm": r.label,
+                "clean": r.share("clean"),
+                "clean (thesis)": _ref(theirs.get("clean")),
+                "AutoAttack": r.share("autoattack"),
+                "AutoAttack (thesis)": _ref(theirs.get("autoattack")),
+                "verified": r.share("verified"),
+                "verified (best)": r.share("verified_best"),
+                "p ≤ p₀ at 1 − δ": r.share("statistical"),
+                "PGD": r.share("pgd"),
+                "flatness": r.flatness_estimate(),
+                # AutoAttack may run on fewer points than the rest: their clean accuracy, to compare with.
+                "clean on AA points": r.share("autoattack_clean"),
+            }
+        )
     return rows
 
 
@@ -216,10 +235,18 @@ def radius_rows(results: list[CellResult]) -> list[dict[str, Value]]:
             continue
         rad = r.certify["radius"]
         positive = sum(v > 0 for v in rad["lam_star"])
-        rows.append({"ε": r.eps_label, "algorithm": r.label, "λ* > 0": stats.wilson(positive, r.certify["n"]),
-                     "λ* 25 %": f"{q['q25']:.3g}", "λ* median": f"{q['median']:.3g}", "λ* 75 %": f"{q['q75']:.3g}",
-                     "checks per point": str(rad["checks_per_point"]),
-                     "forward passes per point": f"{rad['forward_passes_per_point']:.0f}"})
+        rows.append(
+            {
+                "ε": r.eps_label,
+                "algorithm": r.label,
+                "λ* > 0": stats.wilson(positive, r.certify["n"]),
+                "λ* 25 %": f"{q['q25']:.3g}",
+                "λ* median": f"{q['median']:.3g}",
+                "λ* 75 %": f"{q['q75']:.3g}",
+                "checks per point": str(rad["checks_per_point"]),
+                "forward passes per point": f"{rad['forward_passes_per_point']:.0f}",
+            }
+        )
     return rows
 
 
@@ -229,18 +256,36 @@ def quant_rows(results: list[CellResult]) -> list[dict[str, Value]]:
     for r in results:
         for q in (r.certify or {}).get("quant", []):
             n = q["n"]
-            rows.append({"ε": r.eps_label, "algorithm": r.label, "weights": result_label(q),
-                         "certified unchanged": stats.wilson(q["certified_unchanged"], n),
-                         "certified correct": stats.wilson(q["certified_correct"], n),
-                         "float accuracy": stats.wilson(q["float_correct"], n),
-                         "quantised accuracy": stats.wilson(q["quantised_correct"], n),
-                         "prediction kept": stats.wilson(q["kept"], n),
-                         "certified but changed": str(q["violations"])})
+            rows.append(
+                {
+                    "ε": r.eps_label,
+                    "algorithm": r.label,
+                    "weights": result_label(q),
+                    "certified unchanged": stats.wilson(q["certified_unchanged"], n),
+                    "certified correct": stats.wilson(q["certified_correct"], n),
+                    "float accuracy": stats.wilson(q["float_correct"], n),
+                    "quantised accuracy": stats.wilson(q["quantised_correct"], n),
+                    "prediction kept": stats.wilson(q["kept"], n),
+                    "certified but changed": str(q["violations"]),
+                }
+            )
     return rows
 
 
-VIEW_COLUMNS = dict(zip(VIEWS, ("bound (best)", "bound (interval)", "bound (linear)", "joint attack",
-                                 "extreme-value estimate", "lowest sampled", "clean")))
+VIEW_COLUMNS = dict(
+    zip(
+        VIEWS,
+        (
+            "bound (best)",
+            "bound (interval)",
+            "bound (linear)",
+            "joint attack",
+            "extreme-value estimate",
+            "lowest sampled",
+            "clean",
+        ),
+    )
+)
 
 
 def views_rows(results: list[CellResult]) -> list[dict[str, Value]]:
@@ -251,10 +296,15 @@ def views_rows(results: list[CellResult]) -> list[dict[str, Value]]:
     for r in results:
         if not r.views:
             continue
-        row: dict[str, Value] = {"ε": r.eps_label, "algorithm": r.label,
-                                 "certified p ≤ p₀": r.share("statistical"), "refuted p > p₀": r.share("refuted")}
-        row.update({col: DASH if r.views.get(name) is None else f"{r.views[name]:.3f}"
-                    for name, col in VIEW_COLUMNS.items()})
+        row: dict[str, Value] = {
+            "ε": r.eps_label,
+            "algorithm": r.label,
+            "certified p ≤ p₀": r.share("statistical"),
+            "refuted p > p₀": r.share("refuted"),
+        }
+        row.update(
+            {col: DASH if r.views.get(name) is None else f"{r.views[name]:.3f}" for name, col in VIEW_COLUMNS.items()}
+        )
         rows.append(row)
     return rows
 
@@ -311,9 +361,11 @@ def _flatness_caption(preset: Preset) -> str:
     """Returns the caption's flatness clause ("" where the preset draws no landscape)."""
     if preset.landscape is None:
         return "; no landscape drawn (flatness not measured)"
-    return ("; flatness = mean test-loss increase at a relative weight step "
-            f"of ±{preset.landscape.step:g} along {preset.landscape.directions} filter-normalised random directions "
-            "(lower is flatter; its 95 % interval resamples directions and test points)")
+    return (
+        "; flatness = mean test-loss increase at a relative weight step "
+        f"of ±{preset.landscape.step:g} along {preset.landscape.directions} filter-normalised random directions "
+        "(lower is flatter; its 95 % interval resamples directions and test points)"
+    )
 
 
 def write_tables(preset: Preset, results: list[CellResult], out: Path) -> dict[str, Path]:
@@ -322,40 +374,59 @@ def write_tables(preset: Preset, results: list[CellResult], out: Path) -> dict[s
     n = next((r.n for r in results if r.n), preset.eval.n)
     aa_n = preset.eval.autoattack_n
     aa_on = f"on the first {aa_n} of them, " if aa_n and aa_n < n else ""
-    cap1 = (f"Table 1 — accuracy in % with 95 % Wilson intervals on the first {n} CIFAR-10 test images: clean, AutoAttack (standard, L∞, "
-            f"{aa_on}at the cell's ε), verified (interval bounds over the training box and ball; "
-            "best: per margin the better of interval and linear bounds), PGD-20; "
-            "thesis numbers beside ours" + _flatness_caption(preset) + ".")
+    cap1 = (
+        f"Table 1 — accuracy in % with 95 % Wilson intervals on the first {n} CIFAR-10 test images: "
+        "clean, AutoAttack (standard, L∞, "
+        f"{aa_on}at the cell's ε), verified (interval bounds over the training box and ball; "
+        "best: per margin the better of interval and linear bounds), PGD-20; "
+        "thesis numbers beside ours" + _flatness_caption(preset) + "."
+    )
     if any(r.statistical is not None for r in results):
-        cap1 += (" p ≤ p₀ at 1 − δ = share of the points certified to be misclassified with probability ≤ p₀ by "
-                 "a network uniform in the box on an input uniform in the ball, all points jointly at confidence "
-                 "1 − δ (p₀, δ: the run's eval.json; the Wilson interval is over the choice of test points).")
-    cap2 = ("Table 2 — adversarial parameter attack in [θ − λ|θ|, θ + λ|θ|]: share (%) of correctly "
-            "classified test points it flips, with its 95 % Wilson interval over those points, lower is "
-            "better; thesis numbers beside ours where given.")
+        cap1 += (
+            " p ≤ p₀ at 1 − δ = share of the points certified to be misclassified with probability ≤ p₀ by "
+            "a network uniform in the box on an input uniform in the ball, all points jointly at confidence "
+            "1 − δ (p₀, δ: the run's eval.json; the Wilson interval is over the choice of test points)."
+        )
+    cap2 = (
+        "Table 2 — adversarial parameter attack in [θ − λ|θ|, θ + λ|θ|]: share (%) of correctly "
+        "classified test points it flips, with its 95 % Wilson interval over those points, lower is "
+        "better; thesis numbers beside ours where given."
+    )
     if any(r.certify for r in results):
-        cap2 += (" 'at most (certified)': share of the same points that the bounds (best of interval and "
-                 "linear, with the rounding allowance, ε = 0) cannot certify against every network in the box "
-                 "— no attack can flip more. The attack's share is at least the true flip rate, the "
-                 "certified one at most: the true rate lies between them.")
-    cap3 = ("Which differences between algorithms exceed their uncertainty: A − B with its 95 % interval, "
-            "in percentage points for accuracies and attack rates (Newcombe's hybrid score interval from the "
-            "two Wilson intervals), in loss for flatness (paired over the same random directions and test "
-            "points; a bootstrap that resamples both); 'undecided' where the interval contains 0. For the "
-            "parameter attack lower is better; lower flatness is flatter.")
+        cap2 += (
+            " 'at most (certified)': share of the same points that the bounds (best of interval and "
+            "linear, with the rounding allowance, ε = 0) cannot certify against every network in the box "
+            "— no attack can flip more. The attack's share is at least the true flip rate, the "
+            "certified one at most: the true rate lies between them."
+        )
+    cap3 = (
+        "Which differences between algorithms exceed their uncertainty: A − B with its 95 % interval, "
+        "in percentage points for accuracies and attack rates (Newcombe's hybrid score interval from the "
+        "two Wilson intervals), in loss for flatness (paired over the same random directions and test "
+        "points; a bootstrap that resamples both); 'undecided' where the interval contains 0. For the "
+        "parameter attack lower is better; lower flatness is flatter."
+    )
     md1, csv1 = write_table(table1_rows(results, ref), out / "table1", cap1)
     md2, csv2 = write_table(table2_rows(results, preset.eval.param_attack, ref), out / "table2", cap2)
     md3, csv3 = write_table(comparisons(results, preset.eval.param_attack), out / "comparisons", cap3)
-    files = {"table1.md": md1, "table1.csv": csv1, "table2.md": md2, "table2.csv": csv2,
-             "comparisons.md": md3, "comparisons.csv": csv3}
+    files = {
+        "table1.md": md1,
+        "table1.csv": csv1,
+        "table2.md": md2,
+        "table2.csv": csv2,
+        "comparisons.md": md3,
+        "comparisons.csv": csv3,
+    }
     files.update(_certify_tables(results, n, out))
     views = views_rows(results)
     if views:
-        cap4 = ("Three views of each test point's worst margin over the training box and ball — proved (bound), "
-                "statistical (certificates at p₀ and δ of the run's eval.json, shares in % with 95 % Wilson "
-                "intervals over the test points; an extreme-value estimate, not a bound) and attacked (the "
-                "lowest margin a joint parameter-and-input attack reaches): median over the points of "
-                "z_y − max_{j≠y} z_j in logits. The true worst margin lies between bound and joint attack.")
+        cap4 = (
+            "Three views of each test point's worst margin over the training box and ball — proved (bound), "
+            "statistical (certificates at p₀ and δ of the run's eval.json, shares in % with 95 % Wilson "
+            "intervals over the test points; an extreme-value estimate, not a bound) and attacked (the "
+            "lowest margin a joint parameter-and-input attack reaches): median over the points of "
+            "z_y − max_{j≠y} z_j in logits. The true worst margin lies between bound and joint attack."
+        )
         files["views.md"], files["views.csv"] = write_table(views, out / "views", cap4)
     return files
 
@@ -365,28 +436,36 @@ def _certify_tables(results: list[CellResult], n: int, out: Path) -> dict[str, P
     files: dict[str, Path] = {}
     rad, quant = radius_rows(results), quant_rows(results)
     if rad:
-        cap = (f"Certified radius λ* per test point (first {n} test images): the largest λ of a geometric grid at "
-               "which the bounds certify that no network in [θ − λ|θ|, θ + λ|θ|] changes the point's correct "
-               "prediction, found by bisection; quartiles over the points with λ* > 0 (their share in % with "
-               "its 95 % interval). Cost: plain forward passes over the same points the bisection took, per point.")
+        cap = (
+            f"Certified radius λ* per test point (first {n} test images): the largest λ of a geometric grid at "
+            "which the bounds certify that no network in [θ − λ|θ|, θ + λ|θ|] changes the point's correct "
+            "prediction, found by bisection; quartiles over the points with λ* > 0 (their share in % with "
+            "its 95 % interval). Cost: plain forward passes over the same points the bisection took, per point."
+        )
         files["certified_radius.md"], files["certified_radius.csv"] = write_table(rad, out / "certified_radius", cap)
     if quant:
-        cap = (f"Quantisation certificates (first {n} test images, weight-only symmetric round-to-nearest, "
-               "per output channel or per tensor; biases and activations float): shares in % with 95 % Wilson "
-               "intervals. Certified unchanged: no rounding of the weights to the grid can change the float "
-               "model's prediction; certified correct: nor a correct one. Grids: int8 is the deployment grid (integers "
-               "in [−127, 127], s = max|w|/127: TensorRT, ONNX Runtime, TFLite), int8:torch PyTorch's observer grid "
-               "([−128, 127], s = max|w|/127.5); ':tensor' one step per tensor, else per output channel. Quantised "
-               "accuracy and prediction kept: the model really quantised by PyTorch (observer step with the grid's "
-               "range, fake_quantize). 'certified but changed' "
-               "counts certified points the real quantised model changed: it must be 0.")
+        cap = (
+            f"Quantisation certificates (first {n} test images, weight-only symmetric round-to-nearest, "
+            "per output channel or per tensor; biases and activations float): shares in % with 95 % Wilson "
+            "intervals. Certified unchanged: no rounding of the weights to the grid can change the float "
+            "model's prediction; certified correct: nor a correct one. Grids: int8 is the deployment grid (integers "
+            "in [−127, 127], s = max|w|/127: TensorRT, ONNX Runtime, TFLite), int8:torch PyTorch's observer grid "
+            "([−128, 127], s = max|w|/127.5); ':tensor' one step per tensor, else per output channel. Quantised "
+            "accuracy and prediction kept: the model really quantised by PyTorch (observer step with the grid's "
+            "range, fake_quantize). 'certified but changed' "
+            "counts certified points the real quantised model changed: it must be 0."
+        )
         files["quantisation.md"], files["quantisation.csv"] = write_table(quant, out / "quantisation", cap)
     return files
 
 
 # (table column, CellResult.share name, higher is better) of every measure the comparison covers.
-COMPARED = (("clean", "clean", True), ("AutoAttack", "autoattack", True), ("verified", "verified", True),
-            ("PGD", "pgd", True))
+COMPARED = (
+    ("clean", "clean", True),
+    ("AutoAttack", "autoattack", True),
+    ("verified", "verified", True),
+    ("PGD", "pgd", True),
+)
 
 
 def comparisons(results: list[CellResult], lams: tuple[float, ...]) -> list[dict[str, Value]]:
@@ -403,7 +482,7 @@ def comparisons(results: list[CellResult], lams: tuple[float, ...]) -> list[dict
     rows: list[dict[str, Value]] = []
     for eps in dict.fromkeys(r.eps_label for r in results):
         group = [r for r in results if r.eps_label == eps]
-        pairs = [(a, b) for i, a in enumerate(group) for b in group[i + 1:]]
+        pairs = [(a, b) for i, a in enumerate(group) for b in group[i + 1 :]]
         for col, name, lam, higher_better in measures:
             for a, b in pairs:
                 pa, pb = a.share(name, lam), b.share(name, lam)
@@ -420,8 +499,18 @@ def comparisons(results: list[CellResult], lams: tuple[float, ...]) -> list[dict
     return rows
 
 
-def _comparison(eps: str, measure: str, a: CellResult, b: CellResult, d: float, lo: float, hi: float,
-                text: str, higher_better: bool, word: str) -> dict[str, Value]:
+def _comparison(
+    eps: str,
+    measure: str,
+    a: CellResult,
+    b: CellResult,
+    d: float,
+    lo: float,
+    hi: float,
+    text: str,
+    higher_better: bool,
+    word: str,
+) -> dict[str, Value]:
     """Returns one comparisons row; decided where [lo, hi] excludes 0."""
     if lo > 0 or hi < 0:
         verdict = f"{(a if (d > 0) == higher_better else b).algo_label} {word}"

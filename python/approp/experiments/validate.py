@@ -24,8 +24,15 @@ from .sweep import VAL, score_validation
 SHARES = ("clean_acc", "pgd_acc", "verified_acc", "verified_target_acc")
 
 
-def validate_run(run_dir: Path | str, n: int = 2000, eps: float | None = None, pgd_steps: int = 20,
-                 lam: float | None = None, data_dir: str | None = None, device: str | None = None) -> dict[str, Any]:
+def validate_run(
+    run_dir: Path | str,
+    n: int = 2000,
+    eps: float | None = None,
+    pgd_steps: int = 20,
+    lam: float | None = None,
+    data_dir: str | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
     """Returns the validation scores of a trained run after writing them to RUN/val.json.
 
     n: first n validation images; eps: input radius (default: the run's training ε);
@@ -40,15 +47,22 @@ def validate_run(run_dir: Path | str, n: int = 2000, eps: float | None = None, p
         check_eps(eps, "--eps")
     recorded = load_run_config(run_dir / "config.toml")
     if recorded.data.val_split <= 0:
-        raise ConfigError(f"{run_dir} held out no validation images (data.val_split = 0): it cannot be scored "
-                          "on validation; train it with --val-split N")
+        raise ConfigError(
+            f"{run_dir} held out no validation images (data.val_split = 0): it cannot be scored "
+            "on validation; train it with --val-split N"
+        )
     cfg = recorded.replace(data={"data_dir": data_dir} if data_dir else {}, train={"device": device} if device else {})
     model, meta = ckpt.load_model(run_dir, cfg.train.device, expect=cfg.model)
     scores = score_validation(model, cfg, n, cfg.train.eps if eps is None else eps, pgd_steps, lam)
     intervals = {key: _interval(stats.from_share(scores[key], scores["n"])) for key in SHARES if key in scores}
-    result = {"config": recorded.to_dict(), **scores, "pgd_steps": pgd_steps, "intervals": intervals,
-              "checkpoint": {"epoch": meta.get("epoch"), "sha256": meta.get("sha256")},
-              "images": f"validation split: the first {scores['n']} of the last {cfg.data.val_split} training images"}
+    result = {
+        "config": recorded.to_dict(),
+        **scores,
+        "pgd_steps": pgd_steps,
+        "intervals": intervals,
+        "checkpoint": {"epoch": meta.get("epoch"), "sha256": meta.get("sha256")},
+        "images": f"validation split: the first {scores['n']} of the last {cfg.data.val_split} training images",
+    }
     atomic_json(run_dir / VAL, result)
     return result
 

@@ -28,6 +28,8 @@ from torch.nn import functional as F
 from ..certify.deploy import integer_weights
 from ..certify.quantise import QuantSpec
 
+DEPLOYED_INT8 = QuantSpec()  # int8, per output channel, the deployment grid [−127, 127]
+
 BIT_VALUES = torch.tensor([1, 2, 4, 8, 16, 32, 64, -128], dtype=torch.float32)  # two's complement bit weights
 
 
@@ -44,7 +46,7 @@ class StoredLayer:
 class Int8Store:
     """Returns nothing; holds a float copy of `model` whose weights are the stored int8 integers times their steps."""
 
-    def __init__(self, model: nn.Module, spec: QuantSpec = QuantSpec()) -> None:
+    def __init__(self, model: nn.Module, spec: QuantSpec = DEPLOYED_INT8) -> None:
         self.model = copy.deepcopy(model).eval()
         self.spec = spec
         self.layers: list[StoredLayer] = []
@@ -100,8 +102,11 @@ def random_flips(qs: list[torch.Tensor], p: float, gen: torch.Generator) -> tupl
     """
     sizes = [q.numel() for q in qs]
     total = 8 * sum(sizes)
-    k = int(torch.binomial(torch.tensor(float(total), dtype=torch.float64), torch.tensor(p, dtype=torch.float64),
-                           generator=gen))
+    k = int(
+        torch.binomial(
+            torch.tensor(float(total), dtype=torch.float64), torch.tensor(p, dtype=torch.float64), generator=gen
+        )
+    )
     positions = _distinct_positions(total, k, gen)
     bit, flat = positions // sum(sizes), positions % sum(sizes)  # bit plane, weight index over all layers
     out, start = [], 0
@@ -119,9 +124,9 @@ def margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int 
     """Returns z_y − max_{j≠y} z_j (N,) of the model on x (N, …) with labels y (N,); ≤ 0 is misclassified."""
     out = []
     for i in range(0, len(x), batch_size):
-        z = model(x[i: i + batch_size]).float()
-        zy = z.gather(1, y[i: i + batch_size, None]).squeeze(1)
-        other = z.scatter(1, y[i: i + batch_size, None], float("-inf")).amax(1)
+        z = model(x[i : i + batch_size]).float()
+        zy = z.gather(1, y[i : i + batch_size, None]).squeeze(1)
+        other = z.scatter(1, y[i : i + batch_size, None], float("-inf")).amax(1)
         out.append(zy - other)
     return torch.cat(out) if out else torch.zeros(0)
 
@@ -144,8 +149,9 @@ def _flipped(q: torch.Tensor, index: int, bit: int) -> torch.Tensor:
     return flip_bits(q, mask.view(q.shape))
 
 
-def bit_flip_attack(store: Int8Store, x: torch.Tensor, y: torch.Tensor, max_flips: int,
-                    done: Callable[[Int8Store], bool]) -> list[tuple[str, int, int]]:
+def bit_flip_attack(
+    store: Int8Store, x: torch.Tensor, y: torch.Tensor, max_flips: int, done: Callable[[Int8Store], bool]
+) -> list[tuple[str, int, int]]:
     """Returns the flips (layer name, flat index, bit) of the progressive bit search on (x, y), in order.
 
     Stops after the flip at which done(store) is true, or at max_flips; the store keeps the flips

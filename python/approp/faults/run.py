@@ -99,8 +99,16 @@ def ber_accuracy(store: Int8Store, x: torch.Tensor, y: torch.Tensor, p: float, d
     matrix = torch.stack(rows).double()  # (draws, N): 1 where the faulty network is correct
     lower, upper = crossed_bootstrap(matrix, seed=seed)
     per_draw = matrix.mean(1)
-    return {"p": p, "draws": draws, "n": len(y), "acc": matrix.mean().item(), "lower": lower, "upper": upper,
-            "acc_min_draw": per_draw.min().item(), "bits_flipped_mean": flipped / draws}
+    return {
+        "p": p,
+        "draws": draws,
+        "n": len(y),
+        "acc": matrix.mean().item(),
+        "lower": lower,
+        "upper": upper,
+        "acc_min_draw": per_draw.min().item(),
+        "bits_flipped_mean": flipped / draws,
+    }
 
 
 def ber_certificate(store: Int8Store, x: torch.Tensor, y: torch.Tensor, p: float, cfg: FaultsConfig) -> dict:
@@ -124,9 +132,14 @@ def ber_certificate(store: Int8Store, x: torch.Tensor, y: torch.Tensor, p: float
         decide(points, idx, k, delta_point, scfg.p0)
     store.load(clean)
     statement = dataset_statement(points, scfg)
-    return {"p": p, **{key: statement[key] for key in ("points", "delta", "p0", "certified", "refuted",
-                                                         "undecided", "samples_mean")},
-            "certified_k": sum(pt.decision == "certified" for pt in points)}
+    return {
+        "p": p,
+        **{
+            key: statement[key]
+            for key in ("points", "delta", "p0", "certified", "refuted", "undecided", "samples_mean")
+        },
+        "certified_k": sum(pt.decision == "certified" for pt in points),
+    }
 
 
 def bfa_curve(store: Int8Store, x: torch.Tensor, y: torch.Tensor, cfg: FaultsConfig) -> dict:
@@ -143,8 +156,15 @@ def bfa_curve(store: Int8Store, x: torch.Tensor, y: torch.Tensor, cfg: FaultsCon
         accs.append(float((margins(store.model, x, y) > 0).double().mean()))
     store.load(clean)
     reached = accs[-1] <= cfg.chance
-    return {"n": len(y), "batch": len(ya), "cap": cfg.bfa_cap, "chance": cfg.chance, "acc": accs,
-            "flips": [list(f) for f in flips], "flips_to_chance": len(flips) if reached else None}
+    return {
+        "n": len(y),
+        "batch": len(ya),
+        "cap": cfg.bfa_cap,
+        "chance": cfg.chance,
+        "acc": accs,
+        "flips": [list(f) for f in flips],
+        "flips_to_chance": len(flips) if reached else None,
+    }
 
 
 def bfa_per_point(store: Int8Store, x: torch.Tensor, y: torch.Tensor, cfg: FaultsConfig) -> dict:
@@ -153,8 +173,10 @@ def bfa_per_point(store: Int8Store, x: torch.Tensor, y: torch.Tensor, cfg: Fault
     correct = (margins(store.model, x, y) > 0).nonzero().flatten()[: cfg.bfa_points].tolist()
     needed: list[int | None] = []
     for i in correct:
-        xi, yi = x[i: i + 1], y[i: i + 1]
-        flips = bit_flip_attack(store, xi, yi, cfg.bfa_point_cap, lambda s, xi=xi, yi=yi: bool(margins(s.model, xi, yi)[0] <= 0))
+        xi, yi = x[i : i + 1], y[i : i + 1]
+        flips = bit_flip_attack(
+            store, xi, yi, cfg.bfa_point_cap, lambda s, xi=xi, yi=yi: bool(margins(s.model, xi, yi)[0] <= 0)
+        )
         changed = bool(margins(store.model, xi, yi)[0] <= 0)
         needed.append(len(flips) if changed else None)
         store.load(clean)
@@ -175,8 +197,9 @@ def _run_stage(name: str, store: Int8Store, x: torch.Tensor, y: torch.Tensor, cf
     return bfa_curve(store, x, y, cfg) if kind == "bfa" else bfa_per_point(store, x, y, cfg)
 
 
-def run_faults(model: nn.Module, points: Points, cfg: FaultsConfig, out: Path, label: str = "",
-               on_stage=None) -> dict[str, Any]:
+def run_faults(
+    model: nn.Module, points: Points, cfg: FaultsConfig, out: Path, label: str = "", on_stage=None
+) -> dict[str, Any]:
     """Returns the results of every stage after running those not yet in OUT/faults.json (written after each)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

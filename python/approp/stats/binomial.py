@@ -74,7 +74,7 @@ def round_delta(delta: float, k: int) -> float:
     """Returns δ_k = δ·6/(π²k²), the share of δ spent on round k ≥ 1 (Σ_k δ_k = δ)."""
     if k < 1:
         raise ValueError(f"rounds count from 1; got {k}")
-    return delta * 6.0 / (math.pi ** 2 * k * k)
+    return delta * 6.0 / (math.pi**2 * k * k)
 
 
 def samples_for_zero_failures(p0: float, delta: float) -> int:

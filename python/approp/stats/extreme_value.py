@@ -77,8 +77,9 @@ def fit_reverse_weibull(maxima: torch.Tensor) -> ReverseWeibull:
     loglik = k * c.log() - k * c * sigma.log() + (c - 1) * y.log().sum(1) - k
     best = int(loglik.argmax())
     endpoint = best < len(mu) - 1 and c[best].item() < SHAPE_MAX * (1 - 1e-6)
-    return ReverseWeibull(mu[best].item(), sigma[best].item(), c[best].item(),
-                          _ks(m, mu[best], sigma[best], c[best]), endpoint)
+    return ReverseWeibull(
+        mu[best].item(), sigma[best].item(), c[best].item(), _ks(m, mu[best], sigma[best], c[best]), endpoint
+    )
 
 
 def _ks(m: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, c: torch.Tensor) -> float:

@@ -89,7 +89,9 @@ def decided(a: Proportion, b: Proportion) -> bool:
     return lower > 0 or upper < 0
 
 
-def crossed_bootstrap(matrix: torch.Tensor, reps: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def crossed_bootstrap(
+    matrix: torch.Tensor, reps: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Returns the percentile interval (lower, upper) of matrix.mean() for a matrix (R, n) of R random
     directions × n test points, both drawn at random.
 
@@ -106,7 +108,9 @@ def crossed_bootstrap(matrix: torch.Tensor, reps: int = 2000, seed: int = 0, lev
 
     def counts(size: int) -> torch.Tensor:  # (reps, size): how often each index was drawn
         idx = torch.randint(size, (reps, size), generator=gen)
-        return torch.zeros(reps, size, dtype=torch.float64).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+        return torch.zeros(reps, size, dtype=torch.float64).scatter_add_(
+            1, idx, torch.ones_like(idx, dtype=torch.float64)
+        )
 
     w, v = counts(rows), counts(cols)
     means = ((w @ m) * v).sum(1) / (rows * cols)  # (reps,)

@@ -42,17 +42,12 @@ def perturbed_weights(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.dim() >= 2 and "weight" in n]
 
 
-def awp_perturbation(
-    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, gamma: float
-) -> dict[str, torch.Tensor]:
+def awp_perturbation(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, gamma: float) -> dict[str, torch.Tensor]:
     """Returns {name: v_l} with v_l = γ·‖w_l‖·g_l/‖g_l‖, g_l the adversarial loss gradient."""
     named = perturbed_weights(model)
     loss = cross_entropy(model(x_adv), y)
     grads = torch.autograd.grad(loss, [p for _, p in named])
-    return {
-        n: gamma * p.detach().norm() * g / (g.norm() + AWP_EPS)
-        for (n, p), g in zip(named, grads)
-    }
+    return {n: gamma * p.detach().norm() * g / (g.norm() + AWP_EPS) for (n, p), g in zip(named, grads)}
 
 
 @torch.no_grad()

@@ -138,8 +138,9 @@ def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo
         julia_epochs = julia.JuliaEpochs(cfg, model, world_size=dist.world_size, opt=opt)
     start_epoch = _prepare_run_dir(cfg, run_dir, model, opt, sched, gen, dist)
     strategy = make_strategy(cfg)
-    step = _Step(cfg, model, ddp.wrap(LossModule(model, strategy), dist, device), strategy, opt, sched,
-                 dist, channels_last)
+    step = _Step(
+        cfg, model, ddp.wrap(LossModule(model, strategy), dist, device), strategy, opt, sched, dist, channels_last
+    )
     history = _read_history(run_dir)
     with Progress(enabled=progress) as bar:
         for epoch in range(start_epoch, cfg.train.epochs):
@@ -163,8 +164,13 @@ def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo
 
 def _save_epoch(cfg, run_dir, model, opt, sched, gen, epoch, row) -> None:
     """Writes the checkpoint (the commit point) and then the epoch's metrics line."""
-    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch}
+    state = {
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "epoch": epoch,
+    }
     ckpt.save_checkpoint(run_dir, model, cfg.model, _meta(cfg, epoch), state)
     with open(run_dir / METRICS, "a") as fh:
         fh.write(json.dumps(row) + "\n")
@@ -197,8 +203,9 @@ def _prepare_run_dir(cfg, run_dir, model, opt, sched, gen, dist: ddp.DistInfo) -
         first = _open_run_dir(cfg, run_dir, model, opt, sched, gen)
     ddp.barrier(dist)
     if not dist.is_main:
-        first = (_load_run_state(run_dir, model, opt, sched, gen, cfg.train.epochs)
-                 if (run_dir / ckpt.META).exists() else 0)
+        first = (
+            _load_run_state(run_dir, model, opt, sched, gen, cfg.train.epochs) if (run_dir / ckpt.META).exists() else 0
+        )
     return first
 
 

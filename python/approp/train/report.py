@@ -47,17 +47,18 @@ def write_train_report(cfg: RunConfig, run_dir: Path, history: list[dict[str, An
         f"- eps = {t.eps:.6g}, radius = {r.kind} (lam = {r.lam:g}), kappa = {t.kappa:g} "
         f"({t.kappa_schedule} schedule), {t.warmup_epochs} clean warm-up epochs, then a {t.ramp} "
         f"ramp over {t.ramp_epochs} epochs"
-        + (f"; warm-up regularisers λ_reg = {t.reg_weight:g}, tol = {t.reg_tol:g}"
-           if t.reg_weight > 0 else ""),
+        + (f"; warm-up regularisers λ_reg = {t.reg_weight:g}, tol = {t.reg_tol:g}" if t.reg_weight > 0 else ""),
         f"- optimiser: {cfg.optim.name}, lr {cfg.optim.lr:g}, {cfg.optim.schedule} schedule"
-        + (f", gradient norm clipped to {cfg.optim.grad_clip:g}"
-           if cfg.optim.grad_clip is not None else "")
+        + (f", gradient norm clipped to {cfg.optim.grad_clip:g}" if cfg.optim.grad_clip is not None else "")
         + "; "
         f"{t.epochs} epochs, batch {cfg.data.batch_size}, seed {t.seed}, device {t.device}",
         f"- data: {describe_copy(cfg.data.data_dir)}",
         f"- training images: {cfg.data.subset or 'all'} (less {cfg.data.val_split} held out); "
-        + (f"per-epoch accuracies on the {cfg.data.val_split} validation images"
-           if cfg.data.val_split else f"per-epoch accuracies on test images: {cfg.data.test_subset or 'all'}"),
+        + (
+            f"per-epoch accuracies on the {cfg.data.val_split} validation images"
+            if cfg.data.val_split
+            else f"per-epoch accuracies on test images: {cfg.data.test_subset or 'all'}"
+        ),
         "",
     ]
     if history:

@@ -65,7 +65,8 @@ Logs = dict[str, torch.Tensor]
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Returns the mean cross-entropy of logits (B, K), in fp32 for 16-bit logits (bf16 under autocast), else in their dtype."""
+    """Returns the mean cross-entropy of logits (B, K), in fp32 for 16-bit logits (bf16 under autocast),
+    else in their dtype."""
     return F.cross_entropy(upcast(logits), y)
 
 
