@@ -22,12 +22,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "python" / "approp"
 # rundir (run-directory I/O) sits at the bottom because config.save writes through it; the
 # training report lives in train (train.report); bound_summary is `approp bounds`, above both engines.
 LAYERS: list[tuple[str, ...]] = [
-    ("config", "precision", "stats", "progress", "layers", "formatting", "rundir", "distributed"),
+    ("config", "config_set", "precision", "stats", "progress", "layers", "formatting", "rundir", "distributed"),
     ("data", "models", "radius", "boxes", "checkpoint"),
     ("bounds",),
     ("attacks", "certify", "faults", "metrics", "landscape", "neighbourhood"),
     ("train", "julia"),
-    ("evaluate", "bound_summary"),
+    ("evaluate", "eval_report", "bound_summary"),
     ("experiments",),
     ("cli",),
 ]
@@ -194,3 +194,33 @@ def test_checker_flags_unknown_units_and_other_upward_imports(sources, expected)
 )
 def test_checker_allows_imports_that_point_down_or_stay_inside(sources):
     assert violations(sources) == []
+
+
+def unit_imports(sources: dict[str, str]) -> set[tuple[str, str]]:
+    """Returns (importer, imported) for every import between two different units."""
+    found = set()
+    for path, source in sources.items():
+        parts = tuple(Path(path).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1] + ("__init__",)
+        for node in ast.walk(ast.parse(source)):
+            found |= {(parts[0], t[0]) for t in _targets(node, parts) if t and t[0] != parts[0]}
+    return found
+
+
+def readme_units() -> list[str]:
+    """Returns the units of the README's module map (the table after "In `python/approp/`"), in its order."""
+    text = (PACKAGE.parents[1] / "README.md").read_text(encoding="utf-8")
+    table = text.split("In `python/approp/`:", 1)[1].split("\n\n", 2)[1]
+    cells = [line.split("|")[1] for line in table.splitlines()[2:]]
+    return [name.strip("`/ ") for cell in cells for name in cell.split(",")]
+
+
+def test_readme_module_map_follows_the_layers():
+    """The README's map names every unit once, in the layers' order, each below every unit it imports."""
+    units = readme_units()
+    assert sorted(units) == sorted(LAYER_OF.keys() - {"__init__"})
+    assert [LAYER_OF[u] for u in units] == sorted(LAYER_OF[u] for u in units)
+    row = {u: i for i, u in enumerate(units)}
+    upward = [(a, b) for a, b in unit_imports(_package_sources()) if a in row and row[b] >= row[a]]
+    assert upward == []

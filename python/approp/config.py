@@ -25,11 +25,12 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args
 
 import tomli_w
 import tomllib
 
+from .config_set import parse_assignments
 from .rundir import atomic_write
 
 RadiusKind = Literal["abs", "const", "tanh", "quant"]
@@ -245,22 +246,15 @@ class TrainConfig:
     compile: compile the model's forward with torch.compile (first epoch pays the
         compilation; worth it on a GPU for long runs). [False]
     precision: "fp32", "bf16" or "auto". bf16 runs each step's loss — forward pass, interval
-        bounds, and the attacks inside training (PGD-AT, AWP with its weight ascent) —
-        under torch.autocast(dtype=bfloat16), for CPUs with native bf16 (AVX-512 BF16,
-        AMX) and tensor cores. Master weights, gradients, optimiser state and checkpoints
-        stay fp32; no loss scaler is needed (bf16 has fp32's exponent range, so nothing
-        underflows that fp32 keeps). The interval rules keep the radius exact where a
-        unit is stable and form ends, reductions and the worst-case loss in fp32
-        (approp.bounds.rules). Verification, the per-epoch metrics and every number of
-        `approp evaluate` are computed in fp32 whatever this says (approp.precision).
-        "auto" is resolved when training starts and the run directory records the
-        result: the run's own precision when it resumes, else bf16 where the device
-        computes it natively (CUDA with bf16, a CPU with AVX-512 BF16, AMX or Arm BF16),
-        else fp32 (approp.precision.resolve_precision). The Julia engine has no bf16
-        path: "bf16" with engine = "julia" is an error, "auto" means fp32 there.
-        `approp train` without a config file and the shipped configs use "auto"; this
-        library default stays "fp32", so that a config that names no precision trains
-        the same way on every machine. ["fp32"]
+        bounds, the attacks inside training — under torch.autocast(dtype=bfloat16); weights,
+        gradients, optimiser state and checkpoints stay fp32, and verification, the per-epoch
+        metrics and `approp evaluate` compute in fp32 whatever this says (approp.precision).
+        "auto" resolves when training starts, and the run directory records the result: a
+        resumed run's own precision, else bf16 where the device computes it natively, else
+        fp32 (approp.precision.resolve_precision). The Julia engine computes in fp32 only
+        ("bf16" with engine "julia" is an error). This library default stays "fp32", so a
+        config that names no precision trains alike on every machine; `approp train` without
+        a config file and the shipped configs use "auto" (docs/precision.md). ["fp32"]
     """
 
     algo: Algo = "app"
@@ -388,60 +382,16 @@ def read_toml(path: Path | str, what: str = "file") -> dict[str, Any]:
 def parse_set(items: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Returns {section: {key: value}} from "section.key=value" strings (a later one wins).
 
-    Each value is parsed by its field's declared type: int; float, also as a fraction
-    such as "2/255" (any float field); bool (true/false, yes/no, on/off, 1/0); str; one
-    of a Literal's choices; "none" or "null" unsets a field typed `X | None`. Ranges are
-    checked where the result builds a config (RunConfig.replace). ConfigError names the
+    Each value is parsed by its field's declared type (approp.config_set): int; float, also
+    as a fraction such as "2/255" (any float field); bool (true/false, yes/no, on/off, 1/0);
+    str; one of a Literal's choices; "none" or "null" unsets a field typed `X | None`. Ranges
+    are checked where the result builds a config (RunConfig.replace). ConfigError names the
     field, or the known sections or keys.
     """
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        section, _, key = name.strip().partition(".")
-        if not (sep and section and key):
-            raise ConfigError(f"--set expects SECTION.KEY=VALUE, e.g. train.epochs=5; got {item!r}")
-        if section not in _SECTIONS:
-            raise ConfigError(f"--set {item!r}: unknown config section {section!r}; known: {', '.join(_SECTIONS)}")
-        hints = get_type_hints(_SECTIONS[section])
-        declared = {f.name: hints[f.name] for f in fields(_SECTIONS[section])}
-        if key not in declared:
-            raise ConfigError(f"--set {item!r}: unknown key {key!r} in [{section}]; known: {', '.join(declared)}")
-        value = _parse_value(f"{section}.{key}", declared[key], text.strip())
-        out.setdefault(section, {})[key] = value
-    return out
-
-
-def _fraction(text: str) -> float:
-    """Returns float(text), or num/den for a fraction "num/den"."""
-    num, sep, den = text.partition("/")
-    return float(num) / float(den) if sep else float(num)
-
-
-_BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-_PARSERS: dict[type, tuple[Any, str]] = {
-    int: (int, "an integer"),
-    float: (_fraction, "a number (or a fraction such as 2/255)"),
-    bool: (lambda text: _BOOLS[text.lower()], "true or false"),
-    str: (str, "text"),
-}
-
-
-def _parse_value(name: str, declared: Any, text: str) -> Any:
-    """Returns text parsed as the declared type of field `name`; ConfigError naming it otherwise."""
-    optional = type(None) in get_args(declared)
-    if optional:
-        if text.lower() in ("none", "null"):
-            return None
-        (declared,) = [t for t in get_args(declared) if t is not type(None)]
-    if get_origin(declared) is Literal:
-        _check_choice(name, text, declared)
-        return text
-    parse, what = _PARSERS[declared]
     try:
-        return parse(text)
-    except (ValueError, KeyError, ZeroDivisionError):
-        unset = " or none" if optional else ""
-        raise ConfigError(f"{name} must be {what}{unset}; got {text!r}") from None
+        return parse_assignments(items, _SECTIONS)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 _SECTIONS: dict[str, type] = {

@@ -29,26 +29,25 @@ from safetensors.torch import load_file, save_file
 from . import checkpoint as ckpt
 from .attacks import CascadeState, autoattack, parameter_attack, pgd_correct
 from .attacks.parameter import ParamAttackRow
-from .certify.run import CertifyConfig, certify_markdown, certify_model
+from .certify.run import CertifyConfig, certify_model
 from .certify.sources import Points
 from .certify.statistical import StatisticalConfig, max_rounds
 from .certify.statistical_plot import plot_statistical
-from .certify.statistical_views import run_statistical, statistical_markdown
+from .certify.statistical_views import run_statistical
 from .config import ConfigError, RunConfig, check_eps, check_positive_int
 from .data import Split, load_cifar10, to_float
-from .faults.report import faults_summary, write_faults_report
+from .eval_report import write_eval_report
+from .faults.report import write_faults_report
 from .faults.run import FaultsConfig, run_faults
-from .formatting import pct, table_lines
 from .metrics import clean_accuracy, verified_accuracy
 from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
 from .precision import full_precision
-from .progress import Progress
-from .rundir import CONFIG, REPORT, STATISTICAL_PLOT, atomic_json, atomic_write, results_key
+from .progress import StageBar as _StageBar
+from .rundir import CONFIG, STATISTICAL_PLOT, atomic_json, atomic_write, results_key
 from .rundir import EVAL_PARAM_STATE as PARAM_STATE
 from .rundir import EVAL_RESULTS as RESULTS
 from .rundir import EVAL_STATE as STATE
 
-SECTION = "## Evaluation"
 STAGES = ("clean", "pgd", "autoattack", "verified", "neighbourhood", "param_attack", "statistical", "certify", "faults")
 STATISTICAL_KEYS = ("statistical", "delta", "p0")  # left out of the resume key while the stage is off
 CERTIFY_KEYS = ("certify", "quant")  # the same for the certificates
@@ -412,90 +411,3 @@ class Evaluator:
         )
         plot_statistical(result, self.run_dir / STATISTICAL_PLOT, f"{self.meta.get('algo')}:")
         return {"statistical": result}
-
-
-class _StageBar(Progress):
-    """The shared progress display with one bar per long stage; does nothing when disabled."""
-
-    def add(self, label: str, total: int, completed: int = 0) -> Any:
-        """Returns a task handle for a stage with `total` units (None when disabled)."""
-        return None if self._bar is None else self._bar.add_task(label, total=total, completed=completed)
-
-
-def evaluation_markdown(results: dict[str, Any]) -> str:
-    """Returns the report's Evaluation section for a results dict (as written to eval.json)."""
-    r = results
-    lines = [
-        SECTION,
-        "",
-        f"On the first {r['n']} test images at eps = {r['eps']:.6g} "
-        f"(checkpoint after epoch {(r.get('epoch') or 0) + 1}; accuracies in %).",
-        "",
-        *table_lines(
-            ["clean", "PGD", "AutoAttack", "verified", "verified (linear)", "verified (best)"],
-            [
-                [
-                    pct(v)
-                    for v in (
-                        r.get("clean_acc"),
-                        r.get("pgd_acc"),
-                        r.get("autoattack", {}).get("robust_acc"),
-                        r.get("verified_acc"),
-                        r.get("verified_acc_crown"),
-                        r.get("verified_acc_best"),
-                    )
-                ]
-            ],
-        ),
-        "",
-        "Verified: interval bounds; linear: CROWN-style bounds over the same box and ball; best: per "
-        "margin the better of both (linear and best count a margin only above its float rounding "
-        "allowance).",
-        "",
-    ]
-    if "autoattack" in r:
-        cascade = r["autoattack"]["cascade"]
-        lines += [
-            "AutoAttack cascade (robust accuracy after each attack): "
-            + ", ".join(f"{k} {pct(v)}" for k, v in cascade.items()),
-            "",
-        ]
-    if "neighbourhood" in r:
-        nb = r["neighbourhood"]
-        stats = [(m, k) for m in ("clean_acc", "pgd_acc") for k in ("mean", "min", "spread")]
-        lines += [f"Neighbourhood: {nb['k']} networks per mode in the {nb['kind']} box (lam {nb['lam']:g}).", ""]
-        lines += table_lines(
-            ["mode", "clean mean", "clean min", "clean spread", "PGD mean", "PGD min", "PGD spread"],
-            [[mode, *(pct(s[m][k]) for m, k in stats)] for mode, s in nb["summary"].items()],
-        )
-        lines.append("")
-    if "statistical" in r:
-        lines += statistical_markdown(r["statistical"])
-    if "certify" in r:
-        lines += ["Certified parameter robustness:", ""] + certify_markdown(r["certify"])[2:]
-    if "faults" in r:
-        lines += [faults_summary(r["faults"]), ""]
-    if "param_attack" in r:
-        lines += ["Parameter attack in [θ − λ|θ|, θ + λ|θ|]:", ""]
-        lines += table_lines(
-            ["λ", "acc before", "acc after", "flipped"],
-            [
-                [f"{row['lam']:g}", *(pct(row[k]) for k in ("acc_before", "acc_after", "flipped"))]
-                for row in r["param_attack"]
-            ],
-        )
-        lines.append("")
-    return "\n".join(lines)
-
-
-def write_eval_report(run_dir: Path, results: dict[str, Any]) -> Path:
-    """Returns the path of report.md after adding (or replacing) its Evaluation section."""
-    path = Path(run_dir) / REPORT
-    text = path.read_text() if path.is_file() else ""
-    cut = text.find("\n" + SECTION)
-    if cut >= 0:
-        text = text[:cut]
-    elif text.startswith(SECTION):
-        text = ""
-    text = text.rstrip("\n") + "\n\n" if text else ""
-    return atomic_write(path, text + evaluation_markdown(results))

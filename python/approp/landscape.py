@@ -21,7 +21,7 @@ smaller is flatter. One direction says little (a model can be flat along one
 draw and sharp along the next), so flatness carries a 95 % interval that
 resamples directions and points (approp.stats.intervals.crossed_bootstrap), and Δ is kept
 so that two models cut along the same draws on the same points can be compared
-pairwise (approp.experiments.tables.comparisons).
+pairwise (approp.experiments.comparisons.comparisons).
 """
 
 from __future__ import annotations

@@ -60,3 +60,11 @@ class Progress:
             return
         shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "lr")
         self._bar.console.print(f"epoch {row['epoch'] + 1}: {shown}")
+
+
+class StageBar(Progress):
+    """The shared progress display with one bar per long stage (the evaluation's); does nothing when disabled."""
+
+    def add(self, label: str, total: int, completed: int = 0) -> Any:
+        """Returns a task handle for a stage with `total` units (None when disabled)."""
+        return None if self._bar is None else self._bar.add_task(label, total=total, completed=completed)

@@ -17,9 +17,8 @@ bit for bit, gives dead ones ⟨0, 0⟩ and unstable ones ⟨(c + r)/2, (c + r)/
 (`relu_keep_radius`); max-pool takes the fp32 ends that Interval forms from
 a bf16 ⟨c, r⟩ and leaves its output in fp32 for the next affine rule;
 Normalize and Flatten keep whichever form they get. fp32 intervals take the
-end-based paths, which move less memory. Cost, CNN4 batch 128, one thread,
-APP step at κ = 0 in bf16: the precise ReLU and max-pool add about 15 % to
-a step that keeps the ends in bf16 (benchmarks/bounds_speed.py --precision).
+end-based paths, which move less memory. What the precise ReLU and max-pool
+cost an APP step in bf16: docs/results/bf16/README.md.
 """
 
 from __future__ import annotations
@@ -214,8 +213,8 @@ def relu_keep_radius(c: torch.Tensor, r: torch.Tensor) -> Interval:
     have q = 0 exactly and keep ⟨c, r⟩ bit for bit; unstable ones (|c| < r) get
     [0, c + r] = ⟨(c + r)/2, (c + r)/2⟩ from r − c, which has no cancellation there;
     dead ones (c <= −r) get ⟨0, 0⟩. Used for 16-bit intervals, where the ends c ± r
-    would lose the radius. Only subtraction, addition and ReLU: on a CPU, bf16
-    `where`/`minimum` (and their backward) ran 5–8× slower than this whole rule.
+    would lose the radius. Only subtraction, addition and ReLU, because on a CPU bf16
+    `where`/`minimum` (and their backward) are slower than this whole rule (docs/benchmarks.md).
     """
     q = (r - c).relu_()  # (same shape as c): 0 where stable-active
     return Interval(torch.add(c, q, alpha=0.5).relu_(), torch.sub(r, q, alpha=0.5).relu_())

@@ -59,7 +59,7 @@ from .spec import last_linear, margin_from_features
 Method = Literal["ibp", "crown", "best"]
 SAFETY = 2.0
 # Functionals per linear pass: its coefficients are (points, S, C, H, W) at every layer. Small
-# passes keep them in cache: on a CPU, 8 points × 9 margins per pass ran 1.7× faster than 64 × 9.
+# passes keep them in cache, so 8 points × 9 margins per pass beat 64 × 9 on a CPU (docs/benchmarks.md).
 FUNCTIONALS_PER_PASS = 72
 
 

@@ -6,7 +6,7 @@
 Each preset's cells are read from its results folder (nothing is trained or evaluated). A cell
 that two presets share (the same fingerprint: the same training and evaluation) appears once.
 Every pair of models is compared on clean, AutoAttack, verified and PGD accuracy and on the
-parameter attack's flipped share (approp.experiments.tables.comparisons: A − B with Newcombe's
+parameter attack's flipped share (approp.experiments.comparisons.comparisons: A − B with Newcombe's
 95 % interval and a verdict), and one figure shows where each model stands: clean against
 AutoAttack accuracy, and clean against verified accuracy, every point with its intervals. The
 presets must have been evaluated on the same test points, or the comparison is refused.

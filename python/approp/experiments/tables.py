@@ -6,178 +6,43 @@ where certificates exist (approp.certify) the share no certificate protects (at 
 certified_radius and quantisation: λ* per point and the quantisation certificates.
 Both are written as Markdown and CSV; accuracies and shares are in %, each with its
 95 % Wilson interval, and flatness with its bootstrap interval (Markdown: "v [lo, hi]";
-CSV: the value and two more columns "… low" and "… high"). `comparisons` says which
+CSV: the value and two more columns "… low" and "… high"). approp.experiments.comparisons says which
 differences between algorithms are larger than their uncertainty (see approp.stats.intervals).
 """
 
 from __future__ import annotations
 
 import csv
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import tomllib
-import torch
 
 from ..certify.quantise import result_label
-from ..certify.statistical_views import VIEWS, view_medians
-from ..checkpoint import CheckpointError, read_meta
-from ..formatting import DASH, format_interval, markdown_table, pct
-from ..landscape import Landscape
-from ..rundir import CERTIFY_RESULTS, EVAL_RESULTS, EVAL_STATE
+from ..certify.statistical_views import VIEWS
+from ..formatting import DASH, markdown_table, pct
 from ..stats import intervals as stats
 from ..stats.intervals import Estimate, Proportion
-from .preset import Cell, Preset
+from .cell_results import CellResult, Reference, Value, load_reference, read_eval, result_from_eval
+from .comparisons import comparisons
+from .preset import Preset
 
-
-@dataclass(frozen=True)
-class Reference:
-    """The thesis's numbers: table1[(ε label, algo key)] = {clean, autoattack}; table2 flips by λ."""
-
-    table1: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
-    lams: tuple[float, ...] = ()
-    table2: dict[tuple[str, str], tuple[float, ...]] = field(default_factory=dict)
-
-
-def load_reference(path: Path | None) -> Reference:
-    """Returns the reference numbers in a TOML file (empty Reference where there is none)."""
-    if path is None or not Path(path).is_file():
-        return Reference()
-    raw = tomllib.loads(Path(path).read_text())
-    t1 = {(eps, algo): dict(v) for eps, row in raw.get("table1", {}).items() for algo, v in row.items()}
-    t2raw = dict(raw.get("table2", {}))
-    lams = tuple(t2raw.pop("lams", ()))
-    t2 = {(eps, algo): tuple(v) for eps, row in t2raw.items() for algo, v in row.items()}
-    return Reference(t1, lams, t2)
-
-
-@dataclass(frozen=True)
-class CellResult:
-    """Our measured numbers for one cell (fractions in [0, 1]; None where not measured)."""
-
-    eps_label: str
-    algo_key: str
-    algo_label: str
-    clean: float | None = None
-    pgd: float | None = None
-    autoattack: float | None = None
-    verified: float | None = None
-    flipped: dict[float, float] = field(default_factory=dict)
-    flatness: float | None = None
-    n: int | None = None
-    autoattack_clean: float | None = None  # clean accuracy on the points AutoAttack ran on
-    autoattack_n: int | None = None  # the points AutoAttack ran on (None: all n)
-    correct_before: dict[float, float] = field(default_factory=dict)  # accuracy before the parameter attack, by λ
-    statistical: float | None = None  # share certified p ≤ p0 at 1 − δ, jointly (approp.certify.statistical)
-    verified_best: float | None = None  # verified by the better of interval and linear bounds per margin
-    refuted: float | None = None  # share shown p > p0 at 1 − δ, jointly (approp.certify.statistical)
-    views: dict[str, float | None] = field(
-        default_factory=dict
-    )  # median margin per view (certify.statistical_views.VIEWS)
-    in_progress: bool = False  # its evaluation has not finished: only some measures are filled
-    flatness_interval: tuple[float, float] | None = None  # 95 % over directions and points
-    flatness_terms: list[list[float]] | None = None  # Δ (directions, points): approp.landscape
-    certify: dict[str, Any] | None = None  # approp.certify.run results (eval.json or the run's certify.json)
-
-    @property
-    def label(self) -> str:
-        """Returns the algorithm's label for the tables, marked while its evaluation is in progress."""
-        return self.algo_label + (" (evaluation in progress)" if self.in_progress else "")
-
-    def flatness_estimate(self) -> Estimate | None:
-        """Returns flatness with its 95 % interval (None where no landscape was drawn)."""
-        if self.flatness is None or self.flatness_interval is None:
-            return None
-        return Estimate(self.flatness, *self.flatness_interval)
-
-    def share(self, name: str, lam: float | None = None) -> Proportion | None:
-        """Returns a measured share with its 95 % interval (None where not measured).
-
-        name: clean, pgd, verified, verified_best, statistical, refuted (on n points), autoattack,
-        autoattack_clean (on the AutoAttack points) or flipped (at λ, on the points correct
-        before the attack).
-        """
-        if name == "certified_flips":
-            row = next((c for c in (self.certify or {}).get("curve", []) if round(c["lam"], 6) == round(lam, 6)), None)
-            # Same denominator as the attack: the points correct before any perturbation.
-            return None if row is None else stats.wilson(row["flips_at_most"], row["of"])
-        if name == "flipped":
-            value = self.flipped.get(round(lam, 6))
-            base = self.correct_before.get(round(lam, 6), self.clean)
-            count = None if base is None or self.n is None else int(round(base * self.n))
-        else:
-            value = getattr(self, name)
-            count = self.autoattack_n if name.startswith("autoattack") and self.autoattack_n else self.n
-        if value is None or count is None:
-            return None
-        return stats.from_share(value, count)
-
-
-def result_from_eval(cell: Cell, results: dict[str, Any] | None, landscape: Landscape | None = None) -> CellResult:
-    """Returns the CellResult of a cell from its eval.json contents (None: not evaluated yet) and its
-    landscape (None: not drawn)."""
-    r = results or {}
-    flatness = None if landscape is None else landscape.flatness
-    aa = r.get("autoattack", {})
-    stat = r.get("statistical")
-    summary = stat["summary"] if stat else {}
-    return CellResult(
-        cell.eps_label,
-        cell.algo.key,
-        cell.algo.label,
-        r.get("clean_acc"),
-        r.get("pgd_acc"),
-        aa.get("robust_acc"),
-        r.get("verified_acc"),
-        {round(row["lam"], 6): row["flipped"] for row in r.get("param_attack", [])},
-        flatness,
-        r.get("n"),
-        aa.get("cascade", {}).get("clean"),
-        aa.get("n"),
-        {round(row["lam"], 6): row["acc_before"] for row in r.get("param_attack", [])},
-        statistical=summary.get("certified"),
-        verified_best=r.get("verified_acc_best"),
-        refuted=summary.get("refuted"),
-        views=view_medians(stat) if stat else {},
-        in_progress=bool(r.get("in_progress")),
-        flatness_interval=None if landscape is None else tuple(landscape.flatness_interval),
-        flatness_terms=None if landscape is None else landscape.flatness_terms,
-        certify=r.get("certify"),
-    )
-
-
-def read_eval(run_dir: Path) -> dict[str, Any] | None:
-    """Returns RUN_DIR/eval.json's contents; for an evaluation still running (or interrupted), the
-    stages it has finished, marked "in_progress"; None if no stage has finished."""
-    path = Path(run_dir) / EVAL_RESULTS
-    results = json.loads(path.read_text()) if path.is_file() else _finished_stages(Path(run_dir))
-    extra = Path(run_dir) / CERTIFY_RESULTS  # written by `approp certify` after the evaluation
-    if results is not None and "certify" not in results and extra.is_file():
-        results["certify"] = json.loads(extra.read_text())
-    return results
-
-
-def _finished_stages(run_dir: Path) -> dict[str, Any] | None:
-    """Returns the results of the finished stages in RUN_DIR/eval_state.json, if it belongs to the
-    run's current checkpoint (a state left by an older checkpoint is ignored, as Evaluator does)."""
-    path = run_dir / EVAL_STATE
-    try:
-        state = json.loads(path.read_text())
-        current = read_meta(run_dir).get("sha256")
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, CheckpointError):
-        return None
-    key, stages = state.get("key") or {}, state.get("stages") or {}
-    if not stages or key.get("sha256") != current:
-        return None
-    out: dict[str, Any] = {"n": key.get("n"), "in_progress": sorted(stages)}
-    for result in stages.values():
-        out.update({k: v for k, v in result.items() if k != "seconds"})
-    return out
-
-
-Value = str | Proportion | Estimate | None  # a table cell: text, a share or a mean with its interval, or none
+# The cell results (cell_results) and the comparisons (comparisons) are importable from here too.
+__all__ = [
+    "CellResult",
+    "Reference",
+    "Value",
+    "comparisons",
+    "csv_rows",
+    "load_reference",
+    "markdown",
+    "quant_rows",
+    "radius_rows",
+    "read_eval",
+    "result_from_eval",
+    "table1_rows",
+    "table2_rows",
+    "views_rows",
+    "write_table",
+    "write_tables",
+]
 
 
 def _ref(v: float | None) -> str:
@@ -457,76 +322,3 @@ def _certify_tables(results: list[CellResult], n: int, out: Path) -> dict[str, P
         )
         files["quantisation.md"], files["quantisation.csv"] = write_table(quant, out / "quantisation", cap)
     return files
-
-
-# (table column, CellResult.share name, higher is better) of every measure the comparison covers.
-COMPARED = (
-    ("clean", "clean", True),
-    ("AutoAttack", "autoattack", True),
-    ("verified", "verified", True),
-    ("PGD", "pgd", True),
-)
-
-
-def comparisons(results: list[CellResult], lams: tuple[float, ...]) -> list[dict[str, Value]]:
-    """Returns one row per (ε, measure, pair of algorithms): the difference with its 95 % interval
-    and whether it is decided, i.e. larger than its uncertainty.
-
-    Measures: clean, AutoAttack, verified and PGD accuracy, and the parameter attack's flipped
-    share at each λ (where lower is better), in percentage points with Newcombe's interval; and
-    flatness (lower is flatter), paired over the same directions and test points, with the
-    crossed bootstrap's interval.
-    """
-    measures = [(col, name, None, True) for col, name, _ in COMPARED]
-    measures += [(f"param. attack λ={lam:g}", "flipped", lam, False) for lam in lams]
-    rows: list[dict[str, Value]] = []
-    for eps in dict.fromkeys(r.eps_label for r in results):
-        group = [r for r in results if r.eps_label == eps]
-        pairs = [(a, b) for i, a in enumerate(group) for b in group[i + 1 :]]
-        for col, name, lam, higher_better in measures:
-            for a, b in pairs:
-                pa, pb = a.share(name, lam), b.share(name, lam)
-                if pa is not None and pb is not None:
-                    d, lo, hi = stats.difference(pa, pb)
-                    text = format_interval(d, lo, hi, signed=True) + " pp"
-                    rows.append(_comparison(eps, col, a, b, d, lo, hi, text, higher_better, "better"))
-        for a, b in pairs:
-            paired = _flatness_difference(a, b)
-            if paired is not None:
-                d, lo, hi = paired
-                text = format_interval(d, lo, hi, scale=1.0, digits=4, signed=True)
-                rows.append(_comparison(eps, "flatness", a, b, d, lo, hi, text, False, "flatter"))
-    return rows
-
-
-def _comparison(
-    eps: str,
-    measure: str,
-    a: CellResult,
-    b: CellResult,
-    d: float,
-    lo: float,
-    hi: float,
-    text: str,
-    higher_better: bool,
-    word: str,
-) -> dict[str, Value]:
-    """Returns one comparisons row; decided where [lo, hi] excludes 0."""
-    if lo > 0 or hi < 0:
-        verdict = f"{(a if (d > 0) == higher_better else b).algo_label} {word}"
-    else:
-        verdict = "undecided"
-    return {"ε": eps, "measure": measure, "A": a.algo_label, "B": b.algo_label, "A − B": text, "verdict": verdict}
-
-
-def _flatness_difference(a: CellResult, b: CellResult) -> tuple[float, float, float] | None:
-    """Returns (A − B, lower, upper) of flatness, paired over directions and points; None where a
-    landscape is missing or the two were not cut along the same number of directions and points."""
-    if a.flatness_terms is None or b.flatness_terms is None:
-        return None
-    ta, tb = torch.tensor(a.flatness_terms, dtype=torch.float64), torch.tensor(b.flatness_terms, dtype=torch.float64)
-    if ta.shape != tb.shape or ta.numel() == 0:
-        return None
-    diff = ta - tb  # (directions, points)
-    lower, upper = stats.crossed_bootstrap(diff)
-    return diff.mean().item(), lower, upper
