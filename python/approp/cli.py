@@ -59,7 +59,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except USER_ERRORS as err:
             from rich.markup import escape  # messages name sections as [train]: not markup
 
-            err_console.print(f"[bold red]error:[/] {escape(str(err))}")
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)  # one line, unwrapped
             raise typer.Exit(1) from None
 
     return wrapper
