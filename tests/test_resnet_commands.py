@@ -206,3 +206,39 @@ def test_a_class_that_cannot_be_imported_is_named_with_what_torch_load_needs(tmp
     monkeypatch.delitem(sys.modules, "users_script")
     with pytest.raises(CheckpointError, match="users_script.*PYTHONPATH"):
         load_source(tmp_path / "model.pt")
+
+
+def test_every_evaluate_stage_and_bounds_on_a_resnet20_run(tmp_path, cifar_dir):
+    run = tmp_path / "r20"
+    common = ["--data-dir", str(cifar_dir)]
+    train = ["train", "--out", str(run), "--set", "model.arch=resnet20", "--subset", "64", "--test-subset", "16"]
+    res = CliRunner().invoke(app, [*train, "--epochs", "1", "--eps", "0.002", "--lam", "0.001", "--quiet", *common])
+    assert res.exit_code == 0, res.output
+    stages = ["--n", "8", "--no-autoattack", "--neighbourhood", "2", "--param-attack", "0.01", "--statistical", "16"]
+    stages += ["--certify", "0.0001,0.001", "--quant", "int8", "--quiet"]
+    res = CliRunner().invoke(app, ["evaluate", str(run), *stages, *common])
+    assert res.exit_code == 0, res.output
+    result = json.loads((run / "eval.json").read_text())
+    assert json.loads((run / "checkpoint.json").read_text())["model"]["arch"] == "resnet20"
+    assert result["verified_acc"] <= result["verified_acc_best"] <= result["clean_acc"]
+    assert result["pgd_acc"] <= result["clean_acc"]
+    attack = result["param_attack"][0]
+    assert attack["acc_after"] <= attack["acc_before"] == result["clean_acc"]
+    assert set(result["neighbourhood"]["summary"]) == {"uniform", "corner"}
+    stat = result["statistical"]["summary"]
+    assert stat["certified"] + stat["refuted"] + stat["undecided"] == pytest.approx(1.0)
+    curve = [row["certified"] for row in result["certify"]["curve"]]
+    assert curve == sorted(curve, reverse=True) and curve[0] <= result["certify"]["correct"]
+    # `approp bounds RUN` decides the same points as the evaluation's interval stage (the run's ε and λ).
+    res = CliRunner().invoke(app, ["bounds", str(run), "--n", "8", *common])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    assert (summary["eps"], summary["lam"], summary["radius"]) == (0.002, 0.001, "tanh")
+    assert summary["verified_acc"] == result["verified_acc"] and summary["clean_acc"] == result["clean_acc"]
+    res = CliRunner().invoke(
+        app,
+        ["landscape", str(run), "--out", str(tmp_path / "l.png"), "--n", "8", "--points", "3"]
+        + ["--grid", "3", "--directions", "2", "--quiet", *common],
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "l.png").is_file()
