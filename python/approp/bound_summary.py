@@ -74,7 +74,7 @@ def _model_and_box(
 
     A model file is traced and checked (every node's rules, a final Linear) before any data is read.
     """
-    if source.is_dir():
+    if source.is_dir() or not source.exists():  # a missing path: the run directory's "no checkpoint" error
         model, meta = load_model(source, device)
         radius = radius_from_meta(meta)
         return model, meta["eps"] if eps is None else eps, radius, radius.lam if lam is None else lam
