@@ -121,7 +121,8 @@ def load_source(source: Path, arch: str | None = None, check: bool = True) -> tu
             raise CheckpointError(
                 f"{source}: the class of the saved model cannot be imported ({_first_line(err)}); torch.load "
                 "needs the module that defined it importable under the same name (run from its folder or put "
-                "that folder on PYTHONPATH)"
+                "that folder on PYTHONPATH; a class of a script run directly lives in __main__: move it to a "
+                "module the script imports, then save again)"
             ) from None
         except LOAD_ERRORS as err:
             raise CheckpointError(f"{source} is not a model saved with torch.save: {_first_line(err)}") from None
