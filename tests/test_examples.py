@@ -101,3 +101,16 @@ def test_example_05_bounds_your_own_model(cifar_dir):
     _shares(out, "verified share")
     assert _numbers(_line(out, "eps = lam = 0:"))[-1] < 1e-4  # collapse to the forward pass
     assert "unsupported layer: no interval rule for layer 2 (Tanh)" in out
+    # The residual network (BatchNorm, `out + h`): bounds widening with ε, then certified as a saved file.
+    residual = [_numbers(ln)[2] for ln in out.splitlines() if ln.startswith("residual eps 0")]
+    assert len(residual) == 3 and all(math.isfinite(w) for w in residual)
+    assert residual == sorted(residual) and residual[0] > 0
+    pattern = (
+        r"residual certified of (\d+) correct: lam 0.0001: (\d+), lam 0.001: (\d+), lam 0.01: (\d+); "
+        r"int8 unchanged (\d+)"
+    )
+    found = re.fullmatch(pattern, _line(out, "residual certified of"))
+    assert found, out
+    correct, *curve, unchanged = (int(v) for v in found.groups())
+    assert 0 < correct <= 64 and curve == sorted(curve, reverse=True) and curve[0] <= correct
+    assert 0 <= unchanged <= correct

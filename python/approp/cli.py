@@ -26,6 +26,7 @@ from .bounds.rules import UnsupportedLayerError  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
 from .config import ConfigError, RunConfig, parse_set  # noqa: E402
 from .data import DataError  # noqa: E402
+from .models import ARCHITECTURES  # noqa: E402
 from .train.loop import TrainingDiverged  # noqa: E402
 
 app = typer.Typer(
@@ -79,6 +80,7 @@ def _overrides(sets: dict[str, dict[str, Any]], **sections: dict[str, Any]) -> d
 
 CLI_PRECISION = "auto"
 SET_VAR = "SECTION.KEY=VALUE"
+ARCH_HELP = f"architecture of a .safetensors file: {', '.join(ARCHITECTURES)} (optionally :WIDTH)"
 SET_HELP = "any config field, e.g. train.ramp=smoothed or data.subset=none (repeatable)"
 # --set on a grid or sweep: what it does to the finished cells or variants.
 SET_GRID = (
@@ -160,20 +162,25 @@ def train(
 @app.command()
 @user_errors
 def bounds(
-    run_dir: Annotated[Path, typer.Argument(help="a trained run directory")],
-    eps: Annotated[float | None, typer.Option(help="default: the run's ε")] = None,
-    lam: Annotated[float | None, typer.Option(help="default: the run's λ")] = None,
+    run_dir: Annotated[
+        Path, typer.Argument(help="a run directory, a torch.save'd model (any traceable module), or .safetensors")
+    ],
+    eps: Annotated[float | None, typer.Option(help="default: the run's ε (a model file: 0)")] = None,
+    lam: Annotated[
+        float | None, typer.Option(help="default: the run's λ (a model file: required, box [θ − λ|θ|, θ + λ|θ|])")
+    ] = None,
     n: Annotated[int, typer.Option(help="test points")] = 1000,
     data_dir: Annotated[Path | None, typer.Option(envvar="APPROP_DATA")] = None,
     device: Annotated[str, typer.Option()] = "cpu",
     engine: Annotated[str, typer.Option(help="torch | julia")] = "torch",
     method: Annotated[str, typer.Option(help="ibp (interval) | crown (linear) | best (per margin the better)")] = "ibp",
+    arch: Annotated[str | None, typer.Option(help=ARCH_HELP)] = None,
 ) -> None:
     """Print verified accuracy and mean logit-bound width of a trained model."""
     from .bound_summary import bound_summary
 
     summary = bound_summary(
-        run_dir, eps=eps, lam=lam, n=n, data_dir=data_dir, device=device, engine=engine, method=method
+        run_dir, eps=eps, lam=lam, n=n, data_dir=data_dir, device=device, engine=engine, method=method, arch=arch
     )
     typer.echo(json.dumps(summary))
 
@@ -253,7 +260,9 @@ def evaluate(
 @app.command("certify")
 @user_errors
 def certify_cmd(
-    source: Annotated[Path, typer.Argument(help="a run directory, a torch.save'd nn.Sequential, or .safetensors")],
+    source: Annotated[
+        Path, typer.Argument(help="a run directory, a torch.save'd model (any traceable module), or .safetensors")
+    ],
     lam: Annotated[
         str, typer.Option(help="comma-separated λ of the box [θ − λ|θ|, θ + λ|θ|]")
     ] = "0.02,0.04,0.06,0.08,0.1",
@@ -278,9 +287,7 @@ def certify_cmd(
     n: Annotated[int, typer.Option(help="first N points")] = 1000,
     data: Annotated[Path | None, typer.Option(help="torch.save'd (x, y) instead of CIFAR-10's test set")] = None,
     input_range: Annotated[str, typer.Option(help="LO,HI: the range of x in --data (what the model expects)")] = "0,1",
-    arch: Annotated[
-        str | None, typer.Option(help="architecture of a .safetensors file: cnn4, cnn4_bn or cnn7 (optionally :WIDTH)")
-    ] = None,
+    arch: Annotated[str | None, typer.Option(help=ARCH_HELP)] = None,
     eps: Annotated[float, typer.Option(help="an input ball certified together with the box")] = 0.0,
     method: Annotated[str, typer.Option(help="best | crown | ibp")] = "best",
     out: Annotated[
@@ -343,7 +350,7 @@ def faults(
     bfa_point_cap: Annotated[int, typer.Option(help="most flips per point")] = 20,
     n: Annotated[int, typer.Option(help="first N points")] = 1000,
     data: Annotated[Path | None, typer.Option(help="torch.save'd (x, y) instead of CIFAR-10's test set")] = None,
-    arch: Annotated[str | None, typer.Option(help="architecture of a .safetensors file, e.g. cnn4, cnn7")] = None,
+    arch: Annotated[str | None, typer.Option(help=ARCH_HELP)] = None,
     out: Annotated[
         Path | None, typer.Option(help="folder for faults.json/.md/.csv/.png (default: SOURCE/faults)")
     ] = None,

@@ -5,7 +5,7 @@
   beside PyTorch's really quantised network (deployment grid int8, PyTorch's int8:torch);
 - quant_margin: per point the certified fraction of the half-step and the fewest bits certified;
 - deploy: a quantiser without torch.ao (both tie rules) and the ONNX graph run in ONNX Runtime;
-- sources: the models (run directories, your own nn.Sequential) and points they apply to;
+- sources: the models (run directories, your own traced nn.Module) and points they apply to;
 - run: `approp certify` and the evaluate stage, results as JSON and Markdown;
 - statistical: sequential Clopper–Pearson certificates of p(x) ≤ p₀ over networks drawn
   uniformly from the box (approp.boxes: the draws); statistical_views: the three views of a

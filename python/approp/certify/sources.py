@@ -1,12 +1,15 @@
 """What `approp certify` certifies: a run directory or a user's own model, on CIFAR-10 or the user's points.
 
 Models: an approp run directory (its checkpoint); a file saved with torch.save holding
-an nn.Sequential (or a module with a `.layers` nn.Sequential); or a safetensors state
-dict with the architecture named (`cnn4`, `cnn4_bn`, `cnn7`, optionally `:WIDTH`). Every layer is checked
-against the registered interval rules (approp.bounds.rules.RULES) and linear-bound
-rules (approp.bounds.linear_rules.BACKWARD_RULES) before any data is read, so an
-unsupported layer is refused by name at once, and a layer kind is accepted as soon
-as both its rules are registered.
+a module of any class (nn.Sequential, a residual network, a class of your own script:
+torch.load unpickles it by reference, so that class must be importable under the module
+name it had when saved, e.g. run from the script's folder or put it on PYTHONPATH); or a
+safetensors state dict with the architecture named (one of approp.models.ARCHITECTURES:
+cnn4, cnn4_bn, cnn7, resnet20, preact_resnet18, optionally `:WIDTH`). The model is traced
+(torch.fx, approp.bounds.graph) and every node checked against the interval and linear
+rules (approp.bounds.rules.KINDS) before any data is read, so an unsupported node is
+refused by name at once; the node the model returns must be an nn.Linear (the margins
+are formed there).
 
 Points: the first n CIFAR-10 test images, or a file saved with torch.save holding
 (x, y): x (N, C, H, W) float in the stated input range [lo, hi], y (N,) integer
@@ -26,9 +29,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from ..bounds.linear_rules import BACKWARD_RULES
-from ..bounds.propagate import layers_of
-from ..bounds.rules import RULES, UnsupportedLayerError
+from ..bounds.graph import Graph, require, trace
+from ..bounds.rules import UnsupportedLayerError
+from ..bounds.spec import last_linear
 from ..checkpoint import CheckpointError, load_model
 from ..config import ConfigError, ModelConfig
 from ..data import DataError, Split, load_cifar10, to_float
@@ -64,29 +67,20 @@ class Points:
     source: str
 
 
-def check_supported(model: nn.Module) -> nn.Sequential:
-    """Returns the model's flat layer sequence; UnsupportedLayerError naming the first layer lacking a rule."""
+def check_supported(model: nn.Module) -> Graph:
+    """Returns the model's traced Graph; UnsupportedLayerError naming the first node lacking a rule.
+
+    Every node needs an interval and a linear-bound rule, and the output node must be an nn.Linear.
+    """
+    graph = require(trace(model), linear=True)
     try:
-        layers = layers_of(model)
+        return last_linear(graph)
     except TypeError as err:
-        raise UnsupportedLayerError(str(err)) from None
-    for index, layer in enumerate(layers):
-        missing = [
-            what for what, table in (("interval", RULES), ("linear-bound", BACKWARD_RULES)) if type(layer) not in table
-        ]
-        if missing:
-            supported = ", ".join(sorted(k.__name__ for k in RULES if k in BACKWARD_RULES))
-            raise UnsupportedLayerError(
-                f"layer {index} ({type(layer).__name__}) is not supported: no {' and no '.join(missing)} rule; "
-                f"supported layers: {supported}"
-            )
-    if not layers or not isinstance(layers[-1], nn.Linear):
-        raise UnsupportedLayerError("the last layer must be an nn.Linear (the margins are formed there)")
-    return layers
+        raise UnsupportedLayerError(f"{type(model).__name__}: {err} (the margins are formed there)") from None
 
 
 def parse_arch(text: str) -> ModelConfig:
-    """Returns the ModelConfig of 'ARCH' or 'ARCH:WIDTH' (ARCH: cnn4, cnn4_bn, cnn7)."""
+    """Returns the ModelConfig of 'ARCH' or 'ARCH:WIDTH' (ARCH: one of approp.models.ARCHITECTURES)."""
     arch, _, width = text.partition(":")
     try:
         return ModelConfig(arch=arch, width=int(width) if width else 1)
@@ -111,7 +105,9 @@ def load_source(source: Path, arch: str | None = None, check: bool = True) -> tu
             raise CheckpointError(f"{source} holds no readable model: {_first_line(err)}") from None
     elif source.suffix == ".safetensors":
         if arch is None:
-            raise ConfigError(f"{source} holds weights only: name the architecture with --arch (e.g. cnn4)")
+            raise ConfigError(
+                f"{source} holds weights only: name the architecture with --arch ({', '.join(ARCHITECTURES)})"
+            )
         model = build_model(parse_arch(arch))
         try:
             model.load_state_dict(load_file(str(source)))
@@ -121,6 +117,13 @@ def load_source(source: Path, arch: str | None = None, check: bool = True) -> tu
         # A pickled module: only load files you trust (torch.load runs their code).
         try:
             model = torch.load(source, map_location="cpu", weights_only=False)
+        except (ModuleNotFoundError, AttributeError) as err:
+            raise CheckpointError(
+                f"{source}: the class of the saved model cannot be imported ({_first_line(err)}); torch.load "
+                "needs the module that defined it importable under the same name (run from its folder or put "
+                "that folder on PYTHONPATH; a class of a script run directly lives in __main__: move it to a "
+                "module the script imports, then save again)"
+            ) from None
         except LOAD_ERRORS as err:
             raise CheckpointError(f"{source} is not a model saved with torch.save: {_first_line(err)}") from None
         if not isinstance(model, nn.Module):
@@ -180,4 +183,4 @@ def wrap_range(model: nn.Module, channels: int, input_range: tuple[float, float]
         return model
     # Normalize computes (x − mean)/std: mean = −lo/(hi − lo), std = 1/(hi − lo) gives lo + (hi − lo)·x.
     front = Normalize((-lo / (hi - lo),) * channels, (1.0 / (hi - lo),) * channels)
-    return nn.Sequential(front, *layers_of(model)).eval()
+    return nn.Sequential(front, model).eval()
