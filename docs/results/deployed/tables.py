@@ -82,8 +82,9 @@ def margin_table(results: dict[str, dict]) -> list[str]:
 
 
 def comparison_table(results: dict[str, dict]) -> list[str]:
-    """Returns Markdown lines: differences in percentage points of the certified share at each bit width and of
-    ONNX Runtime's int8 accuracy, with Newcombe's 95 % interval and whether it is decided."""
+    """Returns Markdown lines: differences in percentage points of the certified share at each bit width, of the
+    share certified on at least a quarter of the int8 half-step, and of ONNX Runtime's int8 accuracy, with
+    Newcombe's 95 % interval and whether it is decided."""
     lines = ["| comparison | measure | difference (pp) [95 %] | decided |", "|---|---|---|---|"]
     for a, b in PAIRS:
         if a not in results or b not in results:
@@ -93,6 +94,8 @@ def comparison_table(results: dict[str, dict]) -> list[str]:
             ma, mb = ({m["spec"]: m for m in results[k]["quant_margin"]}["int8"] for k in (a, b))
             ka, kb = ({bits: k for bits, k, _ in margin_rows(m)[0]}[spec] for m in (ma, mb))
             measures[f"certified at {spec}"] = (wilson(ka, ma["n"]), wilson(kb, mb["n"]))
+        quarter = (sum(f >= 0.25 for f in m["fraction"]) for m in (ma, mb))
+        measures["f* ≥ ¼ of the int8 half-step"] = tuple(wilson(k, m["n"]) for k, m in zip(quarter, (ma, mb)))
         qa, qb = results[a]["quant"][0], results[b]["quant"][0]
         measures["ONNX Runtime int8 accuracy"] = (
             wilson(qa["onnx_correct"], qa["n"]),
