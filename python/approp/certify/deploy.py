@@ -9,7 +9,8 @@
   and zero points 0, DequantizeLinear (per axis 0 for per-channel specs) feeding the float
   Conv / Gemm, everything else float (BatchNorm as BatchNormalization with its running statistics).
   Sequential networks are walked layer by layer through EMITTERS (one function per layer kind
-  writing nodes); a traced graph can reuse the same emitters node by node.
+  writing nodes); any other network the bounds trace (residual ones) node by node from its torch.fx
+  trace (approp.certify.deploy_graph), through the same emitters.
 - onnx_predictions: argmax of the graph run in ONNX Runtime on the CPU.
 
 onnx and onnxruntime are optional (`pip install approp[deploy]`): imported when a graph is built or run.
@@ -207,21 +208,26 @@ def _flat_layers(model: nn.Module) -> list[nn.Module]:
 def to_onnx(model: nn.Module, spec: QuantSpec, input_shape: tuple[int, ...], rounding: Rounding = "half_even"):
     """Returns the onnx.ModelProto of the weight-only quantised model for inputs (N, *input_shape) (N dynamic).
 
-    Raises ConfigError naming the first layer kind without an emitter.
+    Raises ConfigError naming the first layer kind (or traced node) without an emitter.
     """
     from onnx import TensorProto, checker, helper
 
-    layers = _flat_layers(model)
-    for layer in layers:
-        if type(layer) not in EMITTERS:
-            raise ConfigError(
-                f"ONNX export: no emitter for {type(layer).__name__}; supported: "
-                f"{', '.join(sorted(k.__name__ for k in EMITTERS))}"
-            )
     g = GraphBuilder(spec, rounding)
-    x = "input"
-    for layer in layers:
-        x = EMITTERS[type(layer)](g, layer, x)
+    if isinstance(getattr(model, "layers", model), nn.Sequential):
+        layers = _flat_layers(model)
+        for layer in layers:
+            if type(layer) not in EMITTERS:
+                raise ConfigError(
+                    f"ONNX export: no emitter for {type(layer).__name__}; supported: "
+                    f"{', '.join(sorted(k.__name__ for k in EMITTERS))}"
+                )
+        x = "input"
+        for layer in layers:
+            x = EMITTERS[type(layer)](g, layer, x)
+    else:  # any other network the bounds trace (residual ones): written node by node from the trace
+        from .deploy_graph import graph_nodes  # deploy_graph builds on this module's emitters
+
+        x = graph_nodes(g, model, input_shape)
     g.nodes.append(helper.make_node("Identity", [x], ["logits"]))
     graph = helper.make_graph(
         g.nodes,
