@@ -26,6 +26,7 @@ from approp.bounds.verify import verified_by
 from approp.config import ModelConfig, RadiusConfig
 from approp.models import CIFAR10_MEAN, CIFAR10_STD, Normalize, build_model
 from approp.radius import parameter_box, parameter_radii
+from box_samples import samples
 
 KINDS = ["abs", "const", "tanh"]
 LAM = {"abs": 0.03, "const": 0.002, "tanh": 0.05}
@@ -102,17 +103,6 @@ def bounds_in(model, x, y, radius, mode):
             margin_lower_bounds(model, x, y, EPS, radius),
             linear_margin_bounds(model, x, y, EPS, radius),
         )
-
-
-def samples(model, radius, corners: bool, gen, n: int):
-    """Yields parameter dicts in the box: uniform, or at random corners."""
-    radii = parameter_radii(model, radius)
-    for _ in range(n):
-        params = {}
-        for name, p in model.named_parameters():
-            u = torch.rand(p.shape, generator=gen, dtype=p.dtype) * 2 - 1
-            params[name] = (p + (u.sign() if corners else u) * radii[name]).detach()
-        yield params
 
 
 def ball(x, gen, corners: bool):

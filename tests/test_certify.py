@@ -23,6 +23,7 @@ from approp.cli import app
 from approp.config import ConfigError, RadiusConfig, RunConfig
 from approp.data import to_float
 from approp.radius import radius_of
+from mlp import train_mlp
 
 pytest_plugins = ["trained"]  # the session's trained model and its fixtures
 
@@ -44,22 +45,8 @@ def points(eval_points):
 
 @pytest.fixture(scope="module")
 def trained_mlp(cifar_dir):
-    """Returns a one-hidden-layer MLP trained for a few seconds on 2,000 CIFAR-10 images (≈ 30 % test accuracy):
-    small enough that the quantisation boxes certify many of its points."""
-    from approp.data import Split, load_cifar10
-
-    train = Split(*load_cifar10(cifar_dir, train=True)).take(2000)
-    x, y = to_float(train.x), train.y
-    gen = torch.Generator().manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3072, 32), nn.ReLU(), nn.Linear(32, 10))
-    for p in model.parameters():
-        nn.init.normal_(p, std=0.02, generator=gen)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(40):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval()
+    """Returns the shared briefly trained MLP (tests/trained.py): int8 certifies many of its points."""
+    return train_mlp(cifar_dir)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)

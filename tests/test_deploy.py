@@ -19,6 +19,7 @@ from approp.config import ConfigError, ModelConfig
 from approp.data import to_float
 from approp.models import build_model
 from approp.radius import radius_of
+from mlp import train_mlp
 
 pytest.importorskip("onnxruntime")  # in the test extra: present wherever the tests are installed
 
@@ -35,21 +36,8 @@ def points(eval_points):
 
 @pytest.fixture(scope="module")
 def mlp(cifar_dir):
-    """Returns a one-hidden-layer MLP trained briefly on 2,000 CIFAR-10 images (int8 certifies many points)."""
-    from approp.data import Split, load_cifar10
-
-    train = Split(*load_cifar10(cifar_dir, train=True)).take(2000)
-    x, y = to_float(train.x), train.y
-    gen = torch.Generator().manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3072, 32), nn.ReLU(), nn.Linear(32, 10))
-    for p in model.parameters():
-        nn.init.normal_(p, std=0.02, generator=gen)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(40):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval()
+    """Returns the shared briefly trained MLP (tests/trained.py): int8 certifies many of its points."""
+    return train_mlp(cifar_dir)
 
 
 def test_independent_quantiser_ties_grid_and_box():

@@ -19,6 +19,7 @@ from approp.data import to_float
 from approp.faults.bits import Int8Store, bit_flip_attack, flip_bits, margins, random_flips
 from approp.faults.run import FaultsConfig, ber_accuracy, ber_certificate, run_faults
 from approp.models import build_model
+from mlp import train_mlp
 
 pytest_plugins = ["trained"]
 
@@ -30,19 +31,8 @@ def points(eval_points):
 
 @pytest.fixture(scope="module")
 def mlp(cifar_dir):
-    """Returns a one-hidden-layer MLP with a Tanh (no bound rule: faults need none) trained briefly (≈ 30 %)."""
-    from approp.data import Split, load_cifar10
-
-    train = Split(*load_cifar10(cifar_dir, train=True)).take(2000)
-    x, y = to_float(train.x), train.y
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3072, 32), nn.Tanh(), nn.Linear(32, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(40):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval()
+    """Returns the shared briefly trained MLP with a Tanh (no bound rule: faults need none)."""
+    return train_mlp(cifar_dir, nn.Tanh, small_init=False)
 
 
 def _planes(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:

@@ -32,7 +32,8 @@ from approp.bounds.verify import clears, margin_bounds, verified_by
 from approp.config import ConfigError, ModelConfig, RadiusConfig, RunConfig
 from approp.julia import check_julia_run
 from approp.models import build_model, ibp_std
-from approp.radius import parameter_box, parameter_radii
+from approp.radius import parameter_box
+from box_samples import samples
 from foreign_resnet import ForeignResNet  # tests/: torch only
 
 MODES = ["eval", "train"]
@@ -90,17 +91,6 @@ def all_bounds(model, x, y, eps, radius, mode):
             margin_lower_bounds(model, x, y, eps, radius),
             linear_margin_bounds(model, x, y, eps, radius),
         )
-
-
-def samples(model, radius, corners: bool, gen, n: int):
-    """Yields parameter dicts in the box: uniform, or at random corners."""
-    radii = parameter_radii(model, radius)
-    for _ in range(n):
-        params = {}
-        for name, p in model.named_parameters():
-            u = torch.rand(p.shape, generator=gen, dtype=p.dtype) * 2 - 1
-            params[name] = (p + (u.sign() if corners else u) * radii[name]).detach()
-        yield params
 
 
 def ball(x, eps, gen, corners: bool):
