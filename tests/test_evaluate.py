@@ -142,6 +142,8 @@ def test_parse_lams():
     assert parse_lams("0.02, 0.1") == (0.02, 0.1) and parse_lams("") == ()
     with pytest.raises(ConfigError, match="comma-separated"):
         parse_lams("0.02,abc")
+    with pytest.raises(ConfigError, match="--ber must be comma-separated"):  # names the option it parsed
+        parse_lams("1e-4,x", "--ber")
 
 
 def _write_meta(run_dir: Path, **model) -> None:

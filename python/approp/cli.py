@@ -243,9 +243,9 @@ def evaluate(
         statistical=statistical,
         delta=delta,
         p0=p0,
-        certify=parse_lams(certify),
+        certify=parse_lams(certify, "--certify"),
         quant=tuple(q for q in quant.split(",") if q.strip()),
-        faults=parse_lams(faults),
+        faults=parse_lams(faults, "--faults"),
         faults_bfa=faults_bfa,
     )
     results = Evaluator(run_dir, cfg, data_dir=data_dir, device=device, progress=not quiet).run()
@@ -301,7 +301,7 @@ def certify_cmd(
     from .evaluate import parse_lams
 
     cfg = CertifyConfig(
-        lams=parse_lams(lam),
+        lams=parse_lams(lam, "--lam"),
         radius=radius,
         quant=tuple(q for q in quant.split(",") if q.strip()),
         quant_margin=quant_margin,
@@ -359,13 +359,11 @@ def faults(
 ) -> None:
     """Bit errors in the int8 weights: accuracy against the error rate, its certificate, the bit-flip attack."""
     from .certify.sources import load_points, load_source
+    from .evaluate import parse_lams
     from .faults.report import write_faults_report
     from .faults.run import FaultsConfig, run_faults
 
-    try:
-        rates = tuple(float(v) for v in ber.split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(f"--ber must be comma-separated numbers; got {ber!r}") from None
+    rates = parse_lams(ber, "--ber")
     cfg = FaultsConfig(
         ber=rates,
         draws=draws,

@@ -133,12 +133,12 @@ class EvalConfig:
         return tuple(s for s in STAGES if not off.get(s, False))
 
 
-def parse_lams(text: str) -> tuple[float, ...]:
-    """Returns the λ values of a comma-separated list ("" gives none); ConfigError on a bad item."""
+def parse_lams(text: str, option: str = "--param-attack") -> tuple[float, ...]:
+    """Returns the numbers of a comma-separated list ("" gives none); ConfigError naming --option on a bad item."""
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise ConfigError(f"param-attack must be comma-separated numbers; got {text!r}") from None
+        raise ConfigError(f"{option} must be comma-separated numbers; got {text!r}") from None
 
 
 def _expected_model(run_dir: Path):
