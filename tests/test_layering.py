@@ -158,7 +158,10 @@ def test_layers_name_each_unit_once():
         ({"evaluate.py": "from .experiments.statistical_plot import plot_statistical\n"}, "is above evaluate"),
         ({"bounds/rules.py": "from ..models import Normalize\n"}, "knows no model zoo"),
         ({"bounds/linear_rules.py": "def f():\n    from approp.models import Normalize\n"}, "knows no model zoo"),
-        ({"cli/__init__.py": "from ..julia._runtime import preload_for_argv\n"}, "private module approp.julia._runtime"),
+        (
+            {"cli/__init__.py": "from ..julia._runtime import preload_for_argv\n"},
+            "private module approp.julia._runtime",
+        ),
         ({"metrics.py": "def f():\n    from . import julia\n"}, "julia (layer 4) is above metrics"),
         ({"train/julia_runner.py": "import juliacall\n"}, "juliacall outside approp.julia"),
     ],
