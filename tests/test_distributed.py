@@ -79,3 +79,27 @@ def test_two_gloo_ranks_match_one_process(cifar_dir, tmp_path, algo, optim):
     assert len(lines) == 1
     if "grad_clip" in optim:  # the gradients were larger than the clip: it really acted
         assert json.loads(lines[0])["grad_norm"] > 2 * optim["grad_clip"]
+
+
+# One SGD step on a batch of 25 (shards of 13 and 12), gradients clipped where APP's worst case at init
+# is huge: one step, because in a 20-layer network fp32 rounding alone (a ReLU flipping at zero) moves the
+# gradient by up to 1e-3 (measured against fp64 at batch 24), which further steps amplify. Measured: the
+# weights and running statistics differ from one process's by at most 3.5e-5; with each rank normalising
+# by its own shard's BatchNorm statistics, by 1.6e-2.
+RESNET_STEP = {"model": {"arch": "resnet20", "init": "ibp"}, "data": {"subset": 25}, "train": {"pgd_steps": 2}}
+
+
+# Not PGD or AWP: each rank draws the random start of its own shard's attack, so those match one process
+# in distribution only, on any network.
+@pytest.mark.parametrize("algo", ["standard", "app"])
+def test_two_gloo_ranks_train_resnet20_as_one_process(cifar_dir, tmp_path, algo):
+    """BatchNorm mixes the samples of a batch: the ranks share its statistics, so the step, the running
+    statistics and APP's bounds (with the clean batch's statistics) are the single process's."""
+    cfg = tiny_cfg(cifar_dir, algo, name="sgd", lr=0.1, momentum=0.0, grad_clip=1.0).replace(**RESNET_STEP)
+    single = fit(cfg, tmp_path / "single", progress=False).model.state_dict()
+    mp.spawn(_worker, args=(2, _free_port(), cfg, str(tmp_path / "ddp")), nprocs=2, join=True)
+    model, meta = load_model(tmp_path / "ddp")
+    assert meta["epoch"] == 0 and model.stem[1].num_batches_tracked.item() > 0
+    for name, value in model.state_dict().items():  # weights and BatchNorm running statistics
+        torch.testing.assert_close(value, single[name], rtol=1e-3, atol=5e-5, msg=lambda m, n=name: f"{n}: {m}")
+    assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 1

@@ -55,7 +55,7 @@ def test_quant_radius_is_refused_by_name_before_julia_starts():
         julia.bound_stats(CNN4(), test, 0.01, _quant_radius(), 1.0, "cpu")
 
 
-@pytest.mark.parametrize("arch", ["cnn4_bn", "cnn7"])
+@pytest.mark.parametrize("arch", ["cnn4_bn", "cnn7", "resnet20", "preact_resnet18"])
 def test_bounds_of_a_model_julia_cannot_hold_is_a_one_line_error(arch):
     """approp bounds --engine julia on a BatchNorm run: check_cnn4's TypeError reached the command
     line as a traceback (USER_ERRORS has ConfigError, not it), once Julia had started."""
@@ -71,6 +71,26 @@ def test_bounds_of_a_model_julia_cannot_hold_is_a_one_line_error(arch):
     with pytest.raises(ConfigError, match=r"no BatchNorm rule: .*use the torch engine") as err:
         julia.bound_stats(model, test, 0.01, radius, radius.lam, "cpu")
     assert isinstance(err.value, USER_ERRORS)
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "preact_resnet18"])
+def test_residual_network_training_is_refused_by_name_before_data_or_run_dir(tmp_path, arch):
+    """fit and `approp train` with engine julia name the architecture, read no data (the folder does not
+    exist) and write no run directory; the command line prints one line, no traceback."""
+    from typer.testing import CliRunner
+
+    from approp.cli import app
+    from approp.config import ConfigError
+
+    no_data, run = tmp_path / "no-data", tmp_path / "run"
+    cfg = RunConfig().replace(model={"arch": arch}, data={"data_dir": str(no_data)}, train={"engine": "julia"})
+    with pytest.raises(ConfigError, match=f"no residual networks: it trains only model.arch 'cnn4'; got '{arch}'"):
+        fit(cfg, run, progress=False)
+    args = ["train", "--out", str(run), "--data-dir", str(no_data), "--engine", "julia", "--set", f"model.arch={arch}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"no residual networks: it trains only model.arch 'cnn4'; got '{arch}'" in " ".join(result.output.split())
+    assert not run.exists()
 
 
 def test_missing_julia_is_refused_before_the_run_dir_is_written(cifar_dir, tmp_path, monkeypatch):

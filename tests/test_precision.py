@@ -81,9 +81,10 @@ def conv_spy(monkeypatch) -> ConvSpy:
     return spy
 
 
-def make_step(algo: str, precision: str, kind: str = "tanh", **train) -> _Step:
-    """Returns the training loop's own step for a fresh CNN4 (seed 0) at full ε and λ."""
+def make_step(algo: str, precision: str, kind: str = "tanh", arch: str = "cnn4", init: str = "default", **train):
+    """Returns the training loop's own _Step for a fresh model (seed 0) at full ε and λ (train overrides them)."""
     cfg = RunConfig().replace(
+        model={"arch": arch, "init": init},
         optim={"name": "adam", "lr": 1e-3},
         radius={"kind": kind, "lam": 0.01},
         train={"algo": algo, "precision": precision, "eps": EPS, "kappa": 0.5, "pgd_steps": 2, **train},
@@ -109,13 +110,15 @@ def synthetic_batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(n, 3, 32, 32, generator=gen), torch.randint(0, 10, (n,), generator=gen)
 
 
-def test_app_step_runs_its_bounds_in_bf16_only_when_asked(conv_spy):
+@pytest.mark.parametrize("arch", ["cnn4", "resnet20"])
+def test_app_step_runs_its_bounds_in_bf16_only_when_asked(conv_spy, arch):
     x, y = synthetic_batch()
     for precision, want in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         conv_spy.dtypes.clear()
-        step = make_step("app", precision)
+        step = make_step("app", precision, arch=arch)
         _optimiser_step(step, x, y, step_context(step.cfg, 1.0), check=True)
-        assert len(conv_spy.dtypes) == 4  # the four convolutions of CNN4, once each
+        # every convolution once (CNN4: 4; resnet20: 19 and its 2 projection shortcuts)
+        assert len(conv_spy.dtypes) == sum(isinstance(m, nn.Conv2d) for m in step.model.modules())
         assert set(conv_spy.dtypes) == {(want, want)}
         for p in step.model.parameters():  # master weights and their gradients stay fp32
             assert p.dtype == torch.float32 and p.grad.dtype == torch.float32

@@ -8,7 +8,7 @@ import torch
 from approp.checkpoint import CheckpointError, load_model, read_meta
 from approp.config import ConfigError, RunConfig
 from approp.train import STRATEGIES, TrainingDiverged, fit
-from approp.train.strategies import Standard
+from approp.train.strategies import Standard, Strategy
 
 
 def small_cfg(cifar_dir, **train):
@@ -65,20 +65,35 @@ class TestLearning:
         assert any((p.abs() == limit).any() for p in model.parameters())  # it did bind
 
 
-class FailingAfter(Standard):
-    """Standard loss that turns NaN (or raises KeyboardInterrupt) after `n` steps."""
+class FailingAfter(Strategy):
+    """A strategy's loss (Standard's by default) that turns NaN (or raises KeyboardInterrupt) after `n` steps."""
 
-    def __init__(self, n, interrupt=False):
+    def __init__(self, n, interrupt=False, inner=None):
         self.n, self.calls, self.interrupt = n, 0, interrupt
+        self.inner = Standard() if inner is None else inner
 
     def loss(self, model, x, y, ctx):
         self.calls += 1
-        loss, logs = super().loss(model, x, y, ctx)
+        loss, logs = self.inner.loss(model, x, y, ctx)
         if self.calls > self.n:
             if self.interrupt:
                 raise KeyboardInterrupt
             loss = loss * float("nan")
         return loss, logs
+
+    def after_step(self, model):
+        self.inner.after_step(model)
+
+
+# (arch, algo, config changes): resnet20 resumes its BatchNorm running statistics, APP's clean-batch
+# statistics and AWP's restored weights too; it gets a smaller run (3 batches of 32, 2 epochs).
+RESNET = {
+    "model": {"arch": "resnet20", "init": "ibp"},
+    "data": {"subset": 96, "test_subset": 32, "batch_size": 32},
+    "radius": {"kind": "tanh", "lam": 0.01},
+    "train": {"epochs": 2, "pgd_steps": 2},
+}
+RESUME_CASES = [("cnn4", "standard", {}), ("resnet20", "app", RESNET), ("resnet20", "awp", RESNET)]
 
 
 class TestFailures:
@@ -93,18 +108,22 @@ class TestFailures:
         assert all(torch.isfinite(p).all() for p in model.parameters())
         assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
 
-    def test_interrupted_run_resumes_to_the_same_result(self, cifar_dir, tmp_path, monkeypatch):
-        cfg = small_cfg(cifar_dir, algo="standard", epochs=3)
+    @pytest.mark.parametrize("arch, algo, changes", RESUME_CASES, ids=[f"{a}-{g}" for a, g, _ in RESUME_CASES])
+    def test_interrupted_run_resumes_to_the_same_result(self, cifar_dir, tmp_path, monkeypatch, arch, algo, changes):
+        cfg = small_cfg(cifar_dir, algo=algo, epochs=3).replace(**changes)
         reference = weights(fit(cfg, tmp_path / "ref", progress=False).model)
-        steps = 512 // 64
-        with monkeypatch.context() as m:
-            m.setitem(STRATEGIES, "standard", lambda c: FailingAfter(steps + 2, interrupt=True))
+        steps = -(-cfg.data.subset // cfg.data.batch_size)
+        real = STRATEGIES[algo]
+        with monkeypatch.context() as m:  # interrupted in the second epoch
+            m.setitem(STRATEGIES, algo, lambda c: FailingAfter(steps + 2, interrupt=True, inner=real(c)))
             with pytest.raises(KeyboardInterrupt):
                 fit(cfg, tmp_path / "run", progress=False)
         assert read_meta(tmp_path / "run")["epoch"] == 0
         resumed = fit(cfg, tmp_path / "run", progress=False)
-        assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
-        for name, value in weights(resumed.model).items():
+        assert [r["epoch"] for r in resumed.history] == list(range(cfg.train.epochs))
+        resumed_weights = weights(resumed.model)
+        assert resumed_weights.keys() == reference.keys()  # BatchNorm buffers included
+        for name, value in resumed_weights.items():
             torch.testing.assert_close(value, reference[name], rtol=0, atol=0, msg=name)
 
     def test_finished_run_needs_no_optimiser_state(self, cifar_dir, tmp_path):

@@ -37,6 +37,7 @@ from contextvars import ContextVar
 import torch
 from torch import nn
 
+from ..distributed import batch_var_mean
 from .interval import Interval, ParamInterval
 from .linear_rules import Context, Step, _affine_step, register_backward
 from .rules import UnsupportedLayerError, register
@@ -64,9 +65,8 @@ def _record(stats: Stats):
 
     def hook(layer: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         if layer.training:
-            x = args[0]  # (B, C) or (B, C, H, W)
-            dims = [0, *range(2, x.dim())]
-            var, mean = torch.var_mean(x, dim=dims, correction=0)  # (C,) each: what the forward normalised by
+            # x (B, C) or (B, C, H, W); (C,) each: what the forward normalised by (all ranks' under DDP)
+            var, mean = batch_var_mean(layer, args[0])
             stats[id(layer)] = (mean, var)
 
     return hook

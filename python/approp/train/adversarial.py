@@ -83,6 +83,10 @@ class AWP(Strategy):
         if gamma > 0:
             self.diff = awp_perturbation(model, x_adv, y, gamma)
             add_into(model, self.diff, 1.0)
+            # Under bf16 autocast the proxy forward cached bf16 copies of the weights, and an in-place
+            # change does not invalidate that cache: without this the step would run on the unperturbed
+            # weights (AWP silently reduced to PGD-AT).
+            torch.clear_autocast_cache()
         loss = cross_entropy(model(x_adv), y)
         return loss, {"adv_loss": loss.detach()}
 

@@ -127,6 +127,7 @@ def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo
     torch.manual_seed(cfg.train.seed)
     train, monitor = load_splits(cfg.data, device)  # monitor: validation split, else test
     model, channels_last = prepare_model(cfg, device)
+    ddp.sync_batchnorm(model, dist)  # BatchNorm statistics over the whole batch, not this rank's shard
     steps_per_epoch = math.ceil(len(train) / cfg.data.batch_size)
     opt = make_optimizer(model, cfg.optim)
     sched = make_scheduler(opt, cfg.optim, cfg.train.epochs * steps_per_epoch)
