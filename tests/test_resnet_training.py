@@ -20,14 +20,15 @@ from approp.config import RunConfig
 from approp.models import PreActResNet18, ResNet20
 from approp.precision import training_autocast
 from approp.train import fit
+from approp.train.adversarial import awp_perturbation, perturbed_weights
 from approp.train.loop import _optimiser_step
 from approp.train.strategies import step_context
 
 ALGOS = ["standard", "pgd", "awp", "app"]
-# BatchNorm running-statistics updates per optimiser step. PGD attacks in eval mode and the bounds
-# never update them; AWP's perturbation gradient runs the train-mode network once more (AWP's own
-# code runs that pass on a proxy copy, whose statistics are thrown away).
-BN_UPDATES = {"standard": 1, "pgd": 1, "awp": 2, "app": 1}
+# BatchNorm running-statistics updates per optimiser step: one for every algorithm. PGD attacks in
+# eval mode and the bounds never update them; AWP's perturbation gradient runs the train-mode network
+# once more but restores them (AWP's own code runs that pass on a proxy copy it throws away).
+BN_UPDATES = {"standard": 1, "pgd": 1, "awp": 1, "app": 1}
 
 
 def resnet_cfg(cifar_dir, algo: str, arch: str = "resnet20", **train) -> RunConfig:
@@ -142,6 +143,27 @@ def test_awp_in_bf16_steps_on_the_perturbed_weights():
             plain = nn.functional.cross_entropy(step.model(x).float(), y)
         assert loss.item() == pytest.approx(perturbed.item(), rel=1e-3), arch
         assert abs(loss.item() - plain.item()) > 1e-3, arch  # the perturbation does move the loss
+
+
+def test_awp_gradient_pass_keeps_the_running_statistics_and_uses_the_batchs():
+    """AWP's perturbation gradient leaves every BatchNorm buffer bit for bit as it was (the reference
+    takes it on a proxy it throws away), and is the gradient of the train-mode network, which
+    normalises by the batch's statistics."""
+    torch.manual_seed(0)
+    model = ResNet20().train()
+    x, y = synthetic_batch(8)
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    diff = awp_perturbation(model, x, y, gamma=0.01)
+    for name, value in model.named_buffers():
+        assert torch.equal(value, before[name]), name
+    loss = nn.functional.cross_entropy(model(x), y)  # the same pass, statistics now updated
+    named = perturbed_weights(model)
+    grads = torch.autograd.grad(loss, [p for _, p in named])
+    for (name, p), g in zip(named, grads):
+        expected = 0.01 * p.detach().norm() * g / g.norm()
+        torch.testing.assert_close(diff[name], expected, rtol=1e-5, atol=1e-9)
+    changed = [n for n, b in model.named_buffers() if n.endswith("running_mean") and not torch.equal(b, before[n])]
+    assert changed  # the unguarded pass does update them: the check above can fail
 
 
 def test_preact_resnet18_trains_with_app(cifar_dir, tmp_path):

@@ -11,6 +11,9 @@ weights. The authors obtain g by one SGD ascent step on a proxy copy of the
 model and take the difference of weights; that difference is η·g, and the
 normalisation removes η, so the gradient is taken here directly (with
 `torch.autograd.grad`, leaving `.grad` alone), which gives the same v. The
+proxy's BatchNorm running statistics are thrown away with the proxy, so the
+gradient pass here restores them: one running-statistics update per step, as
+in the reference. The
 loss is computed on the perturbed model, the loop backpropagates and steps
 there, and `after_step` subtracts v again.
 
@@ -20,6 +23,9 @@ scratch, full γ from the first step keeps the loss at log 10 (docs/benchmarks.m
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -40,11 +46,33 @@ def perturbed_weights(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.dim() >= 2 and "weight" in n]
 
 
+@contextmanager
+def running_statistics_kept(model: nn.Module) -> Iterator[None]:
+    """Yields with the BatchNorm buffers (running mean, variance, batch count) restored on exit."""
+    saved = [
+        (m, {n: b.clone() for n, b in m.named_buffers(recurse=False) if b is not None})
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in saved:
+                for n, b in buffers.items():
+                    getattr(m, n).copy_(b)
+
+
 def awp_perturbation(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, gamma: float) -> dict[str, torch.Tensor]:
-    """Returns {name: v_l} with v_l = γ·‖w_l‖·g_l/‖g_l‖, g_l the adversarial loss gradient."""
+    """Returns {name: v_l} with v_l = γ·‖w_l‖·g_l/‖g_l‖, g_l the adversarial loss gradient.
+
+    The gradient pass leaves the BatchNorm running statistics as it found them (the reference takes it
+    on a proxy copy it discards); it still normalises by the batch's statistics in training mode.
+    """
     named = perturbed_weights(model)
-    loss = cross_entropy(model(x_adv), y)
-    grads = torch.autograd.grad(loss, [p for _, p in named])
+    with running_statistics_kept(model):  # restored after the backward pass, which reads the buffers' versions
+        loss = cross_entropy(model(x_adv), y)
+        grads = torch.autograd.grad(loss, [p for _, p in named])
     return {n: gamma * p.detach().norm() * g / (g.norm() + AWP_EPS) for (n, p), g in zip(named, grads)}
 
 
