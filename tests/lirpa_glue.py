@@ -24,9 +24,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
 from torch import nn
 
+from approp.bounds import linear_rules
+from approp.bounds.interval import Interval
 from approp.bounds.linear import margin_specs
 from approp.layers import Normalize
 
@@ -122,3 +125,37 @@ def _num_classes(module: BoundedModule, x: torch.Tensor) -> int:
     """Returns the number of logits of `module` (one forward pass on the first point)."""
     with default_dtype(x.dtype):
         return module(x[:1]).shape[1]
+
+
+def lirpa_pool_relaxation(inp: Interval, cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Returns approp's max-pool relaxation cache (approp.bounds.linear_rules._pool_relaxation) with auto_LiRPA's rule.
+
+    Both take out ≥ x_i, i = argmax_i l_i, below, and above either the dominating input (out = x_i
+    exactly) or the constant max_i u_i. They differ only in which input they test for dominance:
+    auto_LiRPA (BoundMaxPool.bound_backward) the argmax of the lower bounds, approp the argmax of
+    the upper ones. Without ties both find the same windows; with ties (ReLU outputs: several
+    lower bounds at 0) one may keep a window linear where the other takes the constant. Both are
+    sound, and neither choice is always tighter: a linear term is relaxed further back, the constant
+    is the interval bound. inp (B, C, H, W); picks are positions in the flattened H·W plane.
+    """
+    if "low" not in cache:
+        lower, upper = inp.lower, inp.upper
+        best_lower, low = F.max_pool2d(lower, 2, return_indices=True)  # (B, C, h, w)
+        others = upper.flatten(2).scatter(-1, low.flatten(2), float("-inf")).view_as(upper)
+        dominant = best_lower >= F.max_pool2d(others, 2)
+        top = F.max_pool2d(upper, 2)
+        cache["low"] = cache["up"] = low.flatten(2)  # (B, C, h·w)
+        cache["dominant"] = dominant.flatten(2).to(upper.dtype)
+        cache["up_const"] = torch.where(dominant, torch.zeros_like(top), top).flatten(2).unsqueeze(-1)
+    return cache
+
+
+@contextmanager
+def lirpa_pool_rule() -> Iterator[None]:
+    """Makes approp's linear bounds use auto_LiRPA's max-pool tie rule (lirpa_pool_relaxation) inside the block."""
+    own = linear_rules._pool_relaxation
+    linear_rules._pool_relaxation = lirpa_pool_relaxation
+    try:
+        yield
+    finally:
+        linear_rules._pool_relaxation = own
