@@ -5,7 +5,7 @@ CROWN-IBP approp's linear margin bounds on the same specification (the rows e_y 
 verified decision uses), up to the one rule where they choose differently (max-pooling at ties).
 Skipped where auto_LiRPA is not importable; how to make it available: tests/lirpa_glue.py and
 docs/results/lirpa/README.md. benchmarks/lirpa_compare.py records the numbers, full CROWN included
-(about a minute per image on CNN4, too much for a test).
+(too slow for a test: it bounds every intermediate neuron by a backward pass).
 
 Networks: ResNet-20 (BatchNorm in eval mode with running statistics averaged over 256 random images,
 identity and projection shortcuts, global average pooling) and CNN4-BN (BatchNorm2d and 1d, max-pooling).
