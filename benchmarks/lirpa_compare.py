@@ -3,8 +3,8 @@
     PYTHONPATH=python:AUTO_LIRPA_SOURCE python benchmarks/lirpa_compare.py [--data-dir data] [--n 16]
         [--eps 1/255,2/255,8/255] [--crown-points 1] [--archs cnn4,cnn4_bn,resnet20] [--chunk 4]
 
-AUTO_LIRPA_SOURCE: a folder holding auto_LiRPA's source package and appdirs, tqdm, graphviz and
-sortedcontainers (docs/results/lirpa/README.md says how to get them). Everything is float64.
+AUTO_LIRPA_SOURCE: a folder holding auto_LiRPA's source package and appdirs, tqdm and graphviz
+(docs/results/lirpa/README.md says how to get them). Everything is float64.
 
 Networks: the committed CNN4 runs of docs/results (trained), and for the other architectures a
 seeded IBP-initialised network (untrained) whose BatchNorm running statistics are the average over

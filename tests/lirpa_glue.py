@@ -4,7 +4,7 @@ Used by tests/test_lirpa_compare.py and benchmarks/lirpa_compare.py; importing i
 auto_LiRPA's PyPI release (0.3) does not import under numpy 2 (it imports numpy.lib.arraysetops)
 and pins torch < 1.13; its source (github.com/Verified-Intelligence/auto_LiRPA, the May 2026
 release, commit a050a3d) works with this project's torch when it is on PYTHONPATH together with
-the pure-Python packages appdirs, tqdm, graphviz and sortedcontainers (docs/results/lirpa/README.md).
+the pure-Python packages appdirs, tqdm and graphviz (docs/results/lirpa/README.md).
 
 Two workarounds, both for defects of auto_LiRPA that are not about the bound rules:
 - float64: its max-pool backward step creates its buffers with torch.zeros in the default dtype

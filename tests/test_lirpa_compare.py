@@ -17,7 +17,7 @@ import torch
 pytest.importorskip(
     "auto_LiRPA",
     reason="auto_LiRPA is not importable: put its source (github.com/Verified-Intelligence/auto_LiRPA) and "
-    "appdirs, tqdm, graphviz, sortedcontainers on PYTHONPATH (PyPI's 0.3 fails under numpy 2); "
+    "appdirs, tqdm, graphviz on PYTHONPATH (PyPI's 0.3 fails under numpy 2); "
     "see docs/results/lirpa/README.md",
 )
 
