@@ -3,16 +3,21 @@
 The `const` and `quant` radii are one value per output unit, so the affine rule sums |x_c| over one
 channel instead of running a second full product; the BatchNorm rule runs its per-channel maps as
 eval-mode batch_norm calls. Each must give the bound (and, for training, the gradient) of the
-general form: here both are computed in float64 and compared to 1e-12 relative.
+general form: here both are computed in float64 and compared to 1e-12 relative. Skipping |x_c|
+after a ReLU and adding in place change no bit.
 """
+
+import operator
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from approp.bounds import Interval, ParamInterval, affine, layer_params
+from approp.bounds import RULES, Interval, ParamInterval, affine, layer_params
 from approp.bounds.batchnorm import batchnorm_rule, statistics
+from approp.bounds.graph_rules import add_rule
+from approp.bounds.rules import Call
 from approp.config import RadiusConfig
 from approp.radius import radius_of, radius_per_output
 
@@ -125,3 +130,27 @@ def test_batchnorm_rule_equals_rumps_product_term_by_term_and_so_does_its_gradie
         for iv in (new, old)
     ]
     assert all(close(a, b) for a, b in zip(*grads))
+
+
+@pytest.mark.parametrize("radius", [RadiusConfig("tanh", lam=0.05), RadiusConfig("abs", lam=0.05), RADII[0]])
+@pytest.mark.parametrize("ends", [False, True], ids=["mid-rad", "ends"])
+def test_a_relus_output_skips_the_abs_and_gives_the_same_bound(radius, ends):
+    """After a ReLU the centre is >= 0, so the affine rule's |x_c| is x_c itself: bit for bit the same."""
+    torch.manual_seed(0)
+    layer = nn.Conv2d(4, 6, 3, padding=1).double()
+    relu = RULES[nn.ReLU](nn.ReLU(), interval64((3, 4, 7, 7), ends, seed=5), {})
+    assert relu.nonneg and (relu.lower >= 0).all()
+    params = layer_params(layer, radius)
+    flagged = affine(relu, params["weight"], params["bias"], lambda a, w, b: F.conv2d(a, w, b, padding=1))
+    relu.nonneg = False
+    plain = affine(relu, params["weight"], params["bias"], lambda a, w, b: F.conv2d(a, w, b, padding=1))
+    assert torch.equal(flagged.center, plain.center) and torch.equal(flagged.radius, plain.radius)
+
+
+def test_a_residual_sum_of_ends_and_centre_radius_is_the_sum_of_the_ends():
+    """The addition rule forms c ∓ r and adds the other operand's ends in place: exactly (c ∓ r) + ends."""
+    a, b = interval64((2, 3, 4, 4), True, seed=6), interval64((2, 3, 4, 4), False, seed=7)
+    for x, y in ((a, b), (b, a)):
+        total = add_rule(Call(operator.add, (x, y), {}), x, {})
+        assert torch.equal(total.lower, (b.center - b.radius) + a.lower)
+        assert torch.equal(total.upper, (b.center + b.radius) + a.upper)

@@ -152,7 +152,7 @@ def batchnorm_rule(layer, x: Interval, params: dict[str, ParamInterval]) -> Inte
     """
     shape = _check_shape(layer, x.center)
     mean, k_c, k_r, b_c, b_r = _affine_parts(layer, params, (-1,))  # (C,) each
-    dtype = k_c.dtype  # 16-bit intervals leave in the parameters' dtype, as type promotion made them
+    dtype = torch.promote_types(x.radius.dtype, k_c.dtype)  # 16-bit intervals leave in fp32, as before
     z_c = x.center - mean.view(shape)  # (B, C, *): differentiable in a recorded μ
     yc = _channel_affine(z_c, k_c, b_c)
     k_abs = k_c.abs()
@@ -166,6 +166,8 @@ def batchnorm_rule(layer, x: Interval, params: dict[str, ParamInterval]) -> Inte
 
 def _channel_affine(t: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
     """Returns scale·t + shift per channel (scale, shift (C,); t (B, C, *)) in one pass."""
+    scale = scale.to(t.dtype)
+    shift = None if shift is None else shift.to(t.dtype)
     unit = torch.ones_like(scale)
     return F.batch_norm(t, torch.zeros_like(scale), unit, scale, shift, training=False, eps=0.0)
 

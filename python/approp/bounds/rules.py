@@ -157,7 +157,8 @@ def affine(x: Interval, w: ParamInterval, b: ParamInterval | None, op: Callable[
     ρ_o per output unit (`const`, `quant`: w.per_output), op(|x_c|, W_r) is
     ρ_o times the sum of |x_c| over output o's window, the same window sum for
     every output channel: op(Σ_channels |x_c|, 1) with a one-channel all-ones
-    weight, instead of a second full product. Biases go into the
+    weight, instead of a second full product (op sums over the input-feature
+    axis and its window, as linear and conv with groups=1 do). Biases go into the
     calls, and the ½ of an interval held by its ends goes into the weights,
     so that activations are touched as few times as possible.
     """
@@ -176,7 +177,7 @@ def affine(x: Interval, w: ParamInterval, b: ParamInterval | None, op: Callable[
         yr = op(_diff(x), (w_abs + w.radius) * h, br)
         ones = w.center.new_ones((1, 1, *w.center.shape[2:]))
         window = op(s_abs.sum(1, keepdim=True), ones, None)  # (B, 1, *out): Σ|x_c| over each output's inputs
-        rho = (w.per_output * h).reshape(1, -1, *(1,) * (yr.dim() - 2))  # (1, C_out or 1, 1, …)
+        rho = (w.per_output * h).reshape(1, -1, *(1,) * (yr.dim() - 2)).to(yr.dtype)  # (1, C_out or 1, 1, …)
         yr = torch.addcmul(yr, window, rho)
     else:
         stacked_w = torch.cat([(w_abs + w.radius) * h, w.radius * h], dim=1)
