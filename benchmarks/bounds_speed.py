@@ -2,6 +2,7 @@
 
     python benchmarks/bounds_speed.py [--arch cnn4] [--batch 128] [--repeats 20] [--device cpu] [--threads N]
                                       [--channels-last] [--precision fp32,bf16] [--no-steps]
+                                      [--baseline-ref COMMIT [--rounds 4]]
 
 Everything is measured side by side in one run, interleaved round by round,
 so the ratios hold on a noisy machine even where absolute times do not.
@@ -15,15 +16,34 @@ column of each case's bf16 time against its fp32 time.
 --arch picks any approp architecture (resnet20 and preact_resnet18 are graphs
 with additions); the forward table (eval mode) also times the verified
 decision (interval and linear bounds, best of both).
+
+--baseline-ref COMMIT compares two bound engines: the one on this script's
+import path (new) and the one in COMMIT's python/ tree (old; git archive into a
+temporary folder, so any commit of this repository serves, e.g. the last one
+with the layer walk before the graph engine). Each engine runs in its own
+subprocesses, --rounds of them, old and new alternating (old first in even
+rounds); both get the same weights and batch, and each reports every case as a
+ratio to the forward pass or standard step it measured itself, so load that
+slows one subprocess cancels in its own ratios. Printed: the medians over
+rounds, old, new and new/old per case. The old tree must have the
+architecture; a case it lacks prints "–".
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import io
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -164,7 +184,122 @@ def _suffixed(name: str, suffix: str) -> str:
     return name + suffix
 
 
-def main() -> None:
+def measure_tables(args, model, x, y, precisions: list[str]) -> list[tuple[str, dict[str, float]]]:
+    """Returns [(baseline case, {case: median seconds})]: the forward table (eval mode), then one step
+    table per κ (train mode) unless args.no_steps."""
+    device = x.device
+
+    def build(fn, *rest):
+        cases = {}
+        for precision in precisions:
+            cases.update(
+                with_channels_last(fn, model, x, *rest, precision)
+                if args.channels_last
+                else fn(model, x, *rest, precision)
+            )
+        return cases
+
+    model.eval()  # BatchNorm: running statistics, as evaluated
+    out = [("forward", measure(build(forward_cases, args.eps, args.lam), args.repeats, device))]
+    model.train()
+    for kappa in () if args.no_steps else (0.0, 0.5):
+        cases = build(lambda m, xs, *rest: step_cases(m, xs, y, *rest), args.eps, args.lam, kappa)
+        out.append(("standard step", measure(cases, args.repeats, device)))
+    return out
+
+
+def ratios(tables: list[tuple[str, dict[str, float]]]) -> list[tuple[str, dict[str, float]]]:
+    """Returns each table as (its baseline, {case: ratio to that baseline}); bf16's where only bf16 ran."""
+    out = []
+    for base, rows in tables:
+        base = base if base in rows else base + BF16
+        out.append((base, {name: t / rows[base] for name, t in rows.items()}))
+    return out
+
+
+def worker(args: argparse.Namespace) -> None:
+    """--baseline-ref's subprocess: loads the parent's model and batch, times every case with the approp
+    on its PYTHONPATH and prints one JSON line {"approp": its path, "ratios": [per table {case: ratio}]}."""
+    import approp
+
+    state = torch.load(args.worker, weights_only=True)
+    device = torch.device(args.device)
+    model = build_model(ModelConfig(arch=args.arch))
+    model.load_state_dict(state["model"])  # strict: the same weights in both engines
+    model, x, y = model.to(device), state["x"].to(device), state["y"].to(device)
+    tables = measure_tables(args, model, x, y, args.precisions)
+    print(json.dumps({"approp": str(Path(approp.__file__).resolve()), "ratios": ratios(tables)}))
+
+
+def export_tree(ref: str, into: Path) -> Path:
+    """Returns the python/ folder of commit `ref` of this repository, exported (git archive) into `into`."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        tar = subprocess.run(
+            ["git", "-C", str(repo), "archive", "--format=tar", ref, "python"], capture_output=True, check=True
+        ).stdout
+    except subprocess.CalledProcessError as err:
+        raise SystemExit(f"--baseline-ref {ref!r}: git archive failed: {err.stderr.decode().strip()}") from None
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        archive.extractall(into, filter="data")
+    return into / "python"
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """Returns the command-line options a worker needs to measure what this run measures."""
+    argv = ["--arch", args.arch, "--batch", str(args.batch), "--repeats", str(args.repeats), "--device", args.device]
+    argv += ["--eps", repr(args.eps), "--lam", repr(args.lam), "--precision", args.precision]
+    argv += ["--threads", str(args.threads)] if args.threads else []
+    return argv + ["--no-steps"] * args.no_steps + ["--channels-last"] * args.channels_last
+
+
+def run_worker(tree: Path, state: Path, argv: list[str]) -> list[tuple[str, dict[str, float]]]:
+    """Returns the ratios a worker subprocess measured with the approp package under `tree`."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", str(state)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["(no message)"]
+        raise SystemExit(f"the engine under {tree} failed: {tail[0]}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if not Path(report["approp"]).is_relative_to(tree.resolve()):
+        raise SystemExit(f"the worker imported {report['approp']}, not the approp under {tree}")
+    return report["ratios"]
+
+
+def compare(args: argparse.Namespace, model, x, y) -> None:
+    """Prints, per table, each case's ratio to its own baseline in the engine of --baseline-ref (old) and in
+    this tree (new), and new/old: medians over --rounds subprocess rounds, old and new alternating."""
+    import approp
+
+    new_tree = Path(approp.__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        old_tree = export_tree(args.baseline_ref, Path(tmp))
+        state = Path(tmp) / "state.pt"
+        torch.save({"model": model.cpu().state_dict(), "x": x.cpu(), "y": y.cpu()}, state)
+        runs: dict[str, list] = {"old": [], "new": []}
+        for r in range(args.rounds):
+            for which in ("old", "new") if r % 2 == 0 else ("new", "old"):
+                runs[which].append(run_worker(old_tree if which == "old" else new_tree, state, worker_argv(args)))
+    print(f"old: the engine at {args.baseline_ref}; new: {new_tree}; medians of {args.rounds} rounds each\n")
+    for t, (base, cases) in enumerate(runs["new"][0]):
+        print(f"| case | old × {base} | new × {base} | new / old |\n|---|---:|---:|---:|")
+        for name in cases:
+            new = statistics.median(run[t][1][name] for run in runs["new"])
+            if name not in runs["old"][0][t][1]:
+                print(f"| {name} | – | {new:.2f} | – |")
+                continue
+            old = statistics.median(run[t][1][name] for run in runs["old"])
+            print(f"| {name} | {old:.2f} | {new:.2f} | {new / old:.3f} |")
+        print()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Returns the parsed command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arch", default="cnn4", choices=sorted(ARCHITECTURES))
     ap.add_argument("--no-steps", action="store_true", help="only the forward table")
@@ -182,12 +317,30 @@ def main() -> None:
         default="fp32",
         help="fp32, bf16 or fp32,bf16 (both side by side; bf16 is the training loop's autocast)",
     )
-    args = ap.parse_args()
+    ap.add_argument(
+        "--baseline-ref",
+        default=None,
+        metavar="COMMIT",
+        help="also time the engine of this commit's python/ tree in subprocesses, alternating with this one",
+    )
+    ap.add_argument("--rounds", type=int, default=4, help="with --baseline-ref: subprocess rounds per engine")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: --baseline-ref's subprocess
+    args = ap.parse_args(argv)
     precisions = args.precision.split(",")
     if not set(precisions) <= {"fp32", "bf16"}:
         ap.error(f"--precision takes fp32, bf16 or fp32,bf16; got {args.precision!r}")
+    if args.rounds < 1:
+        ap.error(f"--rounds must be >= 1; got {args.rounds}")
+    args.precisions = precisions
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.worker:
+        return worker(args)
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=args.arch)).to(device)
@@ -195,24 +348,10 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch,), device=device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.arch}, batch {args.batch}, eps {args.eps:.4g}, lam {args.lam:g}, {name}, torch {torch.__version__}\n")
-
-    def build(fn, *rest):
-        cases = {}
-        for precision in precisions:
-            cases.update(
-                with_channels_last(fn, model, x, *rest, precision)
-                if args.channels_last
-                else fn(model, x, *rest, precision)
-            )
-        return cases
-
-    model.eval()  # BatchNorm: running statistics, as evaluated
-    print(table(measure(build(forward_cases, args.eps, args.lam), args.repeats, device), "forward"))
-    print()
-    model.train()
-    for kappa in () if args.no_steps else (0.0, 0.5):
-        cases = build(lambda m, xs, *rest: step_cases(m, xs, y, *rest), args.eps, args.lam, kappa)
-        print(table(measure(cases, args.repeats, device), "standard step"))
+    if args.baseline_ref:
+        return compare(args, model, x, y)
+    for base, rows in measure_tables(args, model, x, y, args.precisions):
+        print(table(rows, base))
         print()
 
 

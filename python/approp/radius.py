@@ -33,6 +33,22 @@ def radius_of(theta: torch.Tensor, cfg: RadiusConfig, lam: float | None = None) 
     raise ValueError(f"unknown radius kind {cfg.kind!r}")  # unreachable: RadiusConfig validates
 
 
+def radius_per_output(theta: torch.Tensor, cfg: RadiusConfig, lam: float | None = None) -> torch.Tensor | None:
+    """Returns the radius of a weight θ (C_out, …) as one value per output unit, shaped (C_out, 1, …) or
+    (1, …, 1), where its kind gives every entry of an output unit the same radius (`const`, and `quant`
+    weights), so that radius_of(θ) == radius_per_output(θ).expand_as(θ); None for the other kinds and biases.
+    """
+    lam = cfg.lam if lam is None else lam
+    if theta.dim() < 2:
+        return None
+    if cfg.kind == "const":
+        return theta.new_full((1,) * theta.dim(), lam)
+    if cfg.kind == "quant":
+        per_channel = cfg.per_channel is not False
+        return lam * QUANT_SLACK / 2 * quant_scale(theta, cfg.bits, per_channel, restricted=cfg.restricted is True)
+    return None
+
+
 # Outward slack of the quantisation box: PyTorch quantises as round(θ·(1/s))·s in float32,
 # whose rounding moves a weight by at most about 3·2^(bits−1)·2⁻²⁴·s past the exact s/2
 # (≤ 2.3e-5·s at 8 bits); 1 + 2⁻¹² covers that with room to spare.

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import batch_var_mean
@@ -141,20 +142,34 @@ def _check_shape(layer, x: torch.Tensor) -> tuple[int, ...]:
 
 @register(*BATCHNORMS)
 def batchnorm_rule(layer, x: Interval, params: dict[str, ParamInterval]) -> Interval:
-    """Returns ⟨y_c, y_r⟩: y_c = k_c·(x_c − μ) + β_c, y_r = |k_c|·x_r + k_r·(|x_c − μ| + x_r) + β_r.
+    """Returns ⟨y_c, y_r⟩: y_c = k_c·(x_c − μ) + β_c, y_r = (|k_c| + k_r)·x_r + k_r·|x_c − μ| + β_r.
 
     Rump's midpoint-radius product of k ∈ ⟨k_c, k_r⟩ and x − μ ∈ ⟨x_c − μ, x_r⟩, plus β's box:
     sound for every γ, β in their box and x in ⟨x_c, x_r⟩ (μ, s are constants; s > 0).
+    Both per-channel maps a·t + b run as an eval-mode batch_norm with mean 0, variance 1 and eps 0
+    (so its scale and shift are exactly a and b): one pass each, where broadcasting
+    elementwise ops take two or run slower.
     """
-    mean, k_c, k_r, b_c, b_r = _affine_parts(layer, params, _check_shape(layer, x.center))
-    z_c = x.center - mean
-    yc = torch.addcmul(b_c, k_c, z_c)
-    yr = k_c.abs() * x.radius
+    shape = _check_shape(layer, x.center)
+    mean, k_c, k_r, b_c, b_r = _affine_parts(layer, params, (-1,))  # (C,) each
+    dtype = torch.promote_types(x.radius.dtype, k_c.dtype)  # 16-bit intervals leave in fp32, as before
+    z_c = x.center - mean.view(shape)  # (B, C, *): differentiable in a recorded μ
+    yc = _channel_affine(z_c, k_c, b_c)
+    k_abs = k_c.abs()
+    yr = _channel_affine(x.radius.to(dtype), k_abs if k_r is None else k_abs + k_r, b_r)
     if k_r is not None:
-        yr = torch.addcmul(yr, k_r, z_c.abs() + x.radius)
-    if b_r is not None:
-        yr = yr + b_r
+        # Without autograd nothing holds z_c any more, so its abs may overwrite it.
+        z_abs = z_c.abs() if torch.is_grad_enabled() else z_c.abs_()
+        yr = yr.addcmul_(z_abs, k_r.view(shape))  # batch_norm's backward does not read its output
     return Interval(yc, yr)
+
+
+def _channel_affine(t: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
+    """Returns scale·t + shift per channel (scale, shift (C,); t (B, C, *)) in one pass."""
+    scale = scale.to(t.dtype)
+    shift = None if shift is None else shift.to(t.dtype)
+    unit = torch.ones_like(scale)
+    return F.batch_norm(t, torch.zeros_like(scale), unit, scale, shift, training=False, eps=0.0)
 
 
 def _bn_cache(layer, ctx: Context) -> dict[str, torch.Tensor]:

@@ -72,7 +72,13 @@ def add_rule(call: Call, x: Interval, params: Params) -> Interval:
     if (a.has_bounds or b.has_bounds) and not low:
         # fp32 (or wider): the ends add in four passes, and the ReLU that usually follows takes ends;
         # converting the ends operand to ⟨c, r⟩ instead would cost six.
-        return Interval.from_bounds(a.lower + b.lower, a.upper + b.upper)
+        if not a.has_bounds:
+            a, b = b, a  # b is the ⟨c, r⟩ operand, if any: its ends go straight into the sums
+        if b.has_bounds or b.shape != a.shape or b.center.dtype != a.lower.dtype:  # in place needs b's shape, dtype
+            return Interval.from_bounds(a.lower + b.lower, a.upper + b.upper)
+        # In place on the fresh c ∓ r: one new tensor per end (addition's backward needs no input).
+        lower = torch.sub(b.center, b.radius).add_(a.lower)
+        return Interval.from_bounds(lower, torch.add(b.center, b.radius).add_(a.upper))
     return Interval(a.center + b.center, a.radius + b.radius)  # 16-bit: keep the radius (interval.py)
 
 
@@ -115,8 +121,8 @@ def avg_pool_rule(layer: Any, x: Interval, params: Params) -> Interval:
     """Returns the pooled interval: a linear map with weights ≥ 0 maps ends to ends, and ⟨c, r⟩ to ⟨Pc, Pr⟩."""
     op = _op(layer)
     if x.has_bounds:
-        return x.map_monotone(op)
-    return Interval(op(x.center), op(x.radius))
+        return Interval.from_bounds(op(x.lower), op(x.upper), x.nonneg)  # weights >= 0 keep the sign
+    return Interval(op(x.center), op(x.radius), x.nonneg)
 
 
 def transpose(op: Any, coef: torch.Tensor, in_shape: torch.Size) -> torch.Tensor:

@@ -34,18 +34,20 @@ def is_low_precision(t: torch.Tensor) -> bool:
 class Interval:
     """A box of tensors of one shape: ⟨center, radius⟩ or [lower, upper], radius >= 0."""
 
-    __slots__ = ("_center", "_radius", "_lower", "_upper")
+    __slots__ = ("_center", "_radius", "_lower", "_upper", "nonneg")
 
-    def __init__(self, center: torch.Tensor, radius: torch.Tensor) -> None:
+    def __init__(self, center: torch.Tensor, radius: torch.Tensor, nonneg: bool = False) -> None:
         self._center, self._radius = center, radius
         self._lower = self._upper = None
+        self.nonneg = nonneg  # True only where the lower end is known to be >= 0 (a ReLU's output)
 
     @classmethod
-    def from_bounds(cls, lower: torch.Tensor, upper: torch.Tensor) -> Interval:
-        """Returns the interval [lower, upper] (lower <= upper elementwise)."""
+    def from_bounds(cls, lower: torch.Tensor, upper: torch.Tensor, nonneg: bool = False) -> Interval:
+        """Returns the interval [lower, upper] (lower <= upper elementwise); nonneg: lower >= 0 is known."""
         iv = cls.__new__(cls)
         iv._center = iv._radius = None
         iv._lower, iv._upper = lower, upper
+        iv.nonneg = nonneg
         return iv
 
     @property
@@ -99,18 +101,8 @@ class Interval:
     def map_linear(self, fn) -> Interval:
         """Returns the image under a linear map that keeps each coordinate (reshape, permute)."""
         if self.has_bounds:
-            return Interval.from_bounds(fn(self._lower), fn(self._upper))
-        return Interval(fn(self._center), fn(self._radius))
-
-    def sum_and_diff(self) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Returns (s, d, h) with center = h·s and radius = h·d, computed from the stored form.
-
-        From the ends, s = lower + upper and d = upper − lower with h = ½: the
-        caller folds h into its (small) weights instead of scaling activations.
-        """
-        if self._center is not None:
-            return self._center, self._radius, 1.0
-        return self._lower + self._upper, self._upper - self._lower, 0.5
+            return Interval.from_bounds(fn(self._lower), fn(self._upper), self.nonneg)
+        return Interval(fn(self._center), fn(self._radius), self.nonneg)
 
 
 @dataclass
@@ -119,12 +111,16 @@ class ParamInterval:
 
     radius is None when the parameter is not perturbed. `rel` is set when the
     radius is exactly rel·|center| (the `abs` kind), which lets affine rules
-    use two products instead of three.
+    use two products instead of three. `per_output` is set when every entry of
+    an output unit has the same radius (the `const` kind, `quant` weights):
+    radius == per_output.expand_as(center), per_output (C_out, 1, …) or (1, …, 1),
+    which turns the affine rules' third product into a sum over one channel.
     """
 
     center: torch.Tensor
     radius: torch.Tensor | None = None
     rel: float | None = None
+    per_output: torch.Tensor | None = None
 
 
 def input_ball(x: torch.Tensor, eps: float) -> Interval:

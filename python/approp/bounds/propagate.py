@@ -25,7 +25,7 @@ import torch
 from torch import fx, nn
 
 from ..config import RadiusConfig
-from ..radius import is_perturbed, radius_of
+from ..radius import is_perturbed, radius_of, radius_per_output
 from . import graph_rules  # noqa: F401  (files the function kinds' rules in the table)
 from .graph import STATIC, Graph, Node, Ref, require, trace
 from .interval import Interval, ParamInterval, input_ball
@@ -82,7 +82,7 @@ def layer_params(layer: nn.Module, radius: RadiusConfig | None, lam: float | Non
         elif radius.kind == "abs" and p.dim() >= 2:
             boxes[name] = ParamInterval(p, radius_of(p, radius, lam), rel=lam)
         else:
-            boxes[name] = ParamInterval(p, radius_of(p, radius, lam))
+            boxes[name] = ParamInterval(p, radius_of(p, radius, lam), per_output=radius_per_output(p, radius, lam))
     return boxes
 
 

@@ -153,25 +153,53 @@ def affine(x: Interval, w: ParamInterval, b: ParamInterval | None, op: Callable[
     y_r = |W_c|·x_r + W_r·(|x_c| + x_r) + b_r = op(x_r, |W_c| + W_r) + op(|x_c|, W_r) + b_r
     The two radius products share one call on inputs and weights stacked along
     the input-feature axis (dim 1 for both conv and linear). For W_r = λ|W_c|
-    they fold into one: op((1+λ)·x_r + λ|x_c|, |W_c|). Biases go into the
+    they fold into one: op((1+λ)·x_r + λ|x_c|, |W_c|). Where W_r is one value
+    ρ_o per output unit (`const`, `quant`: w.per_output), op(|x_c|, W_r) is
+    ρ_o times the sum of |x_c| over output o's window, the same window sum for
+    every output channel: op(Σ_channels |x_c|, 1) with a one-channel all-ones
+    weight, instead of a second full product (op sums over the input-feature
+    axis and its window, as linear and conv with groups=1 do). Biases go into the
     calls, and the ½ of an interval held by its ends goes into the weights,
     so that activations are touched as few times as possible.
     """
-    s, d, h = x.sum_and_diff()  # center = h·s, radius = h·d
+    s, h = (x.lower + x.upper, 0.5) if x.has_bounds else (x.center, 1.0)  # center = h·s, radius = h·d
+    s_abs = s if x.nonneg else s.abs()  # (B, C, *): a ReLU's output needs no abs
     bc = None if b is None else b.center
     br = None if b is None else b.radius
     yc = op(s, w.center * h if h != 1.0 else w.center, bc)
     w_abs = w.center.abs()
     if w.radius is None:
-        yr = op(d, w_abs * h, br)
+        yr = op(_diff(x), w_abs * h, br)
     elif w.rel is not None:
         lam = w.rel
-        yr = op(torch.add(d, s.abs(), alpha=lam / (1 + lam)), w_abs * ((1 + lam) * h), br)
+        yr = op(_diff(x, s_abs, lam / (1 + lam)), w_abs * ((1 + lam) * h), br)
+    elif w.per_output is not None:
+        yr = op(_diff(x), (w_abs + w.radius) * h, br)
+        ones = w.center.new_ones((1, 1, *w.center.shape[2:]))
+        window = op(s_abs.sum(1, keepdim=True), ones, None)  # (B, 1, *out): Σ|x_c| over each output's inputs
+        rho = (w.per_output * h).reshape(1, -1, *(1,) * (yr.dim() - 2)).to(yr.dtype)  # (1, C_out or 1, 1, …)
+        yr = torch.addcmul(yr, window, rho)
     else:
-        stacked_x = torch.cat([d, s.abs()], dim=1)
         stacked_w = torch.cat([(w_abs + w.radius) * h, w.radius * h], dim=1)
-        yr = op(stacked_x, stacked_w, br)
+        yr = op(_diff_stacked(x, s_abs), stacked_w, br)
     return Interval(yc, yr)
+
+
+def _diff(x: Interval, plus: torch.Tensor | None = None, alpha: float = 1.0) -> torch.Tensor:
+    """Returns d + alpha·plus, d = upper − lower (ends) or the radius; with `plus`, one new tensor."""
+    if not x.has_bounds:
+        return x.radius if plus is None else torch.add(x.radius, plus, alpha=alpha)
+    d = x.upper - x.lower
+    return d if plus is None else d.add_(plus, alpha=alpha)  # in place: addition's backward needs no input
+
+
+def _diff_stacked(x: Interval, s_abs: torch.Tensor) -> torch.Tensor:
+    """Returns cat([d, s_abs], dim=1), d as in _diff; from the ends d is formed inside the stack."""
+    if not x.has_bounds:
+        return torch.cat([x.radius, s_abs], dim=1)
+    stacked = torch.cat([x.upper, s_abs], dim=1)
+    stacked[:, : x.shape[1]].sub_(x.lower)  # upper − lower, in place: subtraction's backward needs no input
+    return stacked
 
 
 @register(nn.Linear)
@@ -196,14 +224,14 @@ def conv2d_rule(layer: nn.Conv2d, x: Interval, params: dict[str, ParamInterval])
 @register(nn.ReLU)
 def relu_rule(layer: nn.ReLU, x: Interval, params: dict[str, ParamInterval]) -> Interval:
     if x.has_bounds:
-        return x.map_monotone(F.relu)
+        return Interval.from_bounds(F.relu(x.lower), F.relu(x.upper), nonneg=True)
     if is_low_precision(x.center):
         return relu_keep_radius(x.center, x.radius)
     # The ends are fresh tensors here, so ReLU may run in place (autograd allows it:
     # subtraction's backward does not need its output): no extra allocation per end.
     lower = torch.sub(x.center, x.radius).relu_()
     upper = torch.add(x.center, x.radius).relu_()
-    return Interval.from_bounds(lower, upper)
+    return Interval.from_bounds(lower, upper, nonneg=True)
 
 
 def relu_keep_radius(c: torch.Tensor, r: torch.Tensor) -> Interval:
@@ -217,12 +245,12 @@ def relu_keep_radius(c: torch.Tensor, r: torch.Tensor) -> Interval:
     `where`/`minimum` (and their backward) are slower than this whole rule (docs/benchmarks.md).
     """
     q = (r - c).relu_()  # (same shape as c): 0 where stable-active
-    return Interval(torch.add(c, q, alpha=0.5).relu_(), torch.sub(r, q, alpha=0.5).relu_())
+    return Interval(torch.add(c, q, alpha=0.5).relu_(), torch.sub(r, q, alpha=0.5).relu_(), nonneg=True)
 
 
 @register(nn.MaxPool2d)
 def maxpool_rule(layer: nn.MaxPool2d, x: Interval, params: dict[str, ParamInterval]) -> Interval:
-    return x.map_monotone(layer)
+    return Interval.from_bounds(layer(x.lower), layer(x.upper), x.nonneg)  # a maximum keeps the sign
 
 
 @register(nn.Flatten)
