@@ -196,6 +196,21 @@ def test_beating_and_losing_fronts_are_decided(tmp_path, numbers, decided, start
     assert {p.name for p in view.pending} == {"eps2over255-awp_g005", "eps2over255-app_k080"}
 
 
+def test_a_training_cell_reports_its_last_epoch_and_validation_accuracy(tmp_path):
+    """A pending cell that has finished epochs says how far it is and its last validation accuracy, with the
+    Wilson interval over the preset's 5,000 validation images."""
+    out = write_cells(tmp_path / "fronts", {})
+    run = out / "cells" / "eps2over255-awp_g005" / "run"
+    rows = [{"epoch": e, "loss": 1.0, "eval_split": "val", "clean_acc": acc} for e, acc in ((0, 0.6), (1, 0.6894))]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    status = {p.name: p.pending for p in fronts(out, tmp_path / "view", preset="fronts").pending}
+    lo, hi = wilson(3447, 5000)
+    assert status["eps2over255-awp_g005"] == (
+        f"training: epoch 2 of 20, validation clean 68.9 [{100 * lo:.1f}, {100 * hi:.1f}] on 5,000 images"
+    )
+    assert status["eps2over255-app_k080"] == "evaluating"
+
+
 def test_no_finished_cells_give_undecided_verdicts_and_bad_folders_a_clear_error(tmp_path):
     out = write_cells(tmp_path / "fronts", {})
     view = fronts(out, preset="fronts")

@@ -105,6 +105,19 @@ def _folder_cells(folder: Path) -> list[Cell]:
     return cells
 
 
+def training_state(run: Path, cfg: RunConfig) -> str:
+    """Returns 'training: epoch E of N, validation clean X [lo, hi] on n images' from the run's last metrics line
+    ('training' before its first epoch ends)."""
+    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
+    if not lines:
+        return "training"
+    last = json.loads(lines[-1])
+    split = "validation" if last.get("eval_split") == "val" else "test"
+    n = cfg.data.val_split if split == "validation" else (cfg.data.test_subset or 10_000)
+    acc = stats.wilson(round(last["clean_acc"] * n), n)
+    return f"training: epoch {last['epoch'] + 1} of {cfg.train.epochs}, {split} clean {acc} on {n:,} images"
+
+
 def collect_points(folder: Path | str, preset: str | Path | None = None) -> list[FrontPoint]:
     """Returns every cell of the results folder as a FrontPoint (the preset's cells in its order where a
     preset is given, so cells not started yet are listed too); ConfigError if the folder is missing or holds none."""
@@ -121,7 +134,13 @@ def collect_points(folder: Path | str, preset: str | Path | None = None) -> list
         why = (
             ""
             if result
-            else ("evaluating" if is_trained(folder, cell) else "training" if run.is_dir() else "not started")
+            else (
+                "evaluating"
+                if is_trained(folder, cell)
+                else training_state(run, cell.config)
+                if run.is_dir()
+                else "not started"
+            )
         )
         points.append(FrontPoint(cell.name, cell.algo.label, cell.config.train.algo, knob(cell.config), result, why))
     return points
