@@ -102,3 +102,11 @@ def results_key(meta: Mapping[str, Any], settings: dict[str, Any], off: Iterable
     saved before those stages existed stay valid)."""
     dropped = set(off)
     return {"sha256": meta.get("sha256"), **extra, "config": {k: v for k, v in settings.items() if k not in dropped}}
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """Returns the run's per-epoch metrics lines (METRICS in run_dir), oldest first; [] before the first epoch."""
+    path = run_dir / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

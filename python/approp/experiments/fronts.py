@@ -27,6 +27,7 @@ from pathlib import Path
 from ..certify.run import lam_star_quantiles
 from ..config import ConfigError, RunConfig, load_run_config
 from ..formatting import pyplot
+from ..rundir import read_history
 from ..stats import intervals as stats
 from ..stats.intervals import Proportion
 from .front_verdicts import Verdict, equal_clean, match_or_beat, pair_rows, pairs
@@ -108,10 +109,10 @@ def _folder_cells(folder: Path) -> list[Cell]:
 def training_state(run: Path, cfg: RunConfig) -> str:
     """Returns 'training: epoch E of N, validation clean X [lo, hi] on n images' from the run's last metrics line
     ('training' before its first epoch ends)."""
-    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
-    if not lines:
+    history = read_history(run)
+    if not history:
         return "training"
-    last = json.loads(lines[-1])
+    last = history[-1]
     split = "validation" if last.get("eval_split") == "val" else "test"
     n = cfg.data.val_split if split == "validation" else (cfg.data.test_subset or 10_000)
     acc = stats.wilson(round(last["clean_acc"] * n), n)

@@ -35,7 +35,7 @@ from ..data import Split, describe_copy, load_validation
 from ..formatting import DASH, format_interval, pct
 from ..metrics import clean_accuracy, verified_accuracy
 from ..precision import full_precision
-from ..rundir import METRICS, comparable_config
+from ..rundir import comparable_config, read_history
 from ..stats import intervals as stats
 from .preset import AlgoSpec, _algo, parse_eps
 from .tables import write_table
@@ -223,11 +223,7 @@ def _complete_scores(v: Variant, folder: Path, sweep: Sweep) -> None:
 def _row(v: Variant, folder: Path) -> dict[str, Any]:
     path = folder / VAL
     scores = json.loads(path.read_text()) if path.is_file() else {}
-    history = folder / METRICS
-    epochs = (
-        [json.loads(line) for line in history.read_text().splitlines() if line.strip()] if history.is_file() else []
-    )
-    return {"key": v.key, "label": v.label, "note": v.note, "scores": scores, "epochs": epochs}
+    return {"key": v.key, "label": v.label, "note": v.note, "scores": scores, "epochs": read_history(folder)}
 
 
 def write_sweep_table(sweep: Sweep, rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:

@@ -40,7 +40,7 @@ from ..models import build_model
 from ..precision import resolve_precision, training_autocast
 from ..progress import Progress
 from ..radius import clamp_parameters
-from ..rundir import CONFIG, METRICS
+from ..rundir import CONFIG, METRICS, read_history
 from .epoch_means import EpochMeans
 from .schedule import gradient_norm, make_optimizer, make_scheduler, ramp_at
 from .strategies import StepContext, Strategy, make_strategy, step_context
@@ -142,7 +142,7 @@ def _fit(cfg: RunConfig, run_dir: Path, device: torch.device, dist: ddp.DistInfo
     step = _Step(
         cfg, model, ddp.wrap(LossModule(model, strategy), dist, device), strategy, opt, sched, dist, channels_last
     )
-    history = _read_history(run_dir)
+    history = read_history(run_dir)
     with Progress(enabled=progress) as bar:
         for epoch in range(start_epoch, cfg.train.epochs):
             t0 = time.perf_counter()
@@ -248,16 +248,9 @@ def _load_run_state(run_dir, model, opt, sched, gen, epochs: int, expect=None) -
     return meta["epoch"] + 1
 
 
-def _read_history(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / METRICS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _truncate_history(run_dir: Path, last_epoch: int) -> None:
     """Drops metric lines written after the last checkpoint (a crash between the two writes)."""
-    rows = [r for r in _read_history(run_dir) if r["epoch"] <= last_epoch]
+    rows = [r for r in read_history(run_dir) if r["epoch"] <= last_epoch]
     (run_dir / METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
