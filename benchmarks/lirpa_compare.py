@@ -6,7 +6,7 @@
 AUTO_LIRPA_SOURCE: a folder holding auto_LiRPA's source package and appdirs, tqdm and graphviz
 (docs/results/lirpa/README.md says how to get them). Everything is float64.
 
-Networks: the committed CNN4 runs of docs/results (trained), and for the other architectures a
+Networks: the committed trained runs of docs/results (CNN4, resnet20), and for every architecture but CNN4 a
 seeded IBP-initialised network (untrained) whose BatchNorm running statistics are the average over
 512 CIFAR-10 training images. Points: the first n test images with their labels.
 
@@ -53,9 +53,11 @@ from approp.models import build_model  # noqa: E402
 
 FLAT = RadiusConfig(kind="abs", lam=0.0)  # λ = 0
 RTOL = 1e-12  # as tests/test_lirpa_compare.py: rounding of the same float64 products in another order
-TRAINED = {  # committed CNN4 runs: a certified-training recipe cell and a standard one
-    "cnn4 (cpu_recipe app_tanh)": REPO / "docs/results/cpu_recipe/cells/eps2over255-app_tanh/run",
-    "cnn4 (cpu standard)": REPO / "docs/results/cpu/cells/eps2over255-standard/run",
+TRAINED = {  # committed trained runs, label -> (arch, run directory); a missing one is skipped
+    "cnn4 (cpu_recipe app_tanh)": ("cnn4", REPO / "docs/results/cpu_recipe/cells/eps2over255-app_tanh/run"),
+    "cnn4 (cpu standard)": ("cnn4", REPO / "docs/results/cpu/cells/eps2over255-standard/run"),
+    "resnet20 (cpu_resnet standard)": ("resnet20", REPO / "docs/results/cpu_resnet/cells/eps2over255-standard/run"),
+    "resnet20 (cpu_resnet app_tanh)": ("resnet20", REPO / "docs/results/cpu_resnet/cells/eps2over255-app_tanh/run"),
 }
 CALIBRATION = 512  # training images for the BatchNorm statistics of the untrained networks
 HEADER = [
@@ -75,13 +77,13 @@ HEADER = [
 
 
 def networks(archs: list[str], data_dir: str) -> Iterator[tuple[str, str, nn.Module]]:
-    """Yields (label, arch, float64 model in eval mode): the trained CNN4 runs, then seeded untrained networks.
+    """Yields (label, arch, float64 model in eval mode): the committed trained runs, then seeded untrained networks.
 
     One at a time, so that a network and auto_LiRPA's graph of it are freed before the next is built.
     """
-    if "cnn4" in archs:
-        for label, run in TRAINED.items():
-            yield label, "cnn4", load_model(run)[0].double()
+    for label, (arch, run) in TRAINED.items():
+        if arch in archs and (run / "model.safetensors").is_file():
+            yield label, arch, load_model(run)[0].double()
     images = load_cifar10(data_dir, train=True)[0][:CALIBRATION].float().div(255.0)
     for arch in archs:
         if arch != "cnn4":
