@@ -112,6 +112,12 @@ def test_matching_fronts_leave_the_headline_undecided_and_list_pending_cells(tmp
     # Flipped shares count the points correct before the attack: 5 % of 600 against 15 % of 620.
     decided, text = verdict(view, "parameter attack λ=0.02 (flipped share)")
     assert decided and "APP more robust" in text and pp(newcombe(30, 600, 93, 620)) in text
+    # The accuracy left counts all 1,000 points: 60 % × 0.95 = 57.0 % against 62 % × 0.85 = 52.7 %,
+    # undecided at λ = 0.02 though the flipped share is decided; 42.0 % against 24.8 % at λ = 0.1.
+    decided, text = verdict(view, "parameter attack λ=0.02 (accuracy after)")
+    assert not decided and pp(newcombe(570, 1000, 527, 1000)) in text
+    decided, text = verdict(view, "parameter attack λ=0.1 (accuracy after)")
+    assert decided and "APP more robust" in text and pp(newcombe(420, 1000, 248, 1000)) in text
 
     pending = {p.name: p.pending for p in view.pending}
     assert pending == {
@@ -165,6 +171,7 @@ def test_table_rows_carry_every_measure_with_wilson_intervals(tmp_path):
     assert float(app_row["AutoAttack high"]) == pytest.approx(100 * hi, abs=0.006)
     assert app_row["verified (interval)"] == "10.00" and app_row["verified (best)"] == "15.00"
     assert app_row["param. attack flipped λ=0.1"] == "30.00"
+    assert app_row["param. attack accuracy after λ=0.1"] == "42.00"  # of all 1,000 points: 60 % × (1 − 0.3)
     assert app_row["certified λ* > 0"] == "60.00" and app_row["certified λ* median"] == "0.04"
     assert app_row["int8 certified unchanged"] == "12.00" and app_row["int8 certified correct"] == "10.00"
     assert rows["standard"]["front"] == "reference" and rows["standard"]["int8 certified correct"] == ""

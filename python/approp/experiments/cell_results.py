@@ -67,6 +67,7 @@ class CellResult:
     flatness_interval: tuple[float, float] | None = None  # 95 % over directions and points
     flatness_terms: list[list[float]] | None = None  # Δ (directions, points): approp.landscape
     certify: dict[str, Any] | None = None  # approp.certify.run results (eval.json or the run's certify.json)
+    after: dict[float, float] = field(default_factory=dict)  # accuracy after the parameter attack, by λ
 
     @property
     def label(self) -> str:
@@ -83,8 +84,8 @@ class CellResult:
         """Returns a measured share with its 95 % interval (None where not measured).
 
         name: clean, pgd, verified, verified_best, statistical, refuted (on n points), autoattack,
-        autoattack_clean (on the AutoAttack points) or flipped (at λ, on the points correct
-        before the attack).
+        autoattack_clean (on the AutoAttack points), flipped (at λ, on the points correct
+        before the attack) or after (accuracy after the parameter attack at λ, on n points).
         """
         if name == "certified_flips":
             row = next((c for c in (self.certify or {}).get("curve", []) if round(c["lam"], 6) == round(lam, 6)), None)
@@ -94,6 +95,8 @@ class CellResult:
             value = self.flipped.get(round(lam, 6))
             base = self.correct_before.get(round(lam, 6), self.clean)
             count = None if base is None or self.n is None else int(round(base * self.n))
+        elif name == "after":
+            value, count = self.after.get(round(lam, 6)), self.n
         else:
             value = getattr(self, name)
             count = self.autoattack_n if name.startswith("autoattack") and self.autoattack_n else self.n
@@ -132,6 +135,7 @@ def result_from_eval(cell: Cell, results: dict[str, Any] | None, landscape: Land
         flatness_interval=None if landscape is None else tuple(landscape.flatness_interval),
         flatness_terms=None if landscape is None else landscape.flatness_terms,
         certify=r.get("certify"),
+        after={round(row["lam"], 6): row["acc_after"] for row in r.get("param_attack", []) if "acc_after" in row},
     )
 
 

@@ -14,7 +14,9 @@ Claims:
   the best pair only matches.
 - at equal clean accuracy: for the APP–AWP pair nearest in clean accuracy, which has more
   AutoAttack accuracy, verified accuracy (best of interval and linear bounds where measured),
-  and fewer points flipped by the parameter attack at each λ?
+  and, under the parameter attack at each λ, fewer of its correct points flipped and more
+  accuracy left? Both, because the flipped share counts only a network's own correct points:
+  a network with fewer of them can flip a smaller share and still keep fewer correct.
 """
 
 from __future__ import annotations
@@ -174,10 +176,11 @@ def equal_clean(app: list[CellResult], awp: list[CellResult], lams: tuple[float,
     APP–AWP pair nearest in clean accuracy (among all pairs with clean accuracy measured)."""
     pair = nearest_clean(app, awp)
     measures = [("AutoAttack accuracy", lambda r: r.share("autoattack"), True), ("verified accuracy", _verified, True)]
-    measures += [
-        (f"parameter attack λ={lam:g} (flipped share)", lambda r, lam=lam: r.share("flipped", lam), False)
-        for lam in lams
-    ]
+    for lam in lams:  # the flipped share, and the accuracy left: one network can flip fewer of fewer points
+        measures += [
+            (f"parameter attack λ={lam:g} (flipped share)", lambda r, lam=lam: r.share("flipped", lam), False),
+            (f"parameter attack λ={lam:g} (accuracy after)", lambda r, lam=lam: r.share("after", lam), True),
+        ]
     if pair is None:
         return [
             Verdict(f"at equal clean accuracy: {m}", False, "undecided: no APP and AWP point evaluated yet")

@@ -10,8 +10,9 @@ evaluate` wrote it, and a cell without one (not started, training, or evaluating
 pending. Written into `out`:
 
 - fronts_table.md/.csv: per point clean, AutoAttack, PGD-20, verified (interval and best), the
-  parameter attack's flipped share at each λ, the share with a certified λ* > 0 and its median,
-  and the int8 certificates, every share with its 95 % Wilson interval;
+  parameter attack's flipped share and the accuracy left after it at each λ, the share with a
+  certified λ* > 0 and its median, and the int8 certificates, every share with its 95 % Wilson
+  interval;
 - fronts_pairs.md/.csv: every APP × AWP pair, clean and AutoAttack APP − AWP with Newcombe's interval;
 - fronts_clean_vs_autoattack.png, fronts_clean_vs_verified.png: both fronts with intervals on both axes;
 - fronts_verdicts.md/.json: each claim (approp.experiments.front_verdicts) decided or undecided,
@@ -172,6 +173,7 @@ def table_rows(points: list[FrontPoint], lams: tuple[float, ...]) -> list[dict[s
             "verified (best)": r.share("verified_best"),
         }
         row.update({f"param. attack flipped λ={lam:g}": r.share("flipped", lam) for lam in lams})
+        row.update({f"param. attack accuracy after λ={lam:g}": r.share("after", lam) for lam in lams})
         lam_star = r.certify.get("radius", {}).get("lam_star") if r.certify else None
         row["certified λ* > 0"] = stats.wilson(sum(v > 0 for v in lam_star), len(lam_star)) if lam_star else None
         row["certified λ* median"] = f"{rad['median']:.3g}" if rad else None
@@ -276,7 +278,8 @@ def fronts(
         "Trade-off fronts: per point, accuracy in % with 95 % Wilson intervals on the test points (AutoAttack on "
         "its subset), verified at the point's training box and ball (interval bounds; best: per margin the better "
         "of interval and linear bounds), the share of correct points the parameter attack flips at each λ (lower "
-        "is better), the share of points with a certified λ* > 0 and the median λ* over them, and the int8 "
+        "is better) and the accuracy left after it (of all points), the share of points with a certified λ* > 0 "
+        "and the median λ* over them, and the int8 "
         "weight-quantisation certificates (of all points). Pending cells are listed in fronts_verdicts.md."
     )
     files["fronts_table.md"], files["fronts_table.csv"] = write_table(
