@@ -128,7 +128,8 @@ def compare(results: dict[str, Path | str], out: Path | str, lams: tuple[float, 
     files["models.md"], files["models.csv"] = write_table(model_rows(cells, tuple(lams)), out / "models", caption)
     caption = (
         "A − B in percentage points with Newcombe's 95 % interval; decided where the interval "
-        "excludes 0 (the parameter attack: lower flipped share is better)."
+        "excludes 0 (the parameter attack: a lower flipped share of the model's own correct points, a higher "
+        "accuracy left of all points, is better)."
     )
     files["comparisons.md"], files["comparisons.csv"] = write_table(
         comparisons(cells, tuple(lams)), out / "comparisons", caption

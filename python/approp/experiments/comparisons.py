@@ -22,13 +22,15 @@ def comparisons(results: list[CellResult], lams: tuple[float, ...]) -> list[dict
     """Returns one row per (ε, measure, pair of algorithms): the difference with its 95 % interval
     and whether it is decided, i.e. larger than its uncertainty.
 
-    Measures: clean, AutoAttack, verified and PGD accuracy, and the parameter attack's flipped
-    share at each λ (where lower is better), in percentage points with Newcombe's interval; and
+    Measures: clean, AutoAttack, verified and PGD accuracy, and at each λ the parameter attack's
+    flipped share (of each model's own correct points; lower is better) and the accuracy it leaves
+    (of all points), in percentage points with Newcombe's interval; and
     flatness (lower is flatter), paired over the same directions and test points, with the
     crossed bootstrap's interval.
     """
     measures = [(col, name, None, True) for col, name, _ in COMPARED]
     measures += [(f"param. attack λ={lam:g}", "flipped", lam, False) for lam in lams]
+    measures += [(f"param. attack accuracy after λ={lam:g}", "after", lam, True) for lam in lams]
     rows: list[dict[str, Value]] = []
     for eps in dict.fromkeys(r.eps_label for r in results):
         group = [r for r in results if r.eps_label == eps]

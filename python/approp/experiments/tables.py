@@ -269,7 +269,8 @@ def write_tables(preset: Preset, results: list[CellResult], out: Path) -> dict[s
         "in percentage points for accuracies and attack rates (Newcombe's hybrid score interval from the "
         "two Wilson intervals), in loss for flatness (paired over the same random directions and test "
         "points; a bootstrap that resamples both); 'undecided' where the interval contains 0. For the "
-        "parameter attack lower is better; lower flatness is flatter."
+        "parameter attack a lower flipped share (of each model's own correct points) and a higher accuracy left "
+        "after it (of all points) are better; lower flatness is flatter."
     )
     md1, csv1 = write_table(table1_rows(results, ref), out / "table1", cap1)
     md2, csv2 = write_table(table2_rows(results, preset.eval.param_attack, ref), out / "table2", cap2)
