@@ -104,9 +104,13 @@ def results_key(meta: Mapping[str, Any], settings: dict[str, Any], off: Iterable
     return {"sha256": meta.get("sha256"), **extra, "config": {k: v for k, v in settings.items() if k not in dropped}}
 
 
-def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """Returns the run's per-epoch metrics lines (METRICS in run_dir), oldest first; [] before the first epoch."""
-    path = run_dir / METRICS
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Returns the JSON objects of a JSON-lines file in order, blank lines skipped; [] if it does not exist."""
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """Returns the run's per-epoch metrics lines (METRICS in run_dir), oldest first; [] before the first epoch."""
+    return read_jsonl(run_dir / METRICS)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..checkpoint import CheckpointError, is_final, read_meta
 from ..config import ConfigError
+from ..rundir import read_jsonl
 from .preset import Cell, EvalSpec, Preset
 
 LEDGER = "ledger.jsonl"
@@ -77,10 +78,7 @@ def _ledger(out: Path, lock: threading.Lock, **entry) -> None:
 
 def read_ledger(out: Path) -> list[dict]:
     """Returns the ledger's entries in order (empty if none was written)."""
-    path = Path(out) / LEDGER
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(Path(out) / LEDGER)
 
 
 def _commands(cell: Cell, folder: Path, ev: EvalSpec) -> dict[str, list[str]]:
