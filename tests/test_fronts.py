@@ -252,6 +252,7 @@ def test_validate_scores_held_out_training_images_into_val_json(cifar_dir, tmp_p
     from approp.checkpoint import load_model
     from approp.config import RunConfig
     from approp.data import load_cifar10, to_float
+    from approp.experiments.front_choice import read_scores
     from approp.experiments.validate import validate_run
     from approp.train import fit
 
@@ -278,6 +279,9 @@ def test_validate_scores_held_out_training_images_into_val_json(cifar_dir, tmp_p
     assert (clean["lower"], clean["upper"]) == pytest.approx(wilson(correct, 96), abs=1e-12)
     assert result["verified_acc"] <= result["pgd_acc"] <= result["clean_acc"]
     assert result["config"]["data"]["val_split"] == 500 and result["eps"] == pytest.approx(2 / 255)
+    scores = read_scores(run)  # what the fronts view reads to choose the main job
+    assert scores is not None and not scores.stale and (scores.clean.k, scores.clean.n) == (correct, 96)
+    assert scores.pgd.value == pytest.approx(result["pgd_acc"]) and scores.setting == (96, round(2 / 255, 9), 3)
     at_zero = validate_run(run, n=32, eps=0.0, pgd_steps=2)  # no ball: PGD cannot move a point
     assert at_zero["pgd_acc"] == pytest.approx(at_zero["clean_acc"]) and at_zero["n"] == 32
 
@@ -291,3 +295,67 @@ def test_validate_scores_held_out_training_images_into_val_json(cifar_dir, tmp_p
     RunConfig.load(run / "config.toml").replace(data={"val_split": 0}).save(none / "config.toml")
     bad = CliRunner().invoke(app, ["validate", str(none)])
     assert bad.exit_code == 1 and "held out no validation images" in " ".join(bad.output.split())
+
+
+def write_val(run: Path, clean: int, pgd: int, n: int = 5000, sha: str = "final", steps: int = 20) -> None:
+    """Writes RUN/checkpoint.json (sha256 'final') and a val.json as `approp validate` writes it, scoring
+    checkpoint `sha`: clean and PGD counts of n, verified 0."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "checkpoint.json").write_text(json.dumps({"format": FORMAT_VERSION, "epoch": 19, "sha256": "final"}))
+    counts = {"clean_acc": clean, "pgd_acc": pgd, "verified_acc": 0}
+    intervals = {key: {"k": k, "n": n, "value": k / n} for key, k in counts.items()}
+    val = {"n": n, "eps": 2 / 255, **{key: k / n for key, k in counts.items()}, "pgd_steps": steps}
+    val.update({"intervals": intervals, "checkpoint": {"epoch": 19, "sha256": sha}})
+    (run / "val.json").write_text(json.dumps(val))
+
+
+def test_validation_scores_choose_the_main_job_by_the_mean_of_clean_and_pgd(tmp_path):
+    """The main job's APP point is the one with the highest mean of validation clean and PGD accuracy; its
+    lead over each other APP point carries Newcombe's interval; AWP points are listed but never chosen;
+    stale scores, unlike settings and corrupt files stop the choice with a reason."""
+    out = write_cells(tmp_path / "fronts", MATCHES)
+    runs = {c.algo.key: cell_dir(out, c) / "run" for c in load_preset("fronts").cells()}
+    write_val(runs["app_k095"], clean=3300, pgd=2300)  # mean 56.0 %
+    write_val(runs["app_k050"], clean=2900, pgd=2500)  # mean 54.0 %
+    write_val(runs["awp_g010"], clean=3600, pgd=2600)  # mean 62.0 %: AWP, not a candidate
+    view = fronts(out, tmp_path / "view", preset="fronts")
+    chosen = view.choice.chosen
+    assert chosen is not None and chosen.cell == "eps2over255-app_k095"
+    assert "so far; not yet scored: APP(tanh) κ=0.8, APP(tanh) κ none" in view.choice.why
+    ((other, d_clean, d_pgd),) = view.choice.leads
+    assert other.label == "APP(tanh) κ=0.5"
+    assert (d_clean.value, d_clean.lower, d_clean.upper) == pytest.approx(newcombe(3300, 5000, 2900, 5000))
+    assert (d_pgd.value, d_pgd.lower, d_pgd.upper) == pytest.approx(newcombe(2300, 5000, 2500, 5000))
+    page = view.files["fronts_validation.md"].read_text()
+    line = f"- against APP(tanh) κ=0.5: clean {pp(newcombe(3300, 5000, 2900, 5000))}, PGD "
+    assert "**Main job: APP(tanh) κ=0.95** (cell eps2over255-app_k095)" in page and line in page
+    assert "(decided in clean and PGD)" in page  # +8 and −4 points on 5,000 images each
+    with open(view.files["fronts_validation.csv"], newline="") as fh:
+        rows = {r["point"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == {"APP(tanh) κ=0.95", "AWP γ=0.01", "APP(tanh) κ=0.5"}
+    assert rows["AWP γ=0.01"]["front"] == "AWP" and rows["APP(tanh) κ=0.95"]["mean of clean and PGD"] == "56.00"
+    lo, hi = wilson(3300, 5000)
+    assert float(rows["APP(tanh) κ=0.95"]["clean low"]) == pytest.approx(100 * lo, abs=0.006)
+    assert float(rows["APP(tanh) κ=0.95"]["clean high"]) == pytest.approx(100 * hi, abs=0.006)
+    saved = json.loads(view.files["fronts_verdicts.json"].read_text())
+    assert saved["main_choice"]["chosen"]["cell"] == "eps2over255-app_k095"
+
+    write_val(runs["app_k050"], clean=2900, pgd=2500, sha="epoch 10")  # the run's checkpoint moved on since
+    view = fronts(out, tmp_path / "view", preset="fronts")
+    assert view.choice.chosen is None and "stale validation scores" in view.choice.why
+    assert "**No choice yet:** stale validation scores" in view.files["fronts_validation.md"].read_text()
+    write_val(runs["app_k050"], clean=1160, pgd=1000, n=2000)  # fresh, but on 2,000 images
+    view = fronts(out, tmp_path / "view", preset="fronts")
+    assert view.choice.chosen is None and "scored on different settings" in view.choice.why
+    assert "2000 images" in view.choice.why and "5000 images" in view.choice.why
+
+    (runs["app_k050"] / "val.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not a val.json as `approp validate` writes it"):
+        fronts(out, tmp_path / "view", preset="fronts")
+
+
+def test_without_validation_scores_the_page_says_no_choice_yet(tmp_path):
+    view = fronts(write_cells(tmp_path / "fronts", MATCHES), tmp_path / "view", preset="fronts")
+    page = view.files["fronts_validation.md"].read_text()
+    assert view.choice.chosen is None and "No point has validation scores yet." in page
+    assert "**No choice yet:** no APP point has validation scores yet." in page

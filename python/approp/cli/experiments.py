@@ -114,6 +114,7 @@ def fronts(
                 "files": {name: str(path) for name, path in view.files.items()},
                 "verdicts": [{"claim": v.claim, "decided": v.decided} for v in view.verdicts],
                 "pending": [p.name for p in view.pending],
+                "main_choice": view.choice.chosen.cell if view.choice.chosen else None,
             },
             ensure_ascii=False,
         )

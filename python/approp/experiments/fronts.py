@@ -16,7 +16,9 @@ pending. Written into `out`:
 - fronts_pairs.md/.csv: every APP × AWP pair, clean and AutoAttack APP − AWP with Newcombe's interval;
 - fronts_clean_vs_autoattack.png, fronts_clean_vs_verified.png: both fronts with intervals on both axes;
 - fronts_verdicts.md/.json: each claim (approp.experiments.front_verdicts) decided or undecided,
-  with its numbers, and the pending cells.
+  with its numbers, and the pending cells;
+- fronts_validation.md/.csv: every point's validation scores (RUN/val.json from `approp
+  validate`) and the APP point they choose for the main job (approp.experiments.front_choice).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from ..formatting import pyplot
 from ..rundir import read_history
 from ..stats import intervals as stats
 from ..stats.intervals import Proportion
+from .front_choice import Candidate, Choice, ValScores, choice_markdown, choose, read_scores
+from .front_choice import rows as validation_rows
 from .front_verdicts import Verdict, equal_clean, match_or_beat, pair_rows, pairs
 from .plots import _save
 from .preset import AlgoSpec, Cell, load_preset, parse_eps
@@ -46,7 +50,8 @@ PLOTS = {
 
 @dataclass(frozen=True)
 class FrontPoint:
-    """One cell of the folder: its name, label, train.algo, knob text and result (None: pending, with why)."""
+    """One cell of the folder: its name, label, train.algo, knob text, result (None: pending, with why)
+    and validation scores (None: not scored)."""
 
     name: str
     label: str
@@ -54,14 +59,16 @@ class FrontPoint:
     knob: str
     result: CellResult | None
     pending: str = ""
+    val: ValScores | None = None
 
 
 @dataclass(frozen=True)
 class FrontView:
-    """The fronts of one results folder: the points, the verdicts and the files written."""
+    """The fronts of one results folder: the points, the verdicts, the main job's choice and the files written."""
 
     points: list[FrontPoint]
     verdicts: list[Verdict]
+    choice: Choice
     files: dict[str, Path]
 
     @property
@@ -144,7 +151,10 @@ def collect_points(folder: Path | str, preset: str | Path | None = None) -> list
                 else "not started"
             )
         )
-        points.append(FrontPoint(cell.name, cell.algo.label, cell.config.train.algo, knob(cell.config), result, why))
+        val = read_scores(run) if run.is_dir() else None
+        points.append(
+            FrontPoint(cell.name, cell.algo.label, cell.config.train.algo, knob(cell.config), result, why, val)
+        )
     return points
 
 
@@ -241,7 +251,8 @@ def verdicts_markdown(view_points: list[FrontPoint], verdicts: list[Verdict]) ->
     intro = (
         "APP − AWP in percentage points with Newcombe's 95 % interval (from the two Wilson intervals; "
         "conservative for models scored on the same test points); decided where it excludes 0. "
-        "Table: [fronts_table.md](fronts_table.md); every pair: [fronts_pairs.md](fronts_pairs.md)."
+        "Table: [fronts_table.md](fronts_table.md); every pair: [fronts_pairs.md](fronts_pairs.md); the main "
+        "job's choice on validation: [fronts_validation.md](fronts_validation.md)."
     )
     lines = ["# Verdicts on the fronts", "", intro, ""]
     lines += [f"- **{v.claim}** — {v.text}" for v in verdicts]
@@ -250,6 +261,34 @@ def verdicts_markdown(view_points: list[FrontPoint], verdicts: list[Verdict]) ->
     lines += [f"- {p.name} ({p.label}): {p.pending}" for p in pending] or ["- none"]
     lines += ["", *(f"![{name}]({name})" for name in PLOTS)]
     return "\n".join(lines) + "\n"
+
+
+def scored(points: list[FrontPoint]) -> list[Candidate]:
+    """Returns the points with validation scores as candidates for the main job."""
+    return [Candidate(p.name, p.label, p.algo, p.knob, p.val) for p in points if p.val is not None]
+
+
+def main_choice(points: list[FrontPoint]) -> Choice:
+    """Returns the APP point the validation scores choose for the main job (front_choice.choose)."""
+    return choose(scored(points), [p.label for p in points if p.algo == "app" and p.val is None])
+
+
+def write_validation(points: list[FrontPoint], choice: Choice, stem: Path) -> tuple[Path, Path]:
+    """Returns the (md, csv) paths after writing every scored point's validation table and the choice."""
+    cap = (
+        "Validation scores of the front points (RUN/val.json, written by `approp validate RUN --n N`): the "
+        "first N held-out training images, never test data, in % with 95 % Wilson intervals; PGD and verified "
+        "at the point's training ε (verified: interval bounds over its training box). The main job trains the "
+        "APP point with the highest mean of clean and PGD accuracy, the thesis's two measures; its lead over "
+        "each other APP point is APP − APP with Newcombe's 95 % interval, decided where it excludes 0."
+    )
+    found = scored(points)
+    md, cs = write_table(validation_rows(found, FRONTS), stem, cap)
+    body = md.read_text().rstrip("\n")
+    if not found:
+        body += "\n\nNo point has validation scores yet."
+    md.write_text(f"{body}\n\n{choice_markdown(choice)}\n")
+    return md, cs
 
 
 def fronts(
@@ -273,6 +312,7 @@ def fronts(
     awp = [p.result for p in points if p.result is not None and p.algo == "awp"]
     found = pairs(app, awp)
     verdicts = [match_or_beat(found), *equal_clean(app, awp, lams)]
+    choice = main_choice(points)
     files: dict[str, Path] = {}
     cap = (
         "Trade-off fronts: per point, accuracy in % with 95 % Wilson intervals on the test points (AutoAttack on "
@@ -292,6 +332,9 @@ def fronts(
     files["fronts_pairs.md"], files["fronts_pairs.csv"] = write_table(pair_rows(found), out / "fronts_pairs", cap)
     for name, (measure, ylabel) in PLOTS.items():
         files[name] = plot_front(points, measure, ylabel, out / name)
+    files["fronts_validation.md"], files["fronts_validation.csv"] = write_validation(
+        points, choice, out / "fronts_validation"
+    )
     files["fronts_verdicts.md"] = out / "fronts_verdicts.md"
     files["fronts_verdicts.md"].write_text(verdicts_markdown(points, verdicts))
     files["fronts_verdicts.json"] = out / "fronts_verdicts.json"
@@ -299,6 +342,7 @@ def fronts(
         json.dumps(
             {
                 "verdicts": [v.as_dict() for v in verdicts],
+                "main_choice": choice.as_dict(),
                 "pending": [
                     {"cell": p.name, "label": p.label, "status": p.pending} for p in points if p.result is None
                 ],
@@ -307,4 +351,4 @@ def fronts(
             ensure_ascii=False,
         )
     )
-    return FrontView(points, verdicts, files)
+    return FrontView(points, verdicts, choice, files)
