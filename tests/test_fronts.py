@@ -321,14 +321,15 @@ def test_validation_scores_choose_the_main_job_by_the_mean_of_clean_and_pgd(tmp_
     view = fronts(out, tmp_path / "view", preset="fronts")
     chosen = view.choice.chosen
     assert chosen is not None and chosen.cell == "eps2over255-app_k095"
-    assert "so far; not yet scored: APP(tanh) κ=0.8, APP(tanh) κ none" in view.choice.why
+    assert not view.choice.final and view.choice.pending == ("APP(tanh) κ=0.8", "APP(tanh) κ none")
     ((other, d_clean, d_pgd),) = view.choice.leads
     assert other.label == "APP(tanh) κ=0.5"
     assert (d_clean.value, d_clean.lower, d_clean.upper) == pytest.approx(newcombe(3300, 5000, 2900, 5000))
     assert (d_pgd.value, d_pgd.lower, d_pgd.upper) == pytest.approx(newcombe(2300, 5000, 2500, 5000))
     page = view.files["fronts_validation.md"].read_text()
     line = f"- against APP(tanh) κ=0.5: clean {pp(newcombe(3300, 5000, 2900, 5000))}, PGD "
-    assert "**Main job: APP(tanh) κ=0.95** (cell eps2over255-app_k095)" in page and line in page
+    assert "**Main job so far (provisional): APP(tanh) κ=0.95** (cell eps2over255-app_k095)" in page and line in page
+    assert "Not scored yet: APP(tanh) κ=0.8, APP(tanh) κ none." in page
     assert "(decided in clean and PGD)" in page  # +8 and −4 points on 5,000 images each
     with open(view.files["fronts_validation.csv"], newline="") as fh:
         rows = {r["point"]: r for r in csv.DictReader(fh)}
@@ -339,6 +340,14 @@ def test_validation_scores_choose_the_main_job_by_the_mean_of_clean_and_pgd(tmp_
     assert float(rows["APP(tanh) κ=0.95"]["clean high"]) == pytest.approx(100 * hi, abs=0.006)
     saved = json.loads(view.files["fronts_verdicts.json"].read_text())
     assert saved["main_choice"]["chosen"]["cell"] == "eps2over255-app_k095"
+
+    write_val(runs["app_k080"], clean=3100, pgd=2450)  # mean 55.5 %
+    write_val(runs["app_none"], clean=1500, pgd=1400)  # mean 29.0 %
+    view = fronts(out, tmp_path / "view", preset="fronts")
+    assert view.choice.final and view.choice.chosen.cell == "eps2over255-app_k095" and len(view.choice.leads) == 3
+    page = view.files["fronts_validation.md"].read_text()
+    assert "**Main job: APP(tanh) κ=0.95**" in page and "Not scored yet" not in page
+    assert f"- against APP(tanh) κ=0.8: clean {pp(newcombe(3300, 5000, 3100, 5000))}" in page
 
     write_val(runs["app_k050"], clean=2900, pgd=2500, sha="epoch 10")  # the run's checkpoint moved on since
     view = fronts(out, tmp_path / "view", preset="fronts")

@@ -115,6 +115,7 @@ def fronts(
                 "verdicts": [{"claim": v.claim, "decided": v.decided} for v in view.verdicts],
                 "pending": [p.name for p in view.pending],
                 "main_choice": view.choice.chosen.cell if view.choice.chosen else None,
+                "main_choice_final": view.choice.final,
             },
             ensure_ascii=False,
         )

@@ -107,11 +107,17 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Choice:
-    """The APP point chosen for the main job (None with `why` where none can be chosen yet)."""
+    """The APP point chosen for the main job (None with `why` where none can be chosen yet); provisional
+    while some APP points are not scored (`pending`)."""
 
     chosen: Candidate | None
     why: str
     leads: list[tuple[Candidate, Diff, Diff]]  # against each other APP point: clean and PGD differences
+    pending: tuple[str, ...] = ()
+
+    @property
+    def final(self) -> bool:
+        return self.chosen is not None and not self.pending
 
     def as_dict(self) -> dict[str, Any]:
         if self.chosen is None:
@@ -119,7 +125,9 @@ class Choice:
         s = self.chosen.scores
         return {
             "chosen": {"cell": self.chosen.cell, "label": self.chosen.label, "objective": s.objective},
+            "final": self.final,
             "why": self.why,
+            "pending": list(self.pending),
             "leads": [
                 {"against": c.label, "clean": d_clean.as_dict(), "pgd": d_pgd.as_dict()}
                 for c, d_clean, d_pgd in self.leads
@@ -130,8 +138,9 @@ class Choice:
 def choose(candidates: list[Candidate], pending: list[str]) -> Choice:
     """Returns the APP candidate with the highest mean of validation clean and PGD accuracy.
 
-    pending: labels of APP points not finished or not scored yet; the choice waits for them, as it
-    does for stale scores and for APP points scored on different images, ε or PGD steps.
+    pending: labels of APP points not finished or not scored yet; the choice is provisional while
+    there are any. There is none while scores are stale or APP points were scored on different
+    images, ε or PGD steps.
     """
     app = [c for c in candidates if c.algo == "app"]
     stale = [c.label for c in app if c.scores.stale]
@@ -149,10 +158,7 @@ def choose(candidates: list[Candidate], pending: list[str]) -> Choice:
         for c in app
         if c is not best
     ]
-    why = "highest mean of validation clean and PGD accuracy"
-    if pending:
-        why += f" so far; not yet scored: {', '.join(pending)}"
-    return Choice(best, why, leads)
+    return Choice(best, "highest mean of validation clean and PGD accuracy", leads, tuple(pending))
 
 
 def rows(candidates: list[Candidate], front: dict[str, str]) -> list[dict[str, Value]]:
@@ -180,11 +186,14 @@ def choice_markdown(choice: Choice) -> str:
     if choice.chosen is None:
         return f"**No choice yet:** {choice.why}."
     c = choice.chosen
+    head = "Main job" if choice.final else "Main job so far (provisional)"
     lines = [
-        f"**Main job: {c.label}** (cell {c.cell}): {choice.why}, "
+        f"**{head}: {c.label}** (cell {c.cell}): {choice.why}, "
         f"{100 * c.scores.objective:.2f} % (clean {c.scores.clean}, PGD {c.scores.pgd}).",
         "",
     ]
+    if choice.pending:
+        lines += [f"Not scored yet: {', '.join(choice.pending)}.", ""]
     for other, d_clean, d_pgd in choice.leads:
         both = [name for name, d in (("clean", d_clean), ("PGD", d_pgd)) if d.above or d.below]
         state = f"decided in {' and '.join(both)}" if both else "undecided in both"
