@@ -301,7 +301,8 @@ def write_val(run: Path, clean: int, pgd: int, n: int = 5000, sha: str = "final"
     """Writes RUN/checkpoint.json (sha256 'final') and a val.json as `approp validate` writes it, scoring
     checkpoint `sha`: clean and PGD counts of n, verified 0."""
     run.mkdir(parents=True, exist_ok=True)
-    (run / "checkpoint.json").write_text(json.dumps({"format": FORMAT_VERSION, "epoch": 19, "sha256": "final"}))
+    meta = {"format": FORMAT_VERSION, "model": {}, "epoch": 19, "sha256": "final"}
+    (run / "checkpoint.json").write_text(json.dumps(meta))
     counts = {"clean_acc": clean, "pgd_acc": pgd, "verified_acc": 0}
     intervals = {key: {"k": k, "n": n, "value": k / n} for key, k in counts.items()}
     val = {"n": n, "eps": 2 / 255, **{key: k / n for key, k in counts.items()}, "pgd_steps": steps}

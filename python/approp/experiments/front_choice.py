@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import CheckpointError, read_meta
 from ..config import ConfigError
 from ..stats import intervals as stats
 from ..stats.intervals import Proportion
@@ -34,7 +35,7 @@ class ValScores:
 
     clean: Proportion
     pgd: Proportion
-    verified: Proportion | None
+    verified: Proportion
     eps: float
     pgd_steps: int
     epoch: int | None
@@ -59,7 +60,10 @@ def read_scores(run: Path) -> ValScores | None:
         return None
     try:
         saved: dict[str, Any] = json.loads(path.read_text())
-        shares = {key: _share(saved, key) for key in ("clean_acc", "pgd_acc", "verified_acc")}
+        shares = {
+            key: stats.wilson(int(saved["intervals"][key]["k"]), int(saved["intervals"][key]["n"]))
+            for key in ("clean_acc", "pgd_acc", "verified_acc")
+        }
         scored = saved.get("checkpoint") or {}
         stale = _stale(run, scored.get("sha256"))
         return ValScores(
@@ -77,20 +81,12 @@ def read_scores(run: Path) -> ValScores | None:
         ) from e
 
 
-def _share(saved: dict[str, Any], key: str) -> Proportion | None:
-    """Returns the Wilson interval of a share in val.json (counts where recorded), None where it is absent."""
-    found = (saved.get("intervals") or {}).get(key)
-    if found is not None:
-        return stats.wilson(int(found["k"]), int(found["n"]))
-    return stats.from_share(float(saved[key]), int(saved["n"])) if key in saved else None
-
-
 def _stale(run: Path, sha: str | None) -> str:
     """Returns why scores of checkpoint `sha` are not the run's current checkpoint's ('' where they are)."""
-    meta = run / "checkpoint.json"
-    if not meta.is_file():
-        return "the run has no checkpoint.json"
-    current = json.loads(meta.read_text()).get("sha256")
+    try:
+        current = read_meta(run).get("sha256")
+    except CheckpointError as err:
+        return str(err)
     return "" if sha is not None and sha == current else "scored an earlier checkpoint: run `approp validate` again"
 
 

@@ -151,9 +151,10 @@ def collect_points(folder: Path | str, preset: str | Path | None = None) -> list
                 else "not started"
             )
         )
-        val = read_scores(run) if run.is_dir() else None
         points.append(
-            FrontPoint(cell.name, cell.algo.label, cell.config.train.algo, knob(cell.config), result, why, val)
+            FrontPoint(
+                cell.name, cell.algo.label, cell.config.train.algo, knob(cell.config), result, why, read_scores(run)
+            )
         )
     return points
 
@@ -283,12 +284,8 @@ def write_validation(points: list[FrontPoint], choice: Choice, stem: Path) -> tu
         "each other APP point is APP − APP with Newcombe's 95 % interval, decided where it excludes 0."
     )
     found = scored(points)
-    md, cs = write_table(validation_rows(found, FRONTS), stem, cap)
-    body = md.read_text().rstrip("\n")
-    if not found:
-        body += "\n\nNo point has validation scores yet."
-    md.write_text(f"{body}\n\n{choice_markdown(choice)}\n")
-    return md, cs
+    footer = choice_markdown(choice) if found else f"No point has validation scores yet.\n\n{choice_markdown(choice)}"
+    return write_table(validation_rows(found, FRONTS), stem, cap, footer)
 
 
 def fronts(

@@ -210,10 +210,11 @@ def csv_rows(rows: list[dict[str, Value]]) -> tuple[list[str], list[dict[str, st
     return cols, out
 
 
-def write_table(rows: list[dict[str, Value]], stem: Path, caption: str) -> tuple[Path, Path]:
-    """Returns the (md, csv) paths after writing the rows to STEM.md (with a caption) and STEM.csv."""
+def write_table(rows: list[dict[str, Value]], stem: Path, caption: str, footer: str = "") -> tuple[Path, Path]:
+    """Returns the (md, csv) paths after writing the rows to STEM.md (with a caption, and a footer
+    paragraph after the table where given) and STEM.csv."""
     md, cs = stem.with_suffix(".md"), stem.with_suffix(".csv")
-    md.write_text(f"{caption}\n\n{markdown(rows)}")
+    md.write_text(f"{caption}\n\n{markdown(rows)}" + (f"\n{footer}\n" if footer else ""))
     cols, flat = csv_rows(rows)
     with open(cs, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=cols)
