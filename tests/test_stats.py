@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from approp.stats.intervals import Estimate, crossed_bootstrap, decided, difference, format_pct, from_share, wilson
+from approp.stats.paired import paired_counts_difference, paired_difference, table
 
 
 class TestWilson:
@@ -89,3 +90,48 @@ class TestCrossedBootstrap:
 
     def test_estimate_prints_value_and_interval(self):
         assert str(Estimate(0.0092, 0.0081, 0.0104)) == "0.0092 [0.0081, 0.0104]"
+
+
+class TestPaired:
+    def test_known_value(self):
+        # Fagerland, Lydersen & Laake (2017), Statistical Analysis of Contingency Tables, ch. 8: Cavo et al.
+        # (2012), table [[59, 6], [16, 80]] -> Newcombe square-and-add −0.0621 (−0.1186 to −0.0046).
+        d, lo, hi = paired_counts_difference(59, 6, 16, 80)
+        assert d == pytest.approx(-0.0621, abs=1e-4)
+        assert lo == pytest.approx(-0.1186, abs=1e-4) and hi == pytest.approx(-0.0046, abs=1e-4)
+
+    def test_no_association_gives_the_independent_interval(self):
+        # n11·n00 = n10·n01: φ = 0, so the paired interval is Newcombe's independent one.
+        d, lo, hi = paired_counts_difference(40, 20, 10, 5)
+        assert (d, lo, hi) == pytest.approx(difference(wilson(60, 75), wilson(50, 75)))
+
+    def test_masks_give_the_table_and_reject_other_points(self):
+        a = torch.tensor([1, 1, 0, 0, 1], dtype=torch.bool)
+        b = torch.tensor([1, 0, 1, 0, 0], dtype=torch.bool)
+        assert table(a, b) == (1, 2, 1, 1)
+        assert paired_difference(a, b) == paired_counts_difference(1, 2, 1, 1)
+        with pytest.raises(ValueError, match="same points"):
+            table(a, b[:4])
+        with pytest.raises(ValueError):
+            paired_counts_difference(1, -1, 0, 0)
+
+    def test_positive_correlation_narrows_the_interval(self):
+        # Two models right on mostly the same points: the independent interval wastes the pairing.
+        d, lo, hi = paired_counts_difference(600, 40, 10, 350)
+        di, loi, hii = difference(wilson(640, 1000), wilson(610, 1000))
+        assert d == pytest.approx(di) and hi - lo < 0.5 * (hii - loi)
+        assert lo > 0 and loi < 0  # decided paired, undecided independent
+
+    def test_coverage_of_correlated_outcomes(self):
+        """Per point a shared difficulty decides both models' outcomes (positively correlated, true
+        difference +0.03): the 95 % interval must cover it at least about 95 % of the time."""
+        gen = torch.Generator().manual_seed(2)
+        n, trials, covered = 300, 1000, 0
+        for _ in range(trials):
+            u = torch.rand(n, generator=gen)  # each point's difficulty
+            v = torch.rand(n, generator=gen)
+            a = u < 0.70
+            b = torch.where(v < 0.8, u < 0.67, torch.rand(n, generator=gen) < 0.67)  # correlated, P(b) = 0.67
+            _, lo, hi = paired_difference(a, b)
+            covered += lo <= 0.03 <= hi
+        assert covered / trials >= 0.93
