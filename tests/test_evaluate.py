@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from approp.checkpoint import CheckpointError
 from approp.cli import app
 from approp.config import ConfigError
-from approp.evaluate import RESULTS, STATE, EvalConfig, Evaluator, parse_lams
+from approp.evaluate import OUTCOME_STAGES, RESULTS, STATE, EvalConfig, Evaluator, parse_lams
 from approp.neighbourhood import NeighbourSample
+from approp.outcomes import OutcomesError, decode
 
 EPS = 4 / 255  # the input radius these tests attack at
 
@@ -50,6 +51,20 @@ def test_full_evaluation_writes_results_and_report(run_copy, cifar_dir):
     report = (run_copy / "report.md").read_text()
     assert report.startswith("# Training run") and report.count("## Evaluation") == 1
     assert "apgd-t" in report and "| 0.1 |" in report
+    # Every share has its per-point outcomes beside it, counting exactly its points.
+    shares = {
+        "clean": (res["clean_acc"], 16),
+        "pgd": (res["pgd_acc"], 16),
+        "autoattack": (aa["robust_acc"], 16),
+        **{f"verified{s}": (res[f"verified_acc{s}"], 16) for s in ("", "_crown", "_best")},
+        **{f"after:{r['lam']:g}": (r["acc_after"], 16) for r in res["param_attack"]},
+    }
+    assert set(saved["outcomes"]) == set(shares)
+    for name, (share, n) in shares.items():
+        mask = decode(saved["outcomes"][name])
+        assert len(mask) == n and int(mask.sum()) == round(share * n), name
+    clean, robust = decode(saved["outcomes"]["clean"]), decode(saved["outcomes"]["autoattack"])
+    assert not (robust & ~clean).any()  # AutoAttack leaves only correctly classified points robust
 
 
 def test_report_section_is_replaced_not_repeated(run_copy, cifar_dir):
@@ -103,6 +118,53 @@ def test_interrupted_evaluation_resumes_where_it_stopped(run_copy, cifar_dir, mo
     again = Evaluator(run_copy, SMALL, data_dir=cifar_dir, progress=False).run()
     assert again["neighbourhood"]["samples"] == samples
     assert again["param_attack"] == res["param_attack"]
+
+
+def _strip_outcomes(run_dir: Path) -> None:
+    """Leaves the run's evaluation as one made before outcomes were kept."""
+    state = json.loads((run_dir / STATE).read_text())
+    for stage in state["stages"].values():
+        stage.pop("outcomes", None)
+    (run_dir / STATE).write_text(json.dumps(state))
+    results = json.loads((run_dir / RESULTS).read_text())
+    results.pop("outcomes")
+    (run_dir / RESULTS).write_text(json.dumps(results))
+
+
+def test_outcomes_are_added_to_an_older_evaluation_where_it_reproduces(run_copy, cifar_dir):
+    cfg = EvalConfig(n=16, pgd_steps=3, autoattack_n=8, param_attack=(0.02, 0.1), param_attack_steps=2)
+    first = Evaluator(run_copy, cfg, data_dir=cifar_dir, progress=False).run()
+    _strip_outcomes(run_copy)
+    some = Evaluator(run_copy, cfg, data_dir=cifar_dir, progress=False, add_outcomes=["clean"]).run()
+    assert set(some["outcomes"]) == {"clean"}  # only the stage asked for ran again
+    added = Evaluator(run_copy, cfg, data_dir=cifar_dir, progress=False, add_outcomes=OUTCOME_STAGES).run()
+    assert added == first  # the same numbers, seconds and outcomes as the evaluation that kept them
+    assert json.loads((run_copy / RESULTS).read_text())["outcomes"] == first["outcomes"]
+    assert json.loads((run_copy / STATE).read_text())["partial"] == {}
+
+    # A stored number the stage does not reproduce: its outcomes are refused, eval.json untouched.
+    _strip_outcomes(run_copy)
+    state = json.loads((run_copy / STATE).read_text())
+    state["stages"]["pgd"]["pgd_acc"] += 1 / 16
+    (run_copy / STATE).write_text(json.dumps(state))
+    before = (run_copy / RESULTS).read_bytes()
+    with pytest.raises(OutcomesError, match="stage pgd run again gave"):
+        Evaluator(run_copy, cfg, data_dir=cifar_dir, progress=False, add_outcomes=OUTCOME_STAGES).run()
+    assert (run_copy / RESULTS).read_bytes() == before
+    kept = json.loads((run_copy / STATE).read_text())["stages"]
+    assert "outcomes" in kept["clean"] and "outcomes" not in kept["pgd"]  # stages before it keep theirs
+
+
+def test_adding_outcomes_needs_the_evaluation_they_belong_to(run_copy, cifar_dir):
+    before = _snapshot(run_copy)
+    with pytest.raises(ConfigError, match="no evaluation with these options"):
+        Evaluator(run_copy, SMALL, data_dir=cifar_dir, progress=False, add_outcomes=["pgd"]).run()
+    with pytest.raises(ConfigError, match="no stage faults keeps outcomes"):
+        Evaluator(run_copy, SMALL, data_dir=cifar_dir, progress=False, add_outcomes=["faults"])
+    runner = CliRunner()
+    out = runner.invoke(app, ["evaluate", str(run_copy), "--add-outcomes", "all", "--data-dir", str(cifar_dir)])
+    assert out.exit_code == 1 and "no evaluation with these options" in out.output and "Traceback" not in out.output
+    assert _snapshot(run_copy) == before
 
 
 def test_state_of_other_options_is_ignored(run_copy, cifar_dir):

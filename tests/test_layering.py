@@ -22,7 +22,18 @@ PACKAGE = Path(__file__).resolve().parents[1] / "python" / "approp"
 # rundir (run-directory I/O) sits at the bottom because config.save writes through it; the
 # training report lives in train (train.report); bound_summary is `approp bounds`, above both engines.
 LAYERS: list[tuple[str, ...]] = [
-    ("config", "config_set", "precision", "stats", "progress", "layers", "formatting", "rundir", "distributed"),
+    (
+        "config",
+        "config_set",
+        "precision",
+        "stats",
+        "outcomes",
+        "progress",
+        "layers",
+        "formatting",
+        "rundir",
+        "distributed",
+    ),
     ("data", "models", "radius", "boxes", "checkpoint"),
     ("bounds",),
     ("attacks", "certify", "faults", "metrics", "landscape", "neighbourhood"),

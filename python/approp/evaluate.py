@@ -11,6 +11,16 @@ checkpoint or other options is ignored. At the end RUN_DIR/eval.json holds
 all results and report.md gains (or has replaced) an "Evaluation" section.
 Every input is checked — checkpoint, architecture, ε, options, data — before
 anything is written.
+
+Beside each accuracy, eval.json keeps its per-point outcomes (approp.outcomes):
+results["outcomes"][name] marks the points counted by clean, pgd, autoattack (on
+its own first k points), verified, verified_crown, verified_best and, per λ,
+"after:λ" (correct after the parameter attack). Two models scored on the same
+points are then compared with the paired interval (approp.stats.paired).
+Evaluations made before the outcomes were kept get them with
+`Evaluator(..., add_outcomes=("clean", "pgd"))` (`approp evaluate RUN --add-outcomes
+clean,pgd`, or `all`): each named finished stage runs again with the same options and
+its outcomes are added only where it reproduces the stored numbers exactly.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +50,9 @@ from .data import Split, load_cifar10, to_float
 from .eval_report import write_eval_report
 from .faults.report import write_faults_report
 from .faults.run import FaultsConfig, run_faults
-from .metrics import clean_accuracy, verified_accuracy
+from .metrics import clean_correct, verified_correct
 from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
+from .outcomes import OutcomesError, encode
 from .precision import full_precision
 from .progress import StageBar as _StageBar
 from .rundir import CONFIG, STATISTICAL_PLOT, atomic_json, atomic_write, results_key
@@ -52,6 +64,7 @@ STAGES = ("clean", "pgd", "autoattack", "verified", "neighbourhood", "param_atta
 STATISTICAL_KEYS = ("statistical", "delta", "p0")  # left out of the resume key while the stage is off
 CERTIFY_KEYS = ("certify", "quant")  # the same for the certificates
 FAULTS_KEYS = ("faults", "faults_bfa")  # and for the bit errors
+OUTCOME_STAGES = ("clean", "pgd", "autoattack", "verified", "param_attack")  # the stages that keep outcomes
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,31 @@ def parse_lams(text: str, option: str = "--param-attack") -> tuple[float, ...]:
         raise ConfigError(f"{option} must be comma-separated numbers; got {text!r}") from None
 
 
+def after_key(lam: float) -> str:
+    """Returns the outcomes' name of the points correct after the parameter attack at λ ("after:0.02")."""
+    return f"after:{lam:g}"
+
+
+def merge_stage(out: dict[str, Any], stage: dict[str, Any]) -> None:
+    """Adds one stage's results to `out`; its per-point outcomes join out["outcomes"]."""
+    for key, value in stage.items():
+        if key == "outcomes":
+            out.setdefault("outcomes", {}).update(value)
+        else:
+            out[key] = value
+
+
+def _share(mask: torch.Tensor) -> float:
+    """Returns the share of True in a mask (N,) (0 for no points)."""
+    return mask.sum().item() / max(len(mask), 1)
+
+
+def _brief(result: dict[str, Any]) -> str:
+    """Returns a stage's results in one line, cut to 300 characters."""
+    text = json.dumps(result)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def _expected_model(run_dir: Path):
     """Returns the ModelConfig the run's config.toml names, or None where there is none."""
     path = run_dir / CONFIG
@@ -157,7 +195,10 @@ class Evaluator:
         data_dir: str | os.PathLike | None = None,
         device: str = "cpu",
         progress: bool = True,
+        add_outcomes: Iterable[str] = (),
     ) -> None:
+        """add_outcomes: the finished stages (of OUTCOME_STAGES) to run again for the per-point outcomes
+        they lack (module docstring)."""
         self.run_dir = Path(run_dir)
         self.cfg = cfg or EvalConfig()
         if not self.run_dir.is_dir():
@@ -172,6 +213,13 @@ class Evaluator:
         self.test = Split(*load_cifar10(data_dir, train=False)).take(self.cfg.n).to(device)
         self.device = device
         self.progress = progress
+        self.add_outcomes = tuple(add_outcomes)
+        unknown = set(self.add_outcomes) - set(OUTCOME_STAGES)
+        if unknown:
+            raise ConfigError(
+                f"add_outcomes: no stage {', '.join(sorted(unknown))} keeps outcomes; "
+                f"choose from {', '.join(OUTCOME_STAGES)}"
+            )
         settings = {
             **asdict(self.cfg),
             "param_attack": list(self.cfg.param_attack),
@@ -216,10 +264,17 @@ class Evaluator:
 
     def _run(self) -> dict[str, Any]:
         state = self.load_state()
+        if self.add_outcomes and not state["stages"]:
+            raise ConfigError(
+                f"{self.run_dir}: no evaluation with these options to add outcomes to; give the options it was "
+                "made with (eval.json's 'config'), or evaluate without --add-outcomes"
+            )
         stages = self.cfg.stages()
         with _StageBar(enabled=self.progress) as bar:
             for name in stages:
                 if name in state["stages"]:
+                    if name in self.add_outcomes and "outcomes" not in state["stages"][name]:
+                        self._add_outcomes(name, state, bar)
                     continue
                 t0 = time.perf_counter()
                 result = getattr(self, f"_stage_{name}")(state, bar)
@@ -246,13 +301,32 @@ class Evaluator:
         for name in stages:
             stage = dict(state["stages"][name])
             out["seconds"][name] = stage.pop("seconds")
-            out.update(stage)
+            merge_stage(out, stage)
         return out
+
+    def _add_outcomes(self, name: str, state: dict[str, Any], bar) -> None:
+        """Runs a finished stage again and adds its outcomes to the state if it reproduces the stored
+        numbers exactly; OutcomesError (state unchanged but for the partial progress) where it does not."""
+        stored = state["stages"][name]
+        result = getattr(self, f"_stage_{name}")(state, bar)
+        outcomes = result.pop("outcomes")
+        state["partial"].pop(name, None)
+        before = {k: v for k, v in stored.items() if k != "seconds"}
+        if json.loads(json.dumps(result)) != before:
+            self.save_state(state)
+            raise OutcomesError(
+                f"{self.run_dir}: stage {name} run again gave {_brief(result)}, but the evaluation stored "
+                f"{_brief(before)}; its outcomes were not added (was it evaluated on another data copy, "
+                "torch version or thread count?)"
+            )
+        stored["outcomes"] = outcomes
+        self.save_state(state)
 
     # -- stages: each returns the entries it adds to the results -----------------------------
 
     def _stage_clean(self, state, bar) -> dict[str, Any]:
-        return {"clean_acc": clean_accuracy(self.model, self.test, self.cfg.batch_size)}
+        mask = clean_correct(self.model, self.test, self.cfg.batch_size)
+        return {"clean_acc": _share(mask), "outcomes": {"clean": encode(mask)}}
 
     def _stage_pgd(self, state, bar) -> dict[str, Any]:
         c = self.cfg
@@ -268,6 +342,7 @@ class Evaluator:
         return {
             "pgd_acc": mask.float().mean().item(),
             "pgd": {"steps": c.pgd_steps, "restarts": c.pgd_restarts, "step_size": 2.5 * self.eps / c.pgd_steps},
+            "outcomes": {"pgd": encode(mask)},
         }
 
     def _stage_autoattack(self, state, bar) -> dict[str, Any]:
@@ -299,20 +374,20 @@ class Evaluator:
                 "n": len(points),
                 "version": "standard",
                 "norm": "Linf",
-            }
+            },
+            "outcomes": {"autoattack": encode(res.robust)},
         }
 
     def _stage_verified(self, state, bar) -> dict[str, Any]:
         """verified_acc: interval bounds as always; _crown: linear bounds; _best: per margin the better of both."""
-        out = {
-            "verified_acc": verified_accuracy(
-                self.model, self.test, self.eps, self.radius, batch_size=self.cfg.batch_size
-            )
-        }
-        for method in ("crown", "best"):
-            out[f"verified_acc_{method}"] = verified_accuracy(
+        out: dict[str, Any] = {"outcomes": {}}
+        for method in (None, "crown", "best"):
+            suffix = "" if method is None else f"_{method}"
+            mask = verified_correct(
                 self.model, self.test, self.eps, self.radius, batch_size=self.cfg.batch_size, method=method
             )
+            out[f"verified_acc{suffix}"] = _share(mask)
+            out["outcomes"][f"verified{suffix}"] = encode(mask)
         return out
 
     def _stage_neighbourhood(self, state, bar) -> dict[str, Any]:
@@ -349,19 +424,23 @@ class Evaluator:
 
     def _stage_param_attack(self, state, bar) -> dict[str, Any]:
         rows = [ParamAttackRow(**r) for r in state["partial"].get("param_attack", [])]
+        outcomes = dict(state["partial"].get("param_attack_outcomes", {}))  # "after:λ" of the λ done
         start = None
         params_path = self.run_dir / PARAM_STATE
-        if rows and params_path.is_file():
+        if rows and params_path.is_file() and len(outcomes) == len(rows):
             start = (rows[-1].lam, {k: v.to(self.device) for k, v in load_file(str(params_path)).items()})
         else:
-            rows = []
+            rows, outcomes = [], {}
             state["partial"]["param_attack"] = []
+            state["partial"]["param_attack_outcomes"] = {}
         task = bar.add("parameter attack", total=len(self.cfg.param_attack), completed=len(rows))
 
         def save(row: ParamAttackRow, params: dict[str, torch.Tensor]) -> None:
             tensors = {k: v.detach().cpu().contiguous() for k, v in params.items()}
             atomic_write(params_path, lambda tmp: save_file(tensors, str(tmp)))
             state["partial"].setdefault("param_attack", []).append(row.to_json())
+            outcomes[after_key(row.lam)] = encode(row.correct_after)
+            state["partial"]["param_attack_outcomes"] = outcomes
             self.save_state(state)
             bar.advance(task)
 
@@ -375,7 +454,8 @@ class Evaluator:
             start=start,
         )
         params_path.unlink(missing_ok=True)
-        return {"param_attack": [r.to_json() for r in rows]}
+        state["partial"].pop("param_attack_outcomes", None)
+        return {"param_attack": [r.to_json() for r in rows], "outcomes": outcomes}
 
     def _stage_certify(self, state, bar) -> dict[str, Any]:
         """certify: the certified-λ curve with λ* per point, and the quantisation certificates."""

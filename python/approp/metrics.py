@@ -14,17 +14,48 @@ from .precision import full_precision
 
 @torch.no_grad()
 @full_precision()
+def clean_correct(model: nn.Module, split: Split, batch_size: int = 500) -> torch.Tensor:
+    """Returns a bool mask (N,): True where the model classifies the point correctly."""
+    model.eval()
+    masks = [model(x).argmax(1) == y for x, y in batches(split, batch_size)]
+    return torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool, device=split.y.device)
+
+
 def clean_accuracy(model: nn.Module, split: Split, batch_size: int = 500) -> float:
     """Returns the share of the split the model classifies correctly."""
-    model.eval()
-    correct = torch.zeros((), device=split.y.device)
-    for x, y in batches(split, batch_size):
-        correct += (model(x).argmax(1) == y).sum()
-    return correct.item() / max(len(split), 1)
+    return clean_correct(model, split, batch_size).sum().item() / max(len(split), 1)
 
 
 @torch.no_grad()
 @full_precision()
+def verified_correct(
+    model: nn.Module,
+    split: Split,
+    eps: float,
+    radius: RadiusConfig | None,
+    lam: float | None = None,
+    batch_size: int = 500,
+    method: str | None = None,
+) -> torch.Tensor:
+    """Returns a bool mask (N,): True where every network in the box classifies the point correctly on the
+    whole ball.
+
+    method None: interval margin bounds as always; "ibp" | "crown" | "best": the verified
+    decision of approp.bounds.verify (with its rounding allowance; "crown" the linear bounds,
+    "best" per margin the better of interval and linear).
+    """
+    if method is not None:
+        check_method(method)
+    model.eval()
+    masks = [
+        verified(model, x, y, eps, radius, lam)
+        if method is None
+        else verified_by(model, x, y, eps, radius, lam, method=method)
+        for x, y in batches(split, batch_size)
+    ]
+    return torch.cat(masks).bool() if masks else torch.zeros(0, dtype=torch.bool, device=split.y.device)
+
+
 def verified_accuracy(
     model: nn.Module,
     split: Split,
@@ -34,22 +65,9 @@ def verified_accuracy(
     batch_size: int = 500,
     method: str | None = None,
 ) -> float:
-    """Returns the share of points that every network in the box classifies correctly on the whole ball.
-
-    method None: interval margin bounds as always; "ibp" | "crown" | "best": the verified
-    decision of approp.bounds.verify (with its rounding allowance; "crown" the linear bounds,
-    "best" per margin the better of interval and linear).
-    """
-    if method is not None:
-        check_method(method)
-    model.eval()
-    count = torch.zeros((), device=split.y.device)
-    for x, y in batches(split, batch_size):
-        if method is None:
-            count += verified(model, x, y, eps, radius, lam).sum()
-        else:
-            count += verified_by(model, x, y, eps, radius, lam, method=method).sum()
-    return count.item() / max(len(split), 1)
+    """Returns the share of points verified_correct counts (the same arguments)."""
+    mask = verified_correct(model, split, eps, radius, lam, batch_size, method)
+    return mask.sum().item() / max(len(split), 1)
 
 
 @torch.no_grad()

@@ -44,11 +44,13 @@ class CascadeState:
 
 @dataclass(frozen=True)
 class AutoAttackResult:
-    """Robust accuracy after the whole cascade and after each attack ('clean' first)."""
+    """Robust accuracy after the whole cascade and after each attack ('clean' first); robust: the
+    points still correctly classified after the whole cascade, a bool mask (N,)."""
 
     robust_acc: float
     cascade: dict[str, float]
     n: int
+    robust: torch.Tensor
 
 
 def _make_adversary(model: nn.Module, eps: float, device: torch.device, seed: int):
@@ -99,4 +101,4 @@ def autoattack(
         state.done[name] = state.robust.float().mean().item() if n else 0.0
         if on_attack_done is not None:
             on_attack_done(name, state)
-    return AutoAttackResult(state.done[STANDARD_ATTACKS[-1]], dict(state.done), n)
+    return AutoAttackResult(state.done[STANDARD_ATTACKS[-1]], dict(state.done), n, state.robust.clone())

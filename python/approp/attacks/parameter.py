@@ -22,7 +22,7 @@ the model runs in eval mode, so the running statistics stay those of θ.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -36,12 +36,14 @@ from ..precision import full_precision
 
 @dataclass(frozen=True)
 class ParamAttackRow:
-    """Result at one λ: accuracy before and after, share of correct points flipped."""
+    """Result at one λ: accuracy before and after, share of correct points flipped; correct_after: the
+    points still correct after the attack, a bool mask (N,) (None in a row read back from JSON)."""
 
     lam: float
     acc_before: float
     acc_after: float
     flipped: float
+    correct_after: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, float]:
         return {"lam": self.lam, "acc_before": self.acc_before, "acc_after": self.acc_after, "flipped": self.flipped}
@@ -120,7 +122,7 @@ def parameter_attack(
             continue
         current, after = attack_box(model, theta, current, lam, split, steps, batch_size)
         flipped = (before & ~after).sum().item() / max(before.sum().item(), 1)
-        row = ParamAttackRow(lam, before.sum().item() / n, after.sum().item() / n, flipped)
+        row = ParamAttackRow(lam, before.sum().item() / n, after.sum().item() / n, flipped, after)
         rows.append(row)
         if on_row is not None:
             on_row(row, current)

@@ -14,6 +14,7 @@ from ..checkpoint import CheckpointError
 from ..config import ConfigError
 from ..data import DataError
 from ..models import ARCHITECTURES
+from ..outcomes import OutcomesError
 from ..train.loop import TrainingDiverged
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     CheckpointError,
     TrainingDiverged,
     UnsupportedLayerError,
+    OutcomesError,
 )
 
 

@@ -62,9 +62,17 @@ def evaluate(
     data_dir: Annotated[Path | None, typer.Option(envvar="APPROP_DATA")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    add_outcomes: Annotated[
+        str,
+        typer.Option(
+            help="an evaluation made before per-point outcomes were kept: comma-separated stages "
+            "(clean,pgd,autoattack,verified,param_attack or all) to run again with the same options, adding "
+            "their outcomes where they reproduce its numbers",
+        ),
+    ] = "",
 ) -> None:
     """Evaluate a trained run (clean, PGD, AutoAttack, verified, neighbourhood, parameter attack, statistical)."""
-    from ..evaluate import EvalConfig, Evaluator, parse_lams
+    from ..evaluate import OUTCOME_STAGES, EvalConfig, Evaluator, parse_lams
 
     cfg = EvalConfig(
         eps=eps,
@@ -81,7 +89,14 @@ def evaluate(
         faults=parse_lams(faults, "--faults"),
         faults_bfa=faults_bfa,
     )
-    results = Evaluator(run_dir, cfg, data_dir=data_dir, device=device, progress=not quiet).run()
+    results = Evaluator(
+        run_dir,
+        cfg,
+        data_dir=data_dir,
+        device=device,
+        progress=not quiet,
+        add_outcomes=OUTCOME_STAGES if add_outcomes == "all" else [s for s in add_outcomes.split(",") if s.strip()],
+    ).run()
     keys = ("clean_acc", "pgd_acc", "verified_acc")
     summary = {k: results.get(k) for k in keys}
     summary["autoattack_acc"] = results.get("autoattack", {}).get("robust_acc")
