@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from approp.checkpoint import FORMAT_VERSION
@@ -17,6 +18,7 @@ from approp.config import ConfigError
 from approp.experiments.fronts import FrontView, fronts
 from approp.experiments.preset import load_preset
 from approp.experiments.runner import cell_dir
+from approp.outcomes import OutcomesError, encode
 
 Z = 1.959963984540054
 
@@ -130,6 +132,55 @@ def test_matching_fronts_leave_the_headline_undecided_and_list_pending_cells(tmp
     saved = json.loads(view.files["fronts_verdicts.json"].read_text())
     assert {p["cell"]: p["status"] for p in saved["pending"]} == pending
     assert saved["verdicts"][0]["numbers"]["counts"] == {"beats": 0, "matches": 2, "worse": 2}
+
+
+def add_outcomes(out: Path, first: int = 0) -> None:
+    """Gives every finished cell per-point outcomes as `approp evaluate` keeps them: each measure right
+    on the first k of its points (k from its share), so any two cells agree on every point the one with
+    fewer right has right. first: the index the correct points start at (another point set)."""
+    for path in out.rglob("eval.json"):
+        r = json.loads(path.read_text())
+
+        def mask(share: float, n: int) -> dict:
+            k = round(share * n)
+            return encode(torch.arange(n).sub(first).remainder(n) < k)
+
+        r["outcomes"] = {"clean": mask(r["clean_acc"], 1000), "autoattack": mask(r["autoattack"]["robust_acc"], 500)}
+        path.write_text(json.dumps(r))
+
+
+def test_outcomes_on_the_same_points_decide_what_independent_intervals_cannot(tmp_path):
+    out = write_cells(tmp_path / "fronts", MATCHES)
+    add_outcomes(out)
+    view = fronts(out, tmp_path / "view", preset="fronts")
+    # Paired, κ = 0.95 is decidedly below γ = 0.01 in clean accuracy (−2.0, 20 points only AWP has right)
+    # and below γ = 0.02 in AutoAttack (−2.0): every pair is now worse, where the independent intervals
+    # left two matching.
+    decided, text = verdict(view, "in both clean and AutoAttack accuracy")
+    assert decided and text.startswith("decided, no") and "(0 of 4 pairs beat, 0 match, 4 worse)" in text
+    assert "pp (paired)" in text
+    with open(view.files["fronts_pairs.csv"], newline="") as fh:
+        rows = {(r["APP"], r["AWP"]): r for r in csv.DictReader(fh)}
+    row = rows[("APP(tanh) κ=0.95", "AWP γ=0.01")]
+    assert row["clean APP − AWP"].startswith("-2.0 [") and row["clean APP − AWP"].endswith("] pp (paired)")
+    decided, text = verdict(view, "at equal clean accuracy: AutoAttack accuracy")
+    assert decided and text.startswith("decided: APP more robust")
+    # Measures without outcomes keep the independent interval.
+    decided, text = verdict(view, "parameter attack λ=0.1 (accuracy after)")
+    assert pp(newcombe(420, 1000, 248, 1000)) + ";" in text
+    saved = json.loads(view.files["fronts_verdicts.json"].read_text())
+    assert saved["verdicts"][0]["numbers"]["best"]["clean"]["interval"] == "paired"
+
+
+def test_outcomes_that_disagree_with_their_share_are_refused(tmp_path):
+    out = write_cells(tmp_path / "fronts", MATCHES)
+    add_outcomes(out)
+    path = next(out.rglob("*app_k095/run/eval.json"))
+    r = json.loads(path.read_text())
+    r["clean_acc"] = 0.61  # the outcomes still mark 600 points
+    path.write_text(json.dumps(r))
+    with pytest.raises(OutcomesError, match="count 600 of 1000 points"):
+        fronts(out, tmp_path / "view", preset="fronts")
 
 
 def test_table_rows_carry_every_measure_with_wilson_intervals(tmp_path):

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
+import torch
 
 from ..certify.statistical_views import view_medians
 from ..checkpoint import CheckpointError, read_meta
+from ..evaluate import after_key, merge_stage
 from ..landscape import Landscape
+from ..outcomes import OutcomesError, decode
 from ..rundir import CERTIFY_RESULTS, EVAL_RESULTS, EVAL_STATE
 from ..stats import intervals as stats
 from ..stats.intervals import Estimate, Proportion
@@ -68,6 +71,7 @@ class CellResult:
     flatness_terms: list[list[float]] | None = None  # Δ (directions, points): approp.landscape
     certify: dict[str, Any] | None = None  # approp.certify.run results (eval.json or the run's certify.json)
     after: dict[float, float] = field(default_factory=dict)  # accuracy after the parameter attack, by λ
+    outcomes: dict[str, Any] = field(default_factory=dict)  # per-point outcomes (eval.json, approp.outcomes)
 
     @property
     def label(self) -> str:
@@ -104,6 +108,28 @@ class CellResult:
             return None
         return stats.from_share(value, count)
 
+    def outcome(self, name: str, lam: float | None = None) -> torch.Tensor | None:
+        """Returns the per-point outcomes behind share(name, lam), a bool mask (n,), where the evaluation
+        kept them (clean, pgd, autoattack, verified, verified_best, after at λ), else None.
+
+        OutcomesError where they are malformed or count other points than the share says.
+        """
+        key = after_key(lam) if name == "after" and lam is not None else name
+        raw = self.outcomes.get(key) if name in OUTCOME_SHARES else None
+        if raw is None:
+            return None
+        mask = decode(raw)
+        share = self.share(name, lam)
+        if share is None or (share.k, share.n) != (int(mask.sum()), len(mask)):
+            raise OutcomesError(
+                f"{self.algo_label}: the outcomes of {key} count {int(mask.sum())} of {len(mask)} points, "
+                f"its accuracy {share} says otherwise"
+            )
+        return mask
+
+
+OUTCOME_SHARES = ("clean", "pgd", "autoattack", "verified", "verified_best", "after")  # shares with outcomes
+
 
 def result_from_eval(cell: Cell, results: dict[str, Any] | None, landscape: Landscape | None = None) -> CellResult:
     """Returns the CellResult of a cell from its eval.json contents (None: not evaluated yet) and its
@@ -136,6 +162,7 @@ def result_from_eval(cell: Cell, results: dict[str, Any] | None, landscape: Land
         flatness_terms=None if landscape is None else landscape.flatness_terms,
         certify=r.get("certify"),
         after={round(row["lam"], 6): row["acc_after"] for row in r.get("param_attack", []) if "acc_after" in row},
+        outcomes=dict(r.get("outcomes", {})),
     )
 
 
@@ -164,7 +191,7 @@ def _finished_stages(run_dir: Path) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {"n": key.get("n"), "in_progress": sorted(stages)}
     for result in stages.values():
-        out.update({k: v for k, v in result.items() if k != "seconds"})
+        merge_stage(out, {k: v for k, v in result.items() if k != "seconds"})
     return out
 
 

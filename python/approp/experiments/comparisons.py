@@ -8,6 +8,7 @@ import torch
 from ..formatting import format_interval
 from ..stats import intervals as stats
 from .cell_results import CellResult, Value
+from .differences import Diff
 
 # (table column, CellResult.share name, higher is better) of every measure the comparison covers.
 COMPARED = (
@@ -24,7 +25,8 @@ def comparisons(results: list[CellResult], lams: tuple[float, ...]) -> list[dict
 
     Measures: clean, AutoAttack, verified and PGD accuracy, and at each λ the parameter attack's
     flipped share (of each model's own correct points; lower is better) and the accuracy it leaves
-    (of all points), in percentage points with Newcombe's interval; and
+    (of all points), in percentage points with Newcombe's interval — for paired data where both
+    evaluations kept per-point outcomes (approp.experiments.differences); and
     flatness (lower is flatter), paired over the same directions and test points, with the
     crossed bootstrap's interval.
     """
@@ -37,11 +39,13 @@ def comparisons(results: list[CellResult], lams: tuple[float, ...]) -> list[dict
         pairs = [(a, b) for i, a in enumerate(group) for b in group[i + 1 :]]
         for col, name, lam, higher_better in measures:
             for a, b in pairs:
-                pa, pb = a.share(name, lam), b.share(name, lam)
-                if pa is not None and pb is not None:
-                    d, lo, hi = stats.difference(pa, pb)
-                    text = format_interval(d, lo, hi, signed=True) + " pp"
-                    rows.append(_comparison(eps, col, a, b, d, lo, hi, text, higher_better, "better"))
+                diff = Diff.between(a, b, name, lam)
+                if diff is not None:
+                    text = format_interval(diff.value, diff.lower, diff.upper, signed=True) + " pp"
+                    text += " (paired)" if diff.paired else ""
+                    rows.append(
+                        _comparison(eps, col, a, b, diff.value, diff.lower, diff.upper, text, higher_better, "better")
+                    )
         for a, b in pairs:
             paired = _flatness_difference(a, b)
             if paired is not None:

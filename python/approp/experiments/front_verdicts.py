@@ -1,10 +1,10 @@
 """The verdicts of the fronts view: APP's front against AWP's, each claim decided or undecided.
 
-Every difference is APP − AWP in percentage points with Newcombe's hybrid score 95 % interval
-(approp.stats.intervals.difference, as `approp compare` uses): built from the two Wilson
-intervals, it treats the two models' test points as independent, which is conservative where,
-as here, both are scored on the same points. A difference is decided where its interval
-excludes 0.
+Every difference is APP − AWP in percentage points with its 95 % interval (approp.experiments.differences,
+as `approp compare` uses): Newcombe's interval for paired data where both evaluations kept their
+per-point outcomes on the same test points, else his hybrid score interval from the two Wilson
+intervals, which treats the two samples as independent and is conservative for models scored on
+the same points. A difference is decided where its interval excludes 0.
 
 Claims:
 - match or beat: does any APP point match or beat an AWP point in both clean and AutoAttack
@@ -24,36 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..stats import intervals as stats
-from ..stats.intervals import Proportion
+from .differences import Diff
 from .tables import CellResult, Value
-
-
-@dataclass(frozen=True)
-class Diff:
-    """A − B in fractions with its 95 % interval; shown as '+1.2 [-0.8, +3.1] pp'."""
-
-    value: float
-    lower: float
-    upper: float
-
-    @classmethod
-    def of(cls, a: Proportion, b: Proportion) -> Diff:
-        return cls(*stats.difference(a, b))
-
-    @property
-    def above(self) -> bool:
-        return self.lower > 0
-
-    @property
-    def below(self) -> bool:
-        return self.upper < 0
-
-    def __str__(self) -> str:
-        return f"{100 * self.value:+.1f} [{100 * self.lower:+.1f}, {100 * self.upper:+.1f}] pp"
-
-    def as_dict(self) -> dict[str, float]:
-        return {"value": self.value, "lower": self.lower, "upper": self.upper}
 
 
 @dataclass(frozen=True)
@@ -102,9 +74,9 @@ def pairs(app: list[CellResult], awp: list[CellResult]) -> list[Pair]:
     out = []
     for a in app:
         for b in awp:
-            ca, cb, ra, rb = a.share("clean"), b.share("clean"), a.share("autoattack"), b.share("autoattack")
-            if None not in (ca, cb, ra, rb):
-                out.append(Pair(a, b, Diff.of(ca, cb), Diff.of(ra, rb)))
+            clean, robust = Diff.between(a, b, "clean"), Diff.between(a, b, "autoattack")
+            if clean is not None and robust is not None:
+                out.append(Pair(a, b, clean, robust))
     return out
 
 
@@ -158,54 +130,66 @@ def match_or_beat(found: list[Pair]) -> Verdict:
 
 def nearest_clean(app: list[CellResult], awp: list[CellResult]) -> tuple[CellResult, CellResult, Diff] | None:
     """Returns (APP point, AWP point, clean APP − AWP) of the pair nearest in clean accuracy (None without one)."""
-    found = [
-        (a, b, Diff.of(a.share("clean"), b.share("clean")))
-        for a in app
-        for b in awp
-        if a.share("clean") is not None and b.share("clean") is not None
-    ]
+    found = [(a, b, d) for a in app for b in awp if (d := Diff.between(a, b, "clean")) is not None]
     return min(found, key=lambda t: abs(t[2].value), default=None)
 
 
-def _verified(r: CellResult) -> Proportion | None:
-    return r.share("verified_best") or r.share("verified")
+def _verified(a: CellResult, b: CellResult) -> str:
+    """Returns the verified share both points measured: best of interval and linear bounds, else interval."""
+    return "verified_best" if a.share("verified_best") and b.share("verified_best") else "verified"
 
 
 def equal_clean(app: list[CellResult], awp: list[CellResult], lams: tuple[float, ...]) -> list[Verdict]:
     """Returns one verdict per measure (AutoAttack, verified, parameter attack at each λ) for the
     APP–AWP pair nearest in clean accuracy (among all pairs with clean accuracy measured)."""
     pair = nearest_clean(app, awp)
-    measures = [("AutoAttack accuracy", lambda r: r.share("autoattack"), True), ("verified accuracy", _verified, True)]
+    measures: list[tuple[str, str | None, float | None, bool]] = [  # (claim, share name, λ, higher is better)
+        ("AutoAttack accuracy", "autoattack", None, True),
+        ("verified accuracy", None, None, True),  # None: the verified share both measured (_verified)
+    ]
     for lam in lams:  # the flipped share, and the accuracy left: one network can flip fewer of fewer points
         measures += [
-            (f"parameter attack λ={lam:g} (flipped share)", lambda r, lam=lam: r.share("flipped", lam), False),
-            (f"parameter attack λ={lam:g} (accuracy after)", lambda r, lam=lam: r.share("after", lam), True),
+            (f"parameter attack λ={lam:g} (flipped share)", "flipped", lam, False),
+            (f"parameter attack λ={lam:g} (accuracy after)", "after", lam, True),
         ]
     if pair is None:
         return [
             Verdict(f"at equal clean accuracy: {m}", False, "undecided: no APP and AWP point evaluated yet")
-            for m, _, _ in measures
+            for m, _, _, _ in measures
         ]
     a, b, clean = pair
     head = f"nearest pair in clean accuracy {a.algo_label} vs {b.algo_label}, clean APP − AWP {clean}" + (
-        " — itself decided, so not equal" if clean.above or clean.below else ""
+        " — itself decided, so not equal" if clean.decided else ""
     )
     base = {"APP": a.algo_label, "AWP": b.algo_label, "clean": clean.as_dict()}
-    return [_measure_verdict(name, get(a), get(b), higher, base, head) for name, get, higher in measures]
+    return [
+        _measure_verdict(claim, a, b, name or _verified(a, b), lam, higher, base, head)
+        for claim, name, lam, higher in measures
+    ]
 
 
 def _measure_verdict(
-    name: str, a: Proportion | None, b: Proportion | None, higher_better: bool, base: dict[str, Any], head: str
+    name: str,
+    app: CellResult,
+    awp: CellResult,
+    share: str,
+    lam: float | None,
+    higher_better: bool,
+    base: dict[str, Any],
+    head: str,
 ) -> Verdict:
     """Returns which method is more robust on one measure of the nearest pair, decided or not."""
     claim = f"at equal clean accuracy: {name}"
-    if a is None or b is None:
+    d = Diff.between(app, awp, share, lam)
+    if d is None:
         return Verdict(claim, False, f"undecided: not measured for both ({head})", base)
-    d = Diff.of(a, b)
-    decided = d.above or d.below
-    winner = ("APP" if d.above == higher_better else "AWP") if decided else None
+    a, b = app.share(share, lam), awp.share(share, lam)
+    winner = ("APP" if d.above == higher_better else "AWP") if d.decided else None
     nums = f"APP {a} vs AWP {b}, APP − AWP {d}; {head}"
-    text = f"decided: {winner} more robust ({nums})" if decided else f"undecided: the interval contains 0 ({nums})"
+    text = f"decided: {winner} more robust ({nums})" if d.decided else f"undecided: the interval contains 0 ({nums})"
     return Verdict(
-        claim, decided, text, {**base, "app": a.value, "awp": b.value, "difference": d.as_dict(), "more_robust": winner}
+        claim,
+        d.decided,
+        text,
+        {**base, "app": a.value, "awp": b.value, "difference": d.as_dict(), "more_robust": winner},
     )

@@ -13,7 +13,8 @@ pending. Written into `out`:
   parameter attack's flipped share and the accuracy left after it at each λ, the share with a
   certified λ* > 0 and its median, and the int8 certificates, every share with its 95 % Wilson
   interval;
-- fronts_pairs.md/.csv: every APP × AWP pair, clean and AutoAttack APP − AWP with Newcombe's interval;
+- fronts_pairs.md/.csv: every APP × AWP pair, clean and AutoAttack APP − AWP with Newcombe's interval
+  (paired where both evaluations kept per-point outcomes, approp.experiments.differences);
 - fronts_clean_vs_autoattack.png, fronts_clean_vs_verified.png: both fronts with intervals on both axes;
 - fronts_verdicts.md/.json: each claim (approp.experiments.front_verdicts) decided or undecided,
   with its numbers, and the pending cells;
@@ -250,8 +251,9 @@ def plot_front(points: list[FrontPoint], measure: str, ylabel: str, path: Path) 
 def verdicts_markdown(view_points: list[FrontPoint], verdicts: list[Verdict]) -> str:
     """Returns the verdicts page: each claim with 'decided' or 'undecided' and its numbers, then the pending cells."""
     intro = (
-        "APP − AWP in percentage points with Newcombe's 95 % interval (from the two Wilson intervals; "
-        "conservative for models scored on the same test points); decided where it excludes 0. "
+        "APP − AWP in percentage points with Newcombe's 95 % interval: for paired data, marked (paired), where "
+        "both evaluations kept their per-point outcomes on the same test points; else from the two Wilson "
+        "intervals, which is conservative for models scored on the same points. Decided where it excludes 0. "
         "Table: [fronts_table.md](fronts_table.md); every pair: [fronts_pairs.md](fronts_pairs.md); the main "
         "job's choice on validation: [fronts_validation.md](fronts_validation.md)."
     )
@@ -323,8 +325,9 @@ def fronts(
         table_rows(points, lams), out / "fronts_table", cap
     )
     cap = (
-        "Every APP point against every AWP point: APP − AWP with Newcombe's 95 % interval; 'beats' where both "
-        "intervals lie above 0, 'worse' where either lies below 0, else 'matches'."
+        "Every APP point against every AWP point: APP − AWP with Newcombe's 95 % interval (for paired data where "
+        "marked (paired), else from the two Wilson intervals); 'beats' where both intervals lie above 0, 'worse' "
+        "where either lies below 0, else 'matches'."
     )
     files["fronts_pairs.md"], files["fronts_pairs.csv"] = write_table(pair_rows(found), out / "fronts_pairs", cap)
     for name, (measure, ylabel) in PLOTS.items():
