@@ -24,7 +24,7 @@ from ..checkpoint import CheckpointError, read_meta
 from ..config import ConfigError
 from ..stats import intervals as stats
 from ..stats.intervals import Proportion
-from .front_verdicts import Diff
+from .differences import Diff
 from .sweep import VAL
 from .tables import Value
 
