@@ -50,7 +50,7 @@ from .data import Split, load_cifar10, to_float
 from .eval_report import write_eval_report
 from .faults.report import write_faults_report
 from .faults.run import FaultsConfig, run_faults
-from .metrics import clean_correct, verified_correct
+from .metrics import clean_correct, share, verified_correct
 from .neighbourhood import neighbourhood, samples_from_json, samples_to_json, summarise
 from .outcomes import OutcomesError, encode
 from .precision import full_precision
@@ -166,11 +166,6 @@ def merge_stage(out: dict[str, Any], stage: dict[str, Any]) -> None:
             out.setdefault("outcomes", {}).update(value)
         else:
             out[key] = value
-
-
-def _share(mask: torch.Tensor) -> float:
-    """Returns the share of True in a mask (N,) (0 for no points)."""
-    return mask.sum().item() / max(len(mask), 1)
 
 
 def _brief(result: dict[str, Any]) -> str:
@@ -326,7 +321,7 @@ class Evaluator:
 
     def _stage_clean(self, state, bar) -> dict[str, Any]:
         mask = clean_correct(self.model, self.test, self.cfg.batch_size)
-        return {"clean_acc": _share(mask), "outcomes": {"clean": encode(mask)}}
+        return {"clean_acc": share(mask), "outcomes": {"clean": encode(mask)}}
 
     def _stage_pgd(self, state, bar) -> dict[str, Any]:
         c = self.cfg
@@ -386,7 +381,7 @@ class Evaluator:
             mask = verified_correct(
                 self.model, self.test, self.eps, self.radius, batch_size=self.cfg.batch_size, method=method
             )
-            out[f"verified_acc{suffix}"] = _share(mask)
+            out[f"verified_acc{suffix}"] = share(mask)
             out["outcomes"][f"verified{suffix}"] = encode(mask)
         return out
 

@@ -21,9 +21,14 @@ def clean_correct(model: nn.Module, split: Split, batch_size: int = 500) -> torc
     return torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool, device=split.y.device)
 
 
+def share(mask: torch.Tensor) -> float:
+    """Returns the share of True in a mask (N,) (0 for no points): the accuracy a mask counts."""
+    return mask.sum().item() / max(len(mask), 1)
+
+
 def clean_accuracy(model: nn.Module, split: Split, batch_size: int = 500) -> float:
     """Returns the share of the split the model classifies correctly."""
-    return clean_correct(model, split, batch_size).sum().item() / max(len(split), 1)
+    return share(clean_correct(model, split, batch_size))
 
 
 @torch.no_grad()
@@ -66,8 +71,7 @@ def verified_accuracy(
     method: str | None = None,
 ) -> float:
     """Returns the share of points verified_correct counts (the same arguments)."""
-    mask = verified_correct(model, split, eps, radius, lam, batch_size, method)
-    return mask.sum().item() / max(len(split), 1)
+    return share(verified_correct(model, split, eps, radius, lam, batch_size, method))
 
 
 @torch.no_grad()
